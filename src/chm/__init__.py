@@ -1,0 +1,3 @@
+"""CHM: pipeline run-health service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel
+from chm.models.alert_rule import MAX_WINDOW_MINUTES, RuleType
+
+Destination = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Threshold = Annotated[int, Field(ge=1, le=1_000_000)]
+WindowMinutes = Annotated[int, Field(ge=1, le=MAX_WINDOW_MINUTES)]
+
+
+class AlertRuleCreate(RequestModel):
+    rule_type: RuleType
+    client_id: EntityId | None = None
+    pipeline_id: EntityId | None = None
+    destination: Destination
+    threshold: Threshold | None = None
+    window_minutes: WindowMinutes | None = None
+    is_enabled: bool = True
+
+
+class AlertRuleUpdate(RequestModel):
+    rule_type: Annotated[RuleType | None, NotNull] = None
+    client_id: EntityId | None = None
+    pipeline_id: EntityId | None = None
+    destination: Annotated[Destination | None, NotNull] = None
+    threshold: Threshold | None = None
+    window_minutes: WindowMinutes | None = None
+    is_enabled: Annotated[bool | None, NotNull] = None
+
+
+class AlertRuleOut(ResponseModel):
+    id: EntityId
+    rule_type: RuleType
+    client_id: EntityId | None
+    pipeline_id: EntityId | None
+    destination: str
+    threshold: int | None
+    window_minutes: int | None
+    is_enabled: bool
+    effective_scope: Literal["pipeline", "client"]
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,205 @@
+"""Alert rules: stored conditions for future alerting (FR-008..FR-010, DI-007, DI-008)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from chm.alert_rules.schemas import AlertRuleCreate, AlertRuleUpdate
+from chm.core.changes import apply_changes
+from chm.core.errors import Conflict, FieldIssue, NotFound, ValidationFailed
+from chm.core.ids import filter_id, parse_id, path_id
+from chm.core.pagination import decode_cursor, encode_cursor
+from chm.models import AlertRule, Client, Pipeline, RuleType
+
+CURSOR_KIND = "alert-rules"
+
+
+class DuplicateAlertRule(Conflict):
+    title = "Duplicate enabled alert rule"
+    type_slug = "duplicate-alert-rule"
+
+
+@dataclass
+class RuleValues:
+    """A rule as it would be stored, ids still as sent."""
+
+    rule_type: RuleType
+    client_id: str | None
+    pipeline_id: str | None
+    destination: str
+    threshold: int | None
+    window_minutes: int | None
+    is_enabled: bool
+
+
+def _resolve(session: Session, values: RuleValues) -> dict[str, Any]:
+    """Validate a whole rule; every issue at once, field by field (AC-002)."""
+    issues: list[FieldIssue] = []
+    if values.client_id is None and values.pipeline_id is None:
+        message = "a rule needs a client_id, a pipeline_id, or both"
+        issues += [
+            FieldIssue("client_id", "scope_required", message),
+            FieldIssue("pipeline_id", "scope_required", message),
+        ]
+    client = pipeline = None
+    if values.client_id is not None:
+        client_pk = parse_id(values.client_id)
+        client = session.get(Client, client_pk) if client_pk is not None else None
+        if client is None:
+            issues.append(
+                FieldIssue("client_id", "not_found", f"client {values.client_id!r} does not exist")
+            )
+    if values.pipeline_id is not None:
+        pipeline_pk = parse_id(values.pipeline_id)
+        pipeline = session.get(Pipeline, pipeline_pk) if pipeline_pk is not None else None
+        if pipeline is None:
+            issues.append(
+                FieldIssue(
+                    "pipeline_id", "not_found", f"pipeline {values.pipeline_id!r} does not exist"
+                )
+            )
+    if client is not None and pipeline is not None and pipeline.client_id != client.id:
+        issues.append(
+            FieldIssue(
+                "pipeline_id",
+                "not_of_client",
+                f"pipeline {values.pipeline_id!r} does not belong to client {values.client_id!r}",
+            )
+        )
+    if values.rule_type is RuleType.failures_in_window:
+        for field in ("threshold", "window_minutes"):
+            if getattr(values, field) is None:
+                issues.append(
+                    FieldIssue(field, "required", f"{field} is required for failures_in_window rules")
+                )
+    if issues:
+        raise ValidationFailed(issues)
+    return {
+        "rule_type": values.rule_type.value,
+        "client_id": client.id if client is not None else None,
+        "pipeline_id": pipeline.id if pipeline is not None else None,
+        "destination": values.destination,
+        "threshold": values.threshold,
+        "window_minutes": values.window_minutes,
+        "is_enabled": values.is_enabled,
+    }
+
+
+def _check_no_duplicate(session: Session, fields: dict[str, Any], exclude_id: int | None) -> None:
+    """DI-008, for a friendly message; the partial unique indexes guarantee it."""
+    if not fields["is_enabled"]:
+        return
+    query = sa.select(AlertRule.id).where(
+        AlertRule.is_enabled.is_(True),
+        AlertRule.rule_type == fields["rule_type"],
+        AlertRule.destination == fields["destination"],
+    )
+    if fields["pipeline_id"] is not None:
+        query = query.where(AlertRule.pipeline_id == fields["pipeline_id"])
+        scope = f"pipeline {fields['pipeline_id']}"
+    else:
+        query = query.where(AlertRule.pipeline_id.is_(None), AlertRule.client_id == fields["client_id"])
+        scope = f"client {fields['client_id']}"
+    if exclude_id is not None:
+        query = query.where(AlertRule.id != exclude_id)
+    existing = session.scalar(query.limit(1))
+    if existing is not None:
+        raise DuplicateAlertRule(
+            f"enabled rule {existing} already has the same {scope} scope, rule_type and destination"
+        )
+
+
+def _flush_or_conflict(session: Session) -> None:
+    try:
+        session.flush()
+    except IntegrityError:
+        raise DuplicateAlertRule(
+            "an enabled rule with the same scope, rule_type and destination exists"
+        ) from None
+
+
+def get_rule(session: Session, rule_id: str) -> AlertRule:
+    rule = session.get(AlertRule, path_id(rule_id, "alert rule"))
+    if rule is None:
+        raise NotFound(f"alert rule {rule_id!r} not found")
+    return rule
+
+
+def create_rule(session: Session, data: AlertRuleCreate) -> AlertRule:
+    fields = _resolve(session, RuleValues(**data.model_dump()))
+    _check_no_duplicate(session, fields, exclude_id=None)
+    rule = AlertRule(**fields)
+    session.add(rule)
+    _flush_or_conflict(session)
+    return rule
+
+
+def _current_values(rule: AlertRule) -> dict[str, Any]:
+    return {
+        "rule_type": RuleType(rule.rule_type),
+        "client_id": str(rule.client_id) if rule.client_id is not None else None,
+        "pipeline_id": str(rule.pipeline_id) if rule.pipeline_id is not None else None,
+        "destination": rule.destination,
+        "threshold": rule.threshold,
+        "window_minutes": rule.window_minutes,
+        "is_enabled": rule.is_enabled,
+    }
+
+
+def update_rule(session: Session, rule_id: str, data: AlertRuleUpdate) -> AlertRule:
+    """Apply a partial change, then validate the rule as a whole."""
+    rule = get_rule(session, rule_id)
+    merged = _current_values(rule) | data.model_dump(exclude_unset=True)
+    fields = _resolve(session, RuleValues(**merged))
+    _check_no_duplicate(session, fields, exclude_id=rule.id)
+    if apply_changes(rule, fields):
+        _flush_or_conflict(session)
+    return rule
+
+
+def set_enabled(session: Session, rule_id: str, enabled: bool) -> AlertRule:
+    return update_rule(session, rule_id, AlertRuleUpdate(is_enabled=enabled))
+
+
+def delete_rule(session: Session, rule_id: str) -> None:
+    session.delete(get_rule(session, rule_id))
+    session.flush()
+
+
+def list_rules(
+    session: Session,
+    *,
+    client_id: str | None,
+    pipeline_id: str | None,
+    rule_type: RuleType | None,
+    is_enabled: bool | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[AlertRule], str | None]:
+    query = sa.select(AlertRule)
+    client_filter = filter_id(client_id, "client_id")
+    if client_filter is not None:
+        query = query.where(AlertRule.client_id == client_filter)
+    pipeline_filter = filter_id(pipeline_id, "pipeline_id")
+    if pipeline_filter is not None:
+        query = query.where(AlertRule.pipeline_id == pipeline_filter)
+    if rule_type is not None:
+        query = query.where(AlertRule.rule_type == rule_type.value)
+    if is_enabled is not None:
+        query = query.where(AlertRule.is_enabled.is_(is_enabled))
+    if cursor is not None:
+        (last_id,) = decode_cursor(CURSOR_KIND, cursor, 1)
+        if not isinstance(last_id, int):
+            raise ValidationFailed.one("cursor", "invalid_cursor", "cursor was not issued by this server")
+        query = query.where(AlertRule.id > last_id)
+    rows = list(session.scalars(query.order_by(AlertRule.id).limit(limit + 1)))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(CURSOR_KIND, [rows[-1].id])
+    return rows, next_cursor

@@ -1,0 +1,66 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+from chm import __version__
+from chm.alert_rules.router import router as alert_rules_router
+from chm.clients.router import router as clients_router
+from chm.core.auth import require_api_token
+from chm.core.db import create_db_engine, make_session_factory
+from chm.core.errors import PROBLEM_RESPONSES, install_error_handlers
+from chm.core.settings import Settings, get_settings
+from chm.pipelines.router import router as pipelines_router
+from chm.runs.router import router as runs_router
+
+logger = logging.getLogger("chm.app")
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    owns_engine = engine is None
+    engine = engine or create_db_engine(settings.effective_database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_engine:
+            engine.dispose()
+
+    app = FastAPI(
+        title="CHM",
+        version=__version__,
+        summary="Pipeline run health: inventory, run history, ingestion and health outputs.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.read_sessions = make_session_factory(engine)
+    app.state.write_sessions = make_session_factory(engine, write=True)
+    install_error_handlers(app)
+
+    api = APIRouter(
+        prefix=API_PREFIX, dependencies=[Depends(require_api_token)], responses=PROBLEM_RESPONSES
+    )
+    for router in (clients_router, pipelines_router, runs_router, alert_rules_router):
+        api.include_router(router)
+    app.include_router(api)
+
+    @app.get("/healthz", tags=["health"], responses={503: PROBLEM_RESPONSES[404] | {"description": "Database unreachable"}})
+    def healthz() -> JSONResponse:
+        """200 when the database answers."""
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        return JSONResponse({"status": "ok", "database": engine.dialect.name})
+
+    return app

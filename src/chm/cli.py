@@ -1,0 +1,92 @@
+"""The ``chm`` command line: serve, db upgrade (more commands register here)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from chm.core.settings import Environment, get_settings
+
+app = typer.Typer(
+    name="chm",
+    help="CHM: pipeline run-health service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """A plain one-line message on stderr and a non-zero exit."""
+    typer.echo(f"chm: {message}", err=True)
+    return typer.Exit(code)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on", min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes", min=1)] = 1,
+) -> None:
+    """Serve the HTTP API (docs at /docs, schema at /openapi.json)."""
+    import uvicorn
+
+    settings = get_settings()
+    problems = settings.production_problems()
+    if problems:
+        raise fail("; ".join(problems), code=1)
+    configure_logging(settings.log_level)
+    if settings.env is Environment.development and settings.api_token is None:
+        logging.getLogger("chm").warning(
+            "development mode: the API accepts requests without a token"
+        )
+    uvicorn.run(
+        "chm.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+) -> None:
+    """Create or migrate the schema of CHM_DATABASE_URL to the latest revision."""
+    from sqlalchemy.exc import OperationalError
+
+    from chm.core.db import create_db_engine
+    from chm.core.migrate import upgrade
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    try:
+        engine = create_db_engine(settings.effective_database_url)
+    except Exception as exc:  # a malformed URL: say so plainly
+        raise fail(f"invalid CHM_DATABASE_URL: {exc}") from None
+    try:
+        upgrade(engine, revision)
+    except OperationalError as exc:
+        raise fail(f"cannot reach the database: {type(exc.orig).__name__}", code=1) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"database at revision {revision} ({engine.dialect.name})")
+
+
+if __name__ == "__main__":
+    app()

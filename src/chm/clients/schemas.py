@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from chm.core.schemas import EntityId, Name, NotNull, RequestModel, ResponseModel
+from chm.models.run import RunStatus
+from chm.runs.schemas import RunOut
+
+
+class ClientCreate(RequestModel):
+    name: Name
+    is_active: bool = True
+
+
+class ClientUpdate(RequestModel):
+    name: Annotated[Name | None, NotNull] = None
+    is_active: Annotated[bool | None, NotNull] = None
+
+
+class ClientOut(ResponseModel):
+    id: EntityId
+    name: str
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ClientRef(ResponseModel):
+    id: EntityId
+    name: str
+
+
+class PipelineHealth(ResponseModel):
+    pipeline_id: EntityId
+    pipeline_name: str
+    platform: str
+    environment: str
+    latest_status: RunStatus | None
+    latest_run: RunOut | None
+    runs_in_window: int
+    failed_in_window: int
+
+
+class ClientSummary(ResponseModel):
+    client: ClientRef
+    since: datetime
+    until: datetime
+    total_runs: int
+    status_counts: dict[RunStatus, int]
+    pipelines: list[PipelineHealth]

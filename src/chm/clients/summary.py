@@ -1,0 +1,104 @@
+"""The client summary (FR-007, AC-005): status counts and each pipeline's latest run
+in a time window, computed in the database."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from chm.clients.schemas import ClientRef, ClientSummary, PipelineHealth
+from chm.clients.service import get_client
+from chm.core.timeutil import utcnow
+from chm.models import Pipeline, Run
+from chm.models.run import RunStatus
+from chm.runs.ordering import ORDER_BY
+from chm.runs.schemas import RunOut
+from chm.runs.service import check_window
+
+DEFAULT_WINDOW = timedelta(hours=24)
+
+
+def resolve_window(
+    since: datetime | None, until: datetime | None, default: timedelta = DEFAULT_WINDOW
+) -> tuple[datetime, datetime]:
+    """Fill a half-open window from its defaults: ``until`` now, ``since`` one default before."""
+    if until is None:
+        until = utcnow()
+    if since is None:
+        since = until - default
+    check_window(since, until)
+    return since, until
+
+
+def client_summary(
+    session: Session, client_id: str, since: datetime | None, until: datetime | None
+) -> ClientSummary:
+    client = get_client(session, client_id)
+    since, until = resolve_window(since, until)
+
+    pipelines = list(
+        session.scalars(
+            sa.select(Pipeline)
+            .where(Pipeline.client_id == client.id, Pipeline.is_active.is_(True))
+            .order_by(Pipeline.name_key, Pipeline.id)
+        )
+    )
+    in_window = (
+        Pipeline.client_id == client.id,
+        Pipeline.is_active.is_(True),
+        Run.event_at >= since,
+        Run.event_at < until,
+    )
+    counts: dict[int, dict[str, int]] = {}
+    status_counts = {status: 0 for status in RunStatus}
+    for pipeline_id, status, n in session.execute(
+        sa.select(Run.pipeline_id, Run.status, sa.func.count())
+        .join(Pipeline, Pipeline.id == Run.pipeline_id)
+        .where(*in_window)
+        .group_by(Run.pipeline_id, Run.status)
+    ):
+        counts.setdefault(pipeline_id, {})[status] = n
+        status_counts[RunStatus(status)] += n
+
+    ranked = (
+        sa.select(
+            Run.id,
+            sa.func.row_number().over(partition_by=Run.pipeline_id, order_by=ORDER_BY).label("rank"),
+        )
+        .join(Pipeline, Pipeline.id == Run.pipeline_id)
+        .where(*in_window)
+        .subquery()
+    )
+    latest = {
+        run.pipeline_id: run
+        for run in session.scalars(
+            sa.select(Run).where(Run.id.in_(sa.select(ranked.c.id).where(ranked.c.rank == 1)))
+        )
+    }
+
+    rows = []
+    for pipeline in pipelines:
+        run = latest.get(pipeline.id)
+        pipeline_counts = counts.get(pipeline.id, {})
+        rows.append(
+            PipelineHealth(
+                pipeline_id=str(pipeline.id),
+                pipeline_name=pipeline.name,
+                platform=pipeline.platform,
+                environment=pipeline.environment,
+                latest_status=RunStatus(run.status) if run is not None else None,
+                latest_run=RunOut.model_validate(run) if run is not None else None,
+                runs_in_window=sum(pipeline_counts.values()),
+                failed_in_window=pipeline_counts.get(RunStatus.failed, 0),
+            )
+        )
+    return ClientSummary(
+        client=ClientRef(id=str(client.id), name=client.name),
+        since=since,
+        until=until,
+        total_runs=sum(status_counts.values()),
+        status_counts=status_counts,
+        pipelines=rows,
+    )

@@ -1,0 +1,210 @@
+"""Domain errors and their one rendering: RFC 9457 problem+json (FR-016, AC-002)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("chm.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://chm.dev/problems/"
+
+
+@dataclass(frozen=True)
+class FieldIssue:
+    field: str
+    code: str
+    message: str
+
+
+class ChmError(Exception):
+    """Base of every error a service raises; rendered as problem+json."""
+
+    status: int = 500
+    type_slug: str = "internal-error"
+    title: str = "Internal server error"
+
+    def __init__(self, detail: str | None = None, errors: Sequence[FieldIssue] = ()) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.errors = list(errors)
+
+
+class ValidationFailed(ChmError):
+    status = 422
+    type_slug = "validation-error"
+    title = "Request validation failed"
+
+    def __init__(self, errors: Sequence[FieldIssue]) -> None:
+        n = len(errors)
+        super().__init__(f"{n} field{'s are' if n != 1 else ' is'} invalid", errors)
+
+    @classmethod
+    def one(cls, field: str, code: str, message: str) -> ValidationFailed:
+        return cls([FieldIssue(field, code, message)])
+
+
+class NotFound(ChmError):
+    status = 404
+    type_slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(ChmError):
+    status = 409
+    type_slug = "conflict"
+    title = "Conflict"
+
+
+class Unauthorized(ChmError):
+    status = 401
+    type_slug = "unauthorized"
+    title = "Unauthorized"
+
+
+class BadRequest(ChmError):
+    status = 400
+    type_slug = "bad-request"
+    title = "Malformed request"
+
+
+class ServiceUnavailable(ChmError):
+    status = 503
+    type_slug = "service-unavailable"
+    title = "Service unavailable"
+
+
+class ProblemField(BaseModel):
+    field: str
+    code: str
+    message: str
+
+
+class Problem(BaseModel):
+    """The error body of every 4xx/5xx answer."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemField] = []
+
+
+def problem_response(
+    status: int,
+    type_slug: str,
+    title: str,
+    detail: str,
+    errors: Iterable[FieldIssue] = (),
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + type_slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "errors": [{"field": e.field, "code": e.code, "message": e.message} for e in errors],
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def render_error(error: ChmError) -> JSONResponse:
+    return problem_response(error.status, error.type_slug, error.title, error.detail, error.errors)
+
+
+_PYDANTIC_CODES = {
+    "missing": "required",
+    "extra_forbidden": "unknown_field",
+    "string_too_short": "too_short",
+    "string_too_long": "too_long",
+    "string_pattern_mismatch": "invalid_format",
+    "greater_than_equal": "too_small",
+    "greater_than": "too_small",
+    "less_than_equal": "too_large",
+    "less_than": "too_large",
+}
+
+
+def _field_name(loc: Sequence[int | str]) -> str:
+    # Drop the location kind ("body", "query", "path"): the field is named by
+    # its own name, with dotted paths for nested fields.
+    parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "query", "path", "header") else [
+        str(p) for p in loc
+    ]
+    return ".".join(parts) if parts else "body"
+
+
+def issues_from_pydantic(raw_errors: Sequence[Any]) -> list[FieldIssue]:
+    issues = []
+    for err in raw_errors:
+        message = str(err.get("msg", "invalid value"))
+        # Our own validators raise ValueError("..."): pydantic prefixes "Value error, ".
+        message = message.removeprefix("Value error, ")
+        error_type = str(err.get("type", "invalid"))
+        code = _PYDANTIC_CODES.get(error_type, "invalid" if error_type == "value_error" else error_type)
+        issues.append(FieldIssue(_field_name(err.get("loc", ())), code, message))
+    return issues
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ChmError)
+    async def _chm_error(_request: Request, exc: ChmError) -> JSONResponse:
+        return render_error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        raw = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in raw):
+            return render_error(BadRequest("The request body is not valid JSON"))
+        return render_error(ValidationFailed(issues_from_pydantic(raw)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}
+        slugs = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}
+        detail = exc.detail if isinstance(exc.detail, str) else titles.get(exc.status_code, "Error")
+        return problem_response(
+            exc.status_code,
+            slugs.get(exc.status_code, "http-error"),
+            titles.get(exc.status_code, "HTTP error"),
+            detail,
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_request: Request, exc: IntegrityError) -> JSONResponse:
+        # A constraint the service did not foresee (or a race it lost): a
+        # conflict, never a 500, and never the SQL text.
+        logger.info("integrity error mapped to 409: %s", type(exc.orig).__name__)
+        return render_error(Conflict("The change conflicts with stored data"))
+
+    @app.exception_handler(OperationalError)
+    async def _operational(_request: Request, exc: OperationalError) -> JSONResponse:
+        logger.error("database unavailable: %s", type(exc.orig).__name__)
+        return render_error(ServiceUnavailable("The database is busy or unreachable; retry"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error")
+        return render_error(ChmError("An unexpected error occurred"))
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": desc}
+    for status, desc in (
+        (400, "Malformed JSON body"),
+        (404, "Unknown id or path"),
+        (409, "Uniqueness or state conflict"),
+        (422, "Validation failed"),
+    )
+}

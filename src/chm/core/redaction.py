@@ -1,0 +1,64 @@
+"""Secret redaction for anything CHM stores or shows (SE-002, SE-003)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+REDACTED = "[REDACTED]"
+
+# Key fragments that mark a value as secret, matched on the key lower-cased
+# with "-" and " " read as "_": "X-Api-Key", "client_secret", "dbPassword"...
+_SECRET_KEY_PARTS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "credential",
+    "private_key",
+    "privatekey",
+    "access_key",
+    "accesskey",
+    "session_key",
+    "cookie",
+    "signature",
+)
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
+_BEARER = re.compile(r"\b(?P<kind>Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
+
+
+def is_secret_key(key: str) -> bool:
+    normalized = _CAMEL_BOUNDARY.sub("_", key).lower().replace("-", "_").replace(" ", "_")
+    compact = normalized.replace("_", "")
+    return any(part in normalized or part.replace("_", "") in compact for part in _SECRET_KEY_PARTS)
+
+
+def redact_text(text: str) -> str:
+    """Credentials inside free text: URL userinfo and bearer/basic/token strings."""
+    text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
+    return _BEARER.sub(lambda m: f"{m.group('kind')} {REDACTED}", text)
+
+
+def redact(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
+    """A copy of ``value`` with secret-looking keys' values and embedded credentials
+    replaced by ``"[REDACTED]"``, through nested dicts and lists. ``extra_secrets``
+    are known secret values (configured tokens) removed wherever they appear."""
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if isinstance(k, str) and is_secret_key(k) and v not in (None, "")
+                else redact(v, extra_secrets))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v, extra_secrets) for v in value]
+    if isinstance(value, str):
+        text = redact_text(value)
+        for secret in extra_secrets:
+            if secret:
+                text = text.replace(secret, REDACTED)
+        return text
+    return value

@@ -1,0 +1,55 @@
+"""Settings: one pydantic-settings class, read from ``CHM_*`` environment variables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./chm.db"
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHM_", extra="ignore")
+
+    env: Environment = Environment.development
+    # Secret: a PostgreSQL URL may carry a password.
+    database_url: SecretStr | None = None
+    api_token: SecretStr | None = None
+    # The sources file for ingestion (TOML).
+    config: Path | None = None
+    log_level: str = "INFO"
+    # Key for signing pagination cursors (not a security boundary: it lets the
+    # server reject cursors it did not issue).
+    cursor_secret: SecretStr = SecretStr("chm-cursor-v1")
+    stuck_after_minutes: int = Field(default=360, ge=1)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url is None:
+            return DEFAULT_DATABASE_URL
+        return self.database_url.get_secret_value()
+
+    def production_problems(self) -> list[str]:
+        """Reasons this configuration must not serve in production (SE-004)."""
+        if self.env is not Environment.production:
+            return []
+        problems = []
+        if self.database_url is None:
+            problems.append("CHM_ENV=production requires an explicit CHM_DATABASE_URL")
+        if self.api_token is None or not self.api_token.get_secret_value():
+            problems.append("CHM_ENV=production requires CHM_API_TOKEN")
+        return problems
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

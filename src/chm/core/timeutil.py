@@ -1,0 +1,21 @@
+"""Time helpers: every timestamp in CHM is timezone-aware UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Return ``value`` in UTC; a naive value is read as UTC (contract: Conventions)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def isoformat_z(value: datetime) -> str:
+    """RFC 3339 with a ``Z`` suffix, as every response carries."""
+    return as_utc(value).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,89 @@
+"""Column types shared by every table, identical in meaning on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware timestamp stored as UTC.
+
+    PostgreSQL keeps it in ``timestamptz``; SQLite keeps the UTC wall time as
+    fixed-width text, which sorts and compares chronologically. Naive values
+    are refused on the way in: every caller must know which zone it means.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# JSON documents: JSONB on PostgreSQL, JSON text on SQLite.
+JSONDocument = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+# Integer primary keys: BIGINT on PostgreSQL, the rowid alias on SQLite.
+BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# The sentinel that stands for "no timestamp" in the ordering keys: below any
+# real time, so a descending order puts missing timestamps last on both
+# databases, like ``DESC NULLS LAST``.
+_SQLITE_FLOOR = "'0001-01-01 00:00:00.000000'"
+_POSTGRES_FLOOR = "'0001-01-01 00:00:00+00'::timestamptz"
+
+
+class NullsLowKey(ColumnElement[datetime]):
+    """``coalesce(col, <earliest time>)``, rendered with a literal per dialect.
+
+    Used both in the ordering indexes and in the queries, so that the
+    database matches the expression index and seeks with a row-value
+    comparison (keyset pagination) instead of filtering.
+    """
+
+    inherit_cache = True
+    type = UTCDateTime()
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        self.column = column
+
+    @property
+    def _from_objects(self) -> list[Any]:  # type: ignore[override]
+        return self.column._from_objects
+
+
+@compiles(NullsLowKey, "postgresql")
+def _compile_pg(element: NullsLowKey, compiler: Any, **kw: Any) -> str:
+    return f"coalesce({compiler.process(element.column, **kw)}, {_POSTGRES_FLOOR})"
+
+
+@compiles(NullsLowKey)
+def _compile_default(element: NullsLowKey, compiler: Any, **kw: Any) -> str:
+    return f"coalesce({compiler.process(element.column, **kw)}, {_SQLITE_FLOOR})"
+
+
+def nulls_low_sql(column_name: str, dialect_name: str) -> str:
+    """The same key as DDL text, for migrations."""
+    floor = _POSTGRES_FLOOR if dialect_name == "postgresql" else _SQLITE_FLOOR
+    return f"coalesce({column_name}, {floor})"

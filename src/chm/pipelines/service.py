@@ -1,0 +1,150 @@
+"""Pipelines: recurring job definitions, each under exactly one client (FR-003)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from chm.core.changes import apply_changes
+from chm.core.errors import Conflict, NotFound, ValidationFailed
+from chm.core.ids import filter_id, parse_id, path_id
+from chm.core.pagination import decode_cursor, encode_cursor
+from chm.core.query import after_key
+from chm.models import Client, Pipeline
+from chm.models.base import name_key
+from chm.pipelines.schemas import PipelineCreate, PipelineUpdate
+
+CURSOR_KIND = "pipelines"
+
+
+class DuplicatePipeline(Conflict):
+    title = "Duplicate pipeline"
+    type_slug = "duplicate-name"
+
+
+def get_pipeline(session: Session, pipeline_id: str) -> Pipeline:
+    pipeline = session.get(Pipeline, path_id(pipeline_id, "pipeline"))
+    if pipeline is None:
+        raise NotFound(f"pipeline {pipeline_id!r} not found")
+    return pipeline
+
+
+def _check_unique(
+    session: Session,
+    *,
+    client_id: int,
+    name: str,
+    platform: str,
+    external_id: str | None,
+    exclude_id: int | None = None,
+) -> None:
+    others = sa.select(Pipeline.id).where(Pipeline.client_id == client_id)
+    if exclude_id is not None:
+        others = others.where(Pipeline.id != exclude_id)
+    if session.scalar(others.where(Pipeline.name_key == name_key(name)).limit(1)) is not None:
+        raise DuplicatePipeline(f"the client already has a pipeline named {name!r}")
+    if external_id is not None:
+        same_mapping = others.where(
+            Pipeline.platform == platform, Pipeline.external_id == external_id
+        )
+        if session.scalar(same_mapping.limit(1)) is not None:
+            raise DuplicatePipeline(
+                f"the client already maps {platform} external id {external_id!r} to a pipeline"
+            )
+
+
+def _flush_or_conflict(session: Session) -> None:
+    try:
+        session.flush()
+    except IntegrityError:
+        raise DuplicatePipeline("a pipeline with the same name or external id already exists") from None
+
+
+def create_pipeline(session: Session, data: PipelineCreate) -> Pipeline:
+    client_id = parse_id(data.client_id)
+    client = session.get(Client, client_id) if client_id is not None else None
+    if client is None:
+        raise ValidationFailed.one("client_id", "not_found", f"client {data.client_id!r} does not exist")
+    if not client.is_active:
+        raise ValidationFailed.one("client_id", "inactive", f"client {data.client_id!r} is inactive")
+    _check_unique(
+        session,
+        client_id=client.id,
+        name=data.name,
+        platform=data.platform,
+        external_id=data.external_id,
+    )
+    pipeline = Pipeline(
+        client_id=client.id,
+        name=data.name,
+        platform=data.platform,
+        pipeline_type=data.pipeline_type,
+        environment=data.environment,
+        external_id=data.external_id,
+        is_active=data.is_active,
+    )
+    session.add(pipeline)
+    _flush_or_conflict(session)
+    return pipeline
+
+
+def update_pipeline(session: Session, pipeline_id: str, data: PipelineUpdate) -> Pipeline:
+    pipeline = get_pipeline(session, pipeline_id)
+    changes = data.model_dump(exclude_unset=True)
+    _check_unique(
+        session,
+        client_id=pipeline.client_id,
+        name=changes.get("name", pipeline.name),
+        platform=changes.get("platform", pipeline.platform),
+        external_id=changes.get("external_id", pipeline.external_id),
+        exclude_id=pipeline.id,
+    )
+    if apply_changes(pipeline, changes):
+        _flush_or_conflict(session)
+    return pipeline
+
+
+def disable_pipeline(session: Session, pipeline_id: str) -> Pipeline:
+    """Soft delete (FR-018): the pipeline and all its runs stay."""
+    pipeline = get_pipeline(session, pipeline_id)
+    apply_changes(pipeline, {"is_active": False})
+    session.flush()
+    return pipeline
+
+
+def active_inventory() -> sa.ColumnElement[bool]:
+    """A pipeline is active inventory only when it and its client are active."""
+    return sa.and_(Pipeline.is_active.is_(True), Client.is_active.is_(True))
+
+
+def list_pipelines(
+    session: Session,
+    *,
+    client_id: str | None,
+    platform: str | None,
+    environment: str | None,
+    include_inactive: bool,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Pipeline], str | None]:
+    query = sa.select(Pipeline).join(Client, Client.id == Pipeline.client_id)
+    client_filter = filter_id(client_id, "client_id")
+    if client_filter is not None:
+        query = query.where(Pipeline.client_id == client_filter)
+    if platform is not None:
+        query = query.where(Pipeline.platform == platform)
+    if environment is not None:
+        query = query.where(Pipeline.environment == environment)
+    if not include_inactive:
+        query = query.where(active_inventory())
+    if cursor is not None:
+        key = decode_cursor(CURSOR_KIND, cursor, 2)
+        query = query.where(after_key([Pipeline.name_key, Pipeline.id], key))
+    query = query.order_by(Pipeline.name_key, Pipeline.id).limit(limit + 1)
+    rows = list(session.scalars(query))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(CURSOR_KIND, [rows[-1].name_key, rows[-1].id])
+    return rows, next_cursor

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from chm.core.deps import ReadSession, WriteSession
+from chm.core.ids import filter_id
+from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
+from chm.core.schemas import UTCTimestamp
+from chm.models.run import Run, RunStatus
+from chm.pipelines.service import get_pipeline
+from chm.runs import service
+from chm.runs.schemas import RunCreate, RunOut, RunUpdate
+
+router = APIRouter(tags=["runs"])
+
+StatusFilter = Annotated[
+    list[RunStatus] | None,
+    Query(description="Repeatable: `?status=failed&status=running`"),
+]
+Since = Annotated[UTCTimestamp | None, Query(description="Event time >= since (RFC 3339)")]
+Until = Annotated[UTCTimestamp | None, Query(description="Event time < until (RFC 3339)")]
+
+
+def _page(rows: list[Run], next_cursor: str | None) -> Page[RunOut]:
+    return Page[RunOut](items=[RunOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.post("/pipelines/{pipeline_id}/runs", status_code=201, response_model=RunOut)
+def record_run(pipeline_id: str, body: RunCreate, session: WriteSession) -> RunOut:
+    """Record a manual run; an omitted `external_run_id` is generated."""
+    return RunOut.model_validate(service.create_manual_run(session, pipeline_id, body))
+
+
+@router.get("/pipelines/{pipeline_id}/runs", response_model=Page[RunOut])
+def list_pipeline_runs(
+    pipeline_id: str,
+    session: ReadSession,
+    status: StatusFilter = None,
+    since: Since = None,
+    until: Until = None,
+    limit: LimitParam = DEFAULT_LIMIT,
+    cursor: CursorParam = None,
+) -> Page[RunOut]:
+    """A pipeline's run history by the ordering rule, filtered by status and time window."""
+    pipeline = get_pipeline(session, pipeline_id)
+    rows, next_cursor = service.list_runs(
+        session,
+        pipeline_id=pipeline.id,
+        statuses=status or (),
+        since=since,
+        until=until,
+        limit=limit,
+        cursor=cursor,
+    )
+    return _page(rows, next_cursor)
+
+
+@router.get("/pipelines/{pipeline_id}/runs/latest", response_model=RunOut)
+def latest_run(pipeline_id: str, session: ReadSession) -> RunOut:
+    """The pipeline's latest run by the ordering rule; 404 when it has none."""
+    return RunOut.model_validate(service.latest_run(session, pipeline_id))
+
+
+@router.get("/runs", response_model=Page[RunOut])
+def list_runs(
+    session: ReadSession,
+    client_id: str | None = None,
+    pipeline_id: str | None = None,
+    status: StatusFilter = None,
+    since: Since = None,
+    until: Until = None,
+    limit: LimitParam = DEFAULT_LIMIT,
+    cursor: CursorParam = None,
+) -> Page[RunOut]:
+    """Runs across pipelines, by the ordering rule, with the same filters."""
+    rows, next_cursor = service.list_runs(
+        session,
+        pipeline_id=filter_id(pipeline_id, "pipeline_id"),
+        client_id=client_id,
+        statuses=status or (),
+        since=since,
+        until=until,
+        limit=limit,
+        cursor=cursor,
+    )
+    return _page(rows, next_cursor)
+
+
+@router.get("/runs/{run_id}", response_model=RunOut)
+def get_run(run_id: str, session: ReadSession) -> RunOut:
+    """One run."""
+    return RunOut.model_validate(service.get_run(session, run_id))
+
+
+@router.patch("/runs/{run_id}", response_model=RunOut)
+def update_run(run_id: str, body: RunUpdate, session: WriteSession) -> RunOut:
+    """Correct a run's status, times, metrics or error message."""
+    return RunOut.model_validate(service.update_run(session, run_id, body))

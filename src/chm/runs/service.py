@@ -1,0 +1,161 @@
+"""Runs: one execution attempt of a pipeline, recorded manually or ingested (FR-004..FR-006)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from chm.core.changes import apply_changes
+from chm.core.errors import Conflict, NotFound, ValidationFailed
+from chm.core.ids import filter_id, path_id
+from chm.core.pagination import decode_cursor, encode_cursor
+from chm.core.redaction import redact
+from chm.models import Pipeline, Run
+from chm.models.run import RunStatus, derived_duration
+from chm.pipelines.service import get_pipeline
+from chm.runs.ordering import ORDER_BY, after_cursor, cursor_key
+from chm.runs.schemas import RunCreate, RunUpdate
+
+CURSOR_KIND = "runs"
+
+
+class DuplicateExternalRunId(Conflict):
+    title = "Duplicate external run id"
+    type_slug = "duplicate-external-run-id"
+
+
+class InactivePipeline(Conflict):
+    title = "Pipeline is inactive"
+    type_slug = "inactive-pipeline"
+
+
+def check_window(since: datetime | None, until: datetime | None) -> None:
+    """Half-open windows ``since <= t < until`` need ``until`` after ``since``."""
+    if since is not None and until is not None and until <= since:
+        raise ValidationFailed.one("until", "not_after_since", "until must be after since")
+
+
+def _check_times(started_at: datetime | None, finished_at: datetime | None) -> None:
+    if started_at is not None and finished_at is not None and finished_at < started_at:
+        raise ValidationFailed.one(
+            "finished_at", "before_started_at", "finished_at must not be before started_at"
+        )
+
+
+def get_run(session: Session, run_id: str) -> Run:
+    run = session.get(Run, path_id(run_id, "run"))
+    if run is None:
+        raise NotFound(f"run {run_id!r} not found")
+    return run
+
+
+def create_manual_run(session: Session, pipeline_id: str, data: RunCreate) -> Run:
+    pipeline = get_pipeline(session, pipeline_id)
+    if not pipeline.is_active:
+        raise InactivePipeline(f"pipeline {pipeline_id!r} is inactive; enable it to record runs")
+    _check_times(data.started_at, data.finished_at)
+    # FR-019: a manual run without an identity still gets a unique one.
+    external_run_id = data.external_run_id or f"manual-{uuid.uuid4().hex}"
+    taken = sa.select(Run.id).where(
+        Run.pipeline_id == pipeline.id, Run.external_run_id == external_run_id
+    )
+    if session.scalar(taken) is not None:
+        raise DuplicateExternalRunId(
+            f"pipeline {pipeline_id!r} already has a run {external_run_id!r}"
+        )
+    from_source = data.duration_seconds is not None
+    run = Run(
+        pipeline_id=pipeline.id,
+        external_run_id=external_run_id,
+        status=data.status.value,
+        started_at=data.started_at,
+        finished_at=data.finished_at,
+        duration_seconds=(
+            data.duration_seconds if from_source else derived_duration(data.started_at, data.finished_at)
+        ),
+        duration_from_source=from_source,
+        metrics=data.metrics,
+        error_message=data.error_message,
+        source_payload=redact(data.source_payload) if data.source_payload is not None else None,
+    )
+    session.add(run)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise DuplicateExternalRunId(
+            f"pipeline {pipeline_id!r} already has a run {external_run_id!r}"
+        ) from None
+    return run
+
+
+def update_run(session: Session, run_id: str, data: RunUpdate) -> Run:
+    run = get_run(session, run_id)
+    changes = data.model_dump(exclude_unset=True)
+    if "status" in changes:
+        changes["status"] = changes["status"].value
+    started = changes.get("started_at", run.started_at)
+    finished = changes.get("finished_at", run.finished_at)
+    _check_times(started, finished)
+    if not run.duration_from_source:
+        changes["duration_seconds"] = derived_duration(started, finished)
+    if apply_changes(run, changes):
+        session.flush()
+    return run
+
+
+def latest_run(session: Session, pipeline_id: str) -> Run:
+    pipeline = get_pipeline(session, pipeline_id)
+    run = session.scalar(
+        sa.select(Run).where(Run.pipeline_id == pipeline.id).order_by(*ORDER_BY).limit(1)
+    )
+    if run is None:
+        raise NotFound(f"pipeline {pipeline_id!r} has no runs")
+    return run
+
+
+def list_runs(
+    session: Session,
+    *,
+    pipeline_id: int | None = None,
+    client_id: str | None = None,
+    statuses: Sequence[RunStatus] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Run], str | None]:
+    """A page of runs by the ordering rule; inactive inventory's history included (FR-018)."""
+    check_window(since, until)
+    query = sa.select(Run)
+    if pipeline_id is not None:
+        query = query.where(Run.pipeline_id == pipeline_id)
+    client_filter = filter_id(client_id, "client_id")
+    if client_filter is not None:
+        query = query.where(
+            Run.pipeline_id.in_(sa.select(Pipeline.id).where(Pipeline.client_id == client_filter))
+        )
+    if statuses:
+        query = query.where(Run.status.in_(sorted({s.value for s in statuses})))
+    if since is not None:
+        query = query.where(Run.event_at >= since)
+    if until is not None:
+        query = query.where(Run.event_at < until)
+    if cursor is not None:
+        key = decode_cursor(CURSOR_KIND, cursor, 3)
+        try:
+            query = query.where(after_cursor(key))
+        except ValueError:
+            raise ValidationFailed.one(
+                "cursor", "invalid_cursor", "cursor was not issued by this server"
+            ) from None
+    rows = list(session.scalars(query.order_by(*ORDER_BY).limit(limit + 1)))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(CURSOR_KIND, cursor_key(rows[-1]))
+    return rows, next_cursor
