@@ -19,5 +19,7 @@ def _write_session(request: Request) -> Iterator[Session]:
     yield from session_scope(request.app.state.write_sessions)
 
 
-ReadSession = Annotated[Session, Depends(_read_session)]
-WriteSession = Annotated[Session, Depends(_write_session)]
+# scope="function": the commit happens before the response is sent, so a
+# failed commit is answered as an error, never acknowledged as a success.
+ReadSession = Annotated[Session, Depends(_read_session, scope="function")]
+WriteSession = Annotated[Session, Depends(_write_session, scope="function")]

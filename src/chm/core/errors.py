@@ -132,6 +132,13 @@ _PYDANTIC_CODES = {
     "greater_than": "too_small",
     "less_than_equal": "too_large",
     "less_than": "too_large",
+    "enum": "invalid_choice",
+    "literal_error": "invalid_choice",
+    "datetime_parsing": "invalid_datetime",
+    "datetime_from_date_parsing": "invalid_datetime",
+    "datetime_type": "invalid_datetime",
+    "model_attributes_type": "invalid_type",
+    "dict_type": "invalid_type",
 }
 
 

@@ -1,17 +1,49 @@
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field, FiniteFloat, StrictBool, StrictInt, StrictStr, StringConstraints
+from pydantic import Field, FiniteFloat, PlainValidator, StringConstraints, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from chm.core.schemas import EntityId, EventTimestamp, NotNull, RequestModel, ResponseModel
 from chm.models.run import RunStatus
 
 ExternalRunId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 MetricName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+MAX_METRIC_TEXT = 2000
+
+
+def _metric_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, str) and len(value) <= MAX_METRIC_TEXT:
+        return value
+    raise PydanticCustomError(
+        "invalid_metric",
+        "a metric is a finite number, a string of at most {max} characters, a boolean or null",
+        {"max": MAX_METRIC_TEXT},
+    )
+
+
 # Metrics are flat: a name to a JSON scalar (rows, bytes, cost, a label...).
-MetricValue = StrictBool | StrictInt | FiniteFloat | Annotated[StrictStr, Field(max_length=2000)] | None
+MetricValue = Annotated[
+    Any,
+    PlainValidator(_metric_value),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number"},
+                {"type": "string", "maxLength": MAX_METRIC_TEXT},
+                {"type": "boolean"},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
 Metrics = Annotated[dict[MetricName, MetricValue], Field(max_length=200)]
 ErrorMessage = Annotated[str, Field(max_length=20_000)]
 Duration = Annotated[FiniteFloat, Field(ge=0, le=10 * 365 * 86400)]
