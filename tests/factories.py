@@ -35,7 +35,9 @@ def make_pipeline(
     return ok(api.post(f"{API}/pipelines", json=body), 201)
 
 
-def make_run(api: TestClient, pipeline: dict[str, Any], status: str = "success", **fields: Any) -> dict[str, Any]:
+def make_run(
+    api: TestClient, pipeline: dict[str, Any], status: str = "success", **fields: Any
+) -> dict[str, Any]:
     body = {"status": status, **fields}
     return ok(api.post(f"{API}/pipelines/{pipeline['id']}/runs", json=body), 201)
 

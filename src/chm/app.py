@@ -7,17 +7,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from chm import __version__
 from chm.alert_rules.router import router as alert_rules_router
 from chm.clients.router import router as clients_router
-from chm.core.auth import require_api_token
+from chm.core.auth import BearerTokenMiddleware
 from chm.core.db import create_db_engine, make_session_factory
-from chm.core.errors import PROBLEM_RESPONSES, install_error_handlers
-from chm.core.settings import Settings, get_settings
+from chm.core.errors import (
+    PROBLEM_RESPONSES,
+    install_error_handlers,
+    install_problem_openapi,
+    problem_responses,
+)
+from chm.core.settings import Environment, Settings, get_settings
 from chm.pipelines.router import router as pipelines_router
 from chm.runs.router import router as runs_router
 
@@ -48,19 +53,22 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.read_sessions = make_session_factory(engine)
     app.state.write_sessions = make_session_factory(engine, write=True)
     install_error_handlers(app)
+    if settings.env is Environment.production and settings.api_token is not None:
+        app.add_middleware(
+            BearerTokenMiddleware, token=settings.api_token.get_secret_value(), prefix=API_PREFIX
+        )
 
-    api = APIRouter(
-        prefix=API_PREFIX, dependencies=[Depends(require_api_token)], responses=PROBLEM_RESPONSES
-    )
+    api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     for router in (clients_router, pipelines_router, runs_router, alert_rules_router):
         api.include_router(router)
     app.include_router(api)
 
-    @app.get("/healthz", tags=["health"], responses={503: PROBLEM_RESPONSES[404] | {"description": "Database unreachable"}})
+    @app.get("/healthz", tags=["health"], responses=problem_responses(503))
     def healthz() -> JSONResponse:
         """200 when the database answers."""
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
         return JSONResponse({"status": "ok", "database": engine.dialect.name})
 
+    install_problem_openapi(app)
     return app

@@ -75,7 +75,9 @@ def _resolve(session: Session, values: RuleValues) -> dict[str, Any]:
         for field in ("threshold", "window_minutes"):
             if getattr(values, field) is None:
                 issues.append(
-                    FieldIssue(field, "required", f"{field} is required for failures_in_window rules")
+                    FieldIssue(
+                        field, "required", f"{field} is required for failures_in_window rules"
+                    )
                 )
     if issues:
         raise ValidationFailed(issues)
@@ -103,7 +105,9 @@ def _check_no_duplicate(session: Session, fields: dict[str, Any], exclude_id: in
         query = query.where(AlertRule.pipeline_id == fields["pipeline_id"])
         scope = f"pipeline {fields['pipeline_id']}"
     else:
-        query = query.where(AlertRule.pipeline_id.is_(None), AlertRule.client_id == fields["client_id"])
+        query = query.where(
+            AlertRule.pipeline_id.is_(None), AlertRule.client_id == fields["client_id"]
+        )
         scope = f"client {fields['client_id']}"
     if exclude_id is not None:
         query = query.where(AlertRule.id != exclude_id)
@@ -195,7 +199,9 @@ def list_rules(
     if cursor is not None:
         (last_id,) = decode_cursor(CURSOR_KIND, cursor, 1)
         if not isinstance(last_id, int):
-            raise ValidationFailed.one("cursor", "invalid_cursor", "cursor was not issued by this server")
+            raise ValidationFailed.one(
+                "cursor", "invalid_cursor", "cursor was not issued by this server"
+            )
         query = query.where(AlertRule.id > last_id)
     rows = list(session.scalars(query.order_by(AlertRule.id).limit(limit + 1)))
     next_cursor = None

@@ -35,7 +35,9 @@ def list_clients(
         limit=limit,
         cursor=cursor,
     )
-    return Page[ClientOut](items=[ClientOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+    return Page[ClientOut](
+        items=[ClientOut.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
 
 
 @router.get("/{client_id}", response_model=ClientOut)

@@ -65,7 +65,9 @@ def client_summary(
     ranked = (
         sa.select(
             Run.id,
-            sa.func.row_number().over(partition_by=Run.pipeline_id, order_by=ORDER_BY).label("rank"),
+            sa.func.row_number()
+            .over(partition_by=Run.pipeline_id, order_by=ORDER_BY)
+            .label("rank"),
         )
         .join(Pipeline, Pipeline.id == Run.pipeline_id)
         .where(*in_window)

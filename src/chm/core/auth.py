@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chm.core.errors import Unauthorized
-from chm.core.settings import Environment, Settings
+from chm.core.errors import Unauthorized, render_error
 
 
-def require_api_token(request: Request) -> None:
-    settings: Settings = request.app.state.settings
-    if settings.env is not Environment.production or settings.api_token is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, presented = header.partition(" ")
-    expected = settings.api_token.get_secret_value()
-    # compare_digest runs in time independent of where the strings differ.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        presented.strip().encode(), expected.encode()
-    ):
-        raise Unauthorized("A valid 'Authorization: Bearer <token>' header is required")
+class BearerTokenMiddleware:
+    """Every request under ``prefix`` must carry ``Authorization: Bearer <token>``,
+    matched or not (an unknown path answers 401 too, revealing nothing).
+    The comparison runs in constant time."""
+
+    def __init__(self, app: ASGIApp, *, token: str, prefix: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            scope["path"] == self.prefix or scope["path"].startswith(self.prefix + "/")
+        ):
+            presented = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(presented, self.expected):
+                response = render_error(
+                    Unauthorized("A valid 'Authorization: Bearer <token>' header is required")
+                )
+                response.headers["WWW-Authenticate"] = "Bearer"
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -145,9 +146,11 @@ _PYDANTIC_CODES = {
 def _field_name(loc: Sequence[int | str]) -> str:
     # Drop the location kind ("body", "query", "path"): the field is named by
     # its own name, with dotted paths for nested fields.
-    parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "query", "path", "header") else [
-        str(p) for p in loc
-    ]
+    parts = (
+        [str(p) for p in loc[1:]]
+        if loc and loc[0] in ("body", "query", "path", "header")
+        else [str(p) for p in loc]
+    )
     return ".".join(parts) if parts else "body"
 
 
@@ -158,7 +161,9 @@ def issues_from_pydantic(raw_errors: Sequence[Any]) -> list[FieldIssue]:
         # Our own validators raise ValueError("..."): pydantic prefixes "Value error, ".
         message = message.removeprefix("Value error, ")
         error_type = str(err.get("type", "invalid"))
-        code = _PYDANTIC_CODES.get(error_type, "invalid" if error_type == "value_error" else error_type)
+        code = _PYDANTIC_CODES.get(
+            error_type, "invalid" if error_type == "value_error" else error_type
+        )
         issues.append(FieldIssue(_field_name(err.get("loc", ())), code, message))
     return issues
 
@@ -206,12 +211,45 @@ def install_error_handlers(app: FastAPI) -> None:
         return render_error(ChmError("An unexpected error occurred"))
 
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": desc}
-    for status, desc in (
-        (400, "Malformed JSON body"),
-        (404, "Unknown id or path"),
-        (409, "Uniqueness or state conflict"),
-        (422, "Validation failed"),
-    )
+_DESCRIPTIONS = {
+    400: "Malformed JSON body",
+    401: "Missing or wrong API token",
+    404: "Unknown id or path",
+    409: "Uniqueness or state conflict",
+    422: "Validation failed",
+    503: "Database unreachable or busy",
 }
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for problem+json answers."""
+    return {status: {"model": Problem, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+PROBLEM_RESPONSES = problem_responses(400, 401, 404, 409, 422, 503)
+
+
+def install_problem_openapi(app: FastAPI) -> None:
+    """Document error bodies under ``application/problem+json``, their real media type."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                description=app.description,
+                routes=app.routes,
+            )
+            for path_item in schema.get("paths", {}).values():
+                for operation in path_item.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if status[0] in "45" and "application/json" in content:
+                            content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+            schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+            schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

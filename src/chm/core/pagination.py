@@ -27,9 +27,7 @@ T = TypeVar("T")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
-LimitParam = Annotated[
-    int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1..{MAX_LIMIT}")
-]
+LimitParam = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1..{MAX_LIMIT}")]
 CursorParam = Annotated[
     str | None, Query(description="The previous page's `next_cursor`", max_length=2000)
 ]

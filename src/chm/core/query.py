@@ -16,4 +16,6 @@ def contains_ci(column: InstrumentedAttribute[str], needle_key: str) -> sa.Colum
 
 def after_key(columns: list[Any], values: list[Any]) -> sa.ColumnElement[bool]:
     """Rows strictly after ``values`` in ascending ``columns`` order (a row-value seek)."""
-    return sa.tuple_(*columns) > sa.tuple_(*[sa.literal(v, c.type) for c, v in zip(columns, values, strict=True)])
+    return sa.tuple_(*columns) > sa.tuple_(
+        *[sa.literal(v, c.type) for c, v in zip(columns, values, strict=True)]
+    )

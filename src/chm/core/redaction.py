@@ -49,8 +49,11 @@ def redact(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
     are known secret values (configured tokens) removed wherever they appear."""
     if isinstance(value, dict):
         return {
-            k: (REDACTED if isinstance(k, str) and is_secret_key(k) and v not in (None, "")
-                else redact(v, extra_secrets))
+            k: (
+                REDACTED
+                if isinstance(k, str) and is_secret_key(k) and v not in (None, "")
+                else redact(v, extra_secrets)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list):

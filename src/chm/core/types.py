@@ -69,7 +69,7 @@ class NullsLowKey(ColumnElement[datetime]):
         self.column = column
 
     @property
-    def _from_objects(self) -> list[Any]:  # type: ignore[override]
+    def _from_objects(self) -> list[Any]:
         return self.column._from_objects
 
 

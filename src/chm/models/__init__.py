@@ -6,4 +6,4 @@ from chm.models.client import Client
 from chm.models.pipeline import Pipeline
 from chm.models.run import Run, RunStatus
 
-__all__ = ["AlertRule", "Base", "Client", "Pipeline", "Run", "RuleType", "RunStatus"]
+__all__ = ["AlertRule", "Base", "Client", "Pipeline", "RuleType", "Run", "RunStatus"]

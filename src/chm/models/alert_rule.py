@@ -28,27 +28,34 @@ class AlertRule(IdMixin, TimestampMixin, Base):
         ),
         # FR-010: failures_in_window needs a positive threshold and window.
         sa.CheckConstraint(
-            "rule_type <> 'failures_in_window' OR (threshold >= 1 AND window_minutes >= 1"
+            "rule_type <> 'failures_in_window'"
+            " OR (threshold IS NOT NULL AND window_minutes IS NOT NULL"
+            " AND threshold >= 1 AND window_minutes >= 1"
             f" AND window_minutes <= {MAX_WINDOW_MINUTES})",
             name="window_params",
         ),
         sa.CheckConstraint("threshold IS NULL OR threshold >= 1", name="threshold_positive"),
         sa.CheckConstraint(
-            f"window_minutes IS NULL OR (window_minutes >= 1 AND window_minutes <= {MAX_WINDOW_MINUTES})",
+            "window_minutes IS NULL"
+            f" OR (window_minutes >= 1 AND window_minutes <= {MAX_WINDOW_MINUTES})",
             name="window_range",
         ),
         # DI-008: no two enabled rules with the same effective scope, type and
         # destination. The effective scope is the pipeline when set, else the client.
         sa.Index(
             "uq_alert_rules_enabled_pipeline_scope",
-            "pipeline_id", "rule_type", "destination",
+            "pipeline_id",
+            "rule_type",
+            "destination",
             unique=True,
             sqlite_where=sa.text("is_enabled AND pipeline_id IS NOT NULL"),
             postgresql_where=sa.text("is_enabled AND pipeline_id IS NOT NULL"),
         ),
         sa.Index(
             "uq_alert_rules_enabled_client_scope",
-            "client_id", "rule_type", "destination",
+            "client_id",
+            "rule_type",
+            "destination",
             unique=True,
             sqlite_where=sa.text("is_enabled AND pipeline_id IS NULL"),
             postgresql_where=sa.text("is_enabled AND pipeline_id IS NULL"),

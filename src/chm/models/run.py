@@ -22,8 +22,9 @@ class RunStatus(StrEnum):
 
 
 RUN_STATUSES = tuple(s.value for s in RunStatus)
-TERMINAL_STATUSES = frozenset({RunStatus.success, RunStatus.failed, RunStatus.cancelled,
-                               RunStatus.skipped})
+TERMINAL_STATUSES = frozenset(
+    {RunStatus.success, RunStatus.failed, RunStatus.cancelled, RunStatus.skipped}
+)
 
 # Event time (contract: Runs): started, else finished, else created. Kept by
 # the database itself, so every time window can use an index on it.

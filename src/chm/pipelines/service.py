@@ -58,16 +58,22 @@ def _flush_or_conflict(session: Session) -> None:
     try:
         session.flush()
     except IntegrityError:
-        raise DuplicatePipeline("a pipeline with the same name or external id already exists") from None
+        raise DuplicatePipeline(
+            "a pipeline with the same name or external id already exists"
+        ) from None
 
 
 def create_pipeline(session: Session, data: PipelineCreate) -> Pipeline:
     client_id = parse_id(data.client_id)
     client = session.get(Client, client_id) if client_id is not None else None
     if client is None:
-        raise ValidationFailed.one("client_id", "not_found", f"client {data.client_id!r} does not exist")
+        raise ValidationFailed.one(
+            "client_id", "not_found", f"client {data.client_id!r} does not exist"
+        )
     if not client.is_active:
-        raise ValidationFailed.one("client_id", "inactive", f"client {data.client_id!r} is inactive")
+        raise ValidationFailed.one(
+            "client_id", "inactive", f"client {data.client_id!r} is inactive"
+        )
     _check_unique(
         session,
         client_id=client.id,

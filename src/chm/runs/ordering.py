@@ -24,7 +24,11 @@ from chm.models import Run
 # The Python twin of the SQL floor in NullsLowKey.
 TIME_FLOOR = datetime(1, 1, 1, tzinfo=UTC)
 
-ORDER_KEYS: list[Any] = [NullsLowKey(Run.started_at), NullsLowKey(Run.finished_at), Run.id]
+ORDER_KEYS: list[Any] = [
+    NullsLowKey(Run.__table__.c.started_at),
+    NullsLowKey(Run.__table__.c.finished_at),
+    Run.id,
+]
 ORDER_BY = [key.desc() for key in ORDER_KEYS]
 
 

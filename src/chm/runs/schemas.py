@@ -10,7 +10,9 @@ from pydantic_core import PydanticCustomError
 from chm.core.schemas import EntityId, EventTimestamp, NotNull, RequestModel, ResponseModel
 from chm.models.run import RunStatus
 
-ExternalRunId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+ExternalRunId = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
+]
 MetricName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 MAX_METRIC_TEXT = 2000
 

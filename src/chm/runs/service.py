@@ -76,7 +76,9 @@ def create_manual_run(session: Session, pipeline_id: str, data: RunCreate) -> Ru
         started_at=data.started_at,
         finished_at=data.finished_at,
         duration_seconds=(
-            data.duration_seconds if from_source else derived_duration(data.started_at, data.finished_at)
+            data.duration_seconds
+            if from_source
+            else derived_duration(data.started_at, data.finished_at)
         ),
         duration_from_source=from_source,
         metrics=data.metrics,

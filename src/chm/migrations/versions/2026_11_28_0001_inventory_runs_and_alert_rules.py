@@ -63,11 +63,17 @@ def upgrade() -> None:
         sa.Column("last_ingestion_error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_pipelines"),
         sa.ForeignKeyConstraint(
-            ["client_id"], ["clients.id"], name="fk_pipelines_client_id_clients", ondelete="RESTRICT"
+            ["client_id"],
+            ["clients.id"],
+            name="fk_pipelines_client_id_clients",
+            ondelete="RESTRICT",
         ),
         sa.UniqueConstraint("client_id", "name_key", name="uq_pipelines_client_id_name_key"),
         sa.UniqueConstraint(
-            "client_id", "platform", "external_id", name="uq_pipelines_client_id_platform_external_id"
+            "client_id",
+            "platform",
+            "external_id",
+            name="uq_pipelines_client_id_platform_external_id",
         ),
     )
     op.create_index("ix_pipelines_client_id", "pipelines", ["client_id"])
@@ -85,7 +91,10 @@ def upgrade() -> None:
         sa.Column("is_enabled", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_alert_rules"),
         sa.ForeignKeyConstraint(
-            ["client_id"], ["clients.id"], name="fk_alert_rules_client_id_clients", ondelete="RESTRICT"
+            ["client_id"],
+            ["clients.id"],
+            name="fk_alert_rules_client_id_clients",
+            ondelete="RESTRICT",
         ),
         sa.ForeignKeyConstraint(
             ["pipeline_id"],
@@ -94,17 +103,22 @@ def upgrade() -> None:
             ondelete="RESTRICT",
         ),
         sa.CheckConstraint(
-            "client_id IS NOT NULL OR pipeline_id IS NOT NULL", name=op.f("ck_alert_rules_has_scope")
+            "client_id IS NOT NULL OR pipeline_id IS NOT NULL",
+            name=op.f("ck_alert_rules_has_scope"),
         ),
         sa.CheckConstraint(
-            "rule_type IN ('on_failure', 'failures_in_window')", name=op.f("ck_alert_rules_rule_type")
+            "rule_type IN ('on_failure', 'failures_in_window')",
+            name=op.f("ck_alert_rules_rule_type"),
         ),
         sa.CheckConstraint(
-            "rule_type <> 'failures_in_window' OR (threshold >= 1 AND window_minutes >= 1"
-            " AND window_minutes <= 43200)",
+            "rule_type <> 'failures_in_window'"
+            " OR (threshold IS NOT NULL AND window_minutes IS NOT NULL"
+            " AND threshold >= 1 AND window_minutes >= 1 AND window_minutes <= 43200)",
             name=op.f("ck_alert_rules_window_params"),
         ),
-        sa.CheckConstraint("threshold IS NULL OR threshold >= 1", name=op.f("ck_alert_rules_threshold_positive")),
+        sa.CheckConstraint(
+            "threshold IS NULL OR threshold >= 1", name=op.f("ck_alert_rules_threshold_positive")
+        ),
         sa.CheckConstraint(
             "window_minutes IS NULL OR (window_minutes >= 1 AND window_minutes <= 43200)",
             name=op.f("ck_alert_rules_window_range"),
@@ -160,11 +174,17 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name="pk_runs"),
         sa.ForeignKeyConstraint(
-            ["pipeline_id"], ["pipelines.id"], name="fk_runs_pipeline_id_pipelines", ondelete="RESTRICT"
+            ["pipeline_id"],
+            ["pipelines.id"],
+            name="fk_runs_pipeline_id_pipelines",
+            ondelete="RESTRICT",
         ),
-        sa.UniqueConstraint("pipeline_id", "external_run_id", name="uq_runs_pipeline_id_external_run_id"),
+        sa.UniqueConstraint(
+            "pipeline_id", "external_run_id", name="uq_runs_pipeline_id_external_run_id"
+        ),
         sa.CheckConstraint(
-            "status IN (" + ", ".join(f"'{s}'" for s in RUN_STATUSES) + ")", name=op.f("ck_runs_status")
+            "status IN (" + ", ".join(f"'{s}'" for s in RUN_STATUSES) + ")",
+            name=op.f("ck_runs_status"),
         ),
         sa.CheckConstraint(
             "finished_at IS NULL OR started_at IS NULL OR finished_at >= started_at",

@@ -1,0 +1,147 @@
+"""Errors are problem+json (FR-016, AC-002) and never leak internals (SE-002)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from factories import API, make_client
+
+
+def assert_problem(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status
+    assert body["type"].startswith("https://chm.dev/problems/")
+    assert body["title"] and body["detail"]
+    assert isinstance(body["errors"], list)
+    return body
+
+
+def test_body_that_is_not_json_is_400(api):
+    response = api.post(
+        f"{API}/clients", content=b"{name: Acme", headers={"content-type": "application/json"}
+    )
+    assert_problem(response, 400)
+
+
+def test_every_invalid_field_is_listed_once(api):
+    client = make_client(api)
+    body = assert_problem(
+        api.post(
+            f"{API}/pipelines",
+            json={
+                "client_id": client["id"],
+                "name": "",
+                "platform": "Bad",
+                "pipeline_type": "ok",
+                "environment": "",
+                "surprise": True,
+            },
+        ),
+        422,
+    )
+    assert sorted(e["field"] for e in body["errors"]) == [
+        "environment",
+        "name",
+        "platform",
+        "surprise",
+    ]
+    assert body["detail"] == "4 fields are invalid"
+    assert all(e["code"] and e["message"] for e in body["errors"])
+
+
+def test_query_parameter_errors_name_the_parameter(api):
+    body = assert_problem(
+        api.get(f"{API}/runs", params={"since": "soon", "limit": 0, "status": "bad"}), 422
+    )
+    assert sorted(e["field"] for e in body["errors"]) == ["limit", "since", "status.0"]
+
+
+def test_unknown_path_and_wrong_method(api):
+    assert_problem(api.get(f"{API}/nothing-here"), 404)
+    assert_problem(api.get("/nothing-here"), 404)
+    assert_problem(api.put(f"{API}/clients"), 405)
+    assert_problem(api.delete(f"{API}/runs/1"), 405)
+
+
+def test_database_failure_is_a_problem_without_sql(api, monkeypatch):
+    from sqlalchemy.orm import Session
+
+    def broken(*args, **kwargs):
+        raise OperationalError(
+            "SELECT secret_column FROM clients WHERE password='x'", {}, Exception("boom")
+        )
+
+    monkeypatch.setattr(Session, "scalars", broken)
+    body = assert_problem(api.get(f"{API}/clients"), 503)
+    assert "SELECT" not in str(body) and "password" not in str(body)
+
+
+def test_unexpected_error_is_500_problem_without_trace(api, monkeypatch):
+    from chm.clients import service
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("internal detail /srv/chm/secret.py line 3")
+
+    monkeypatch.setattr(service, "list_clients", broken)
+    body = assert_problem(api.get(f"{API}/clients"), 500)
+    assert "internal detail" not in str(body) and "Traceback" not in str(body)
+
+
+def test_failed_commit_is_never_acknowledged(api, monkeypatch):
+    from sqlalchemy.orm import Session
+
+    original = Session.commit
+
+    def failing_commit(self):
+        raise OperationalError("COMMIT", {}, Exception("disk full"))
+
+    monkeypatch.setattr(Session, "commit", failing_commit)
+    response = api.post(f"{API}/clients", json={"name": "Acme"})
+    assert response.status_code == 503
+    monkeypatch.setattr(Session, "commit", original)
+    assert api.get(f"{API}/clients").json()["items"] == []
+
+
+@pytest.mark.parametrize("path", ["/openapi.json"])
+def test_openapi_documents_every_endpoint_and_problem_responses(api, path):
+    spec = api.get(path).json()
+    paths = spec["paths"]
+    expected = {
+        "/api/v1/clients": {"get", "post"},
+        "/api/v1/clients/{client_id}": {"get", "patch", "delete"},
+        "/api/v1/clients/{client_id}/summary": {"get"},
+        "/api/v1/pipelines": {"get", "post"},
+        "/api/v1/pipelines/{pipeline_id}": {"get", "patch", "delete"},
+        "/api/v1/pipelines/{pipeline_id}/runs": {"get", "post"},
+        "/api/v1/pipelines/{pipeline_id}/runs/latest": {"get"},
+        "/api/v1/runs": {"get"},
+        "/api/v1/runs/{run_id}": {"get", "patch"},
+        "/api/v1/alert-rules": {"get", "post"},
+        "/api/v1/alert-rules/{rule_id}": {"get", "patch", "delete"},
+        "/api/v1/alert-rules/{rule_id}/enable": {"post"},
+        "/api/v1/alert-rules/{rule_id}/disable": {"post"},
+        "/healthz": {"get"},
+    }
+    for route, methods in expected.items():
+        assert methods <= set(paths[route]), route
+    create = paths["/api/v1/clients"]["post"]["responses"]
+    assert "application/problem+json" in create["422"]["content"]
+    assert create["422"]["content"]["application/problem+json"]["schema"]["$ref"].endswith(
+        "/Problem"
+    )
+    assert "application/problem+json" in create["409"]["content"]
+    limit = next(p for p in paths["/api/v1/runs"]["get"]["parameters"] if p["name"] == "limit")
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"], limit["schema"]["default"]) == (
+        1,
+        500,
+        50,
+    )
+
+
+def test_healthz_reports_database(api, backend):
+    response = api.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": backend}

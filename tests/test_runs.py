@@ -1,0 +1,367 @@
+"""Runs (FR-004..FR-006, FR-019, DI-004, DI-005) and user story 1."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chm.runs.ordering import sort_key
+from factories import API, make_client, make_pipeline, make_run, ok, walk
+
+
+@pytest.fixture
+def pipeline(api):
+    return make_pipeline(api, make_client(api, "Acme"), "orders_daily")
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+# --- user story 1 -----------------------------------------------------------
+
+
+def test_recorded_run_appears_in_history_with_status_and_timestamps(api, pipeline):
+    run = make_run(
+        api,
+        pipeline,
+        "failed",
+        started_at="2026-03-01T12:00:00Z",
+        finished_at="2026-03-01T12:10:30Z",
+        error_message="boom",
+        metrics={"rows": 10, "cost": 1.5, "label": "x", "ok": False},
+    )
+    history = walk(api, f"/pipelines/{pipeline['id']}/runs")
+    assert history == [run]
+    assert run["status"] == "failed"
+    assert (run["started_at"], run["finished_at"]) == (
+        "2026-03-01T12:00:00Z",
+        "2026-03-01T12:10:30Z",
+    )
+    assert run["duration_seconds"] == 630.0
+    assert run["metrics"] == {"rows": 10, "cost": 1.5, "label": "x", "ok": False}
+    assert run["error_message"] == "boom"
+    assert run["ingested_at"] is None and run["source_status"] is None
+
+
+def test_latest_follows_the_ordering_rule(api, pipeline):
+    older = make_run(api, pipeline, "success", started_at=iso(T0 - timedelta(hours=1)))
+    newest = make_run(api, pipeline, "failed", started_at=iso(T0))
+    make_run(api, pipeline, "queued")  # no timestamps at all: sorted last
+    latest = ok(api.get(f"{API}/pipelines/{pipeline['id']}/runs/latest"))
+    assert latest["id"] == newest["id"] != older["id"]
+
+
+def test_history_filters_by_status_and_window(api, pipeline):
+    runs = {}
+    for i, status in enumerate(["success", "failed", "running", "failed", "success"]):
+        runs[i] = make_run(api, pipeline, status, started_at=iso(T0 + timedelta(hours=i)))
+    got = walk(
+        api,
+        f"/pipelines/{pipeline['id']}/runs",
+        status=["failed", "running"],
+        since=iso(T0 + timedelta(hours=1)),
+        until=iso(T0 + timedelta(hours=3)),
+    )
+    # half-open window: hour 3 is excluded
+    assert [r["id"] for r in got] == [runs[2]["id"], runs[1]["id"]]
+    assert walk(api, f"/pipelines/{pipeline['id']}/runs", status="skipped") == []
+
+
+def test_window_uses_event_time(api, pipeline):
+    started = make_run(
+        api, pipeline, "success", started_at=iso(T0), finished_at=iso(T0 + timedelta(days=2))
+    )
+    finished_only = make_run(api, pipeline, "failed", finished_at=iso(T0 + timedelta(days=1)))
+    neither = make_run(api, pipeline, "queued")  # event time = created_at (now)
+    assert started["event_at"] == iso(T0)
+    assert finished_only["event_at"] == iso(T0 + timedelta(days=1))
+    assert neither["event_at"] == neither["created_at"]
+    day1 = walk(
+        api,
+        f"/pipelines/{pipeline['id']}/runs",
+        since=iso(T0 + timedelta(hours=1)),
+        until=iso(T0 + timedelta(days=3)),
+    )
+    assert [r["id"] for r in day1] == [finished_only["id"]]
+    recent = walk(
+        api,
+        f"/pipelines/{pipeline['id']}/runs",
+        since=iso(datetime.now(UTC) - timedelta(minutes=5)),
+    )
+    assert [r["id"] for r in recent] == [neither["id"]]
+
+
+# --- ordering rule (FR-006) ------------------------------------------------
+
+
+def test_ordering_rule_with_nulls_and_ties(api, pipeline):
+    later = T0 + timedelta(hours=1)
+    specs = [
+        ("a", T0, T0 + timedelta(minutes=5)),
+        ("b", T0, T0 + timedelta(minutes=9)),  # same start, later finish: before a
+        ("c", T0, None),  # same start, no finish: after a and b
+        ("d", later, None),  # latest start wins
+        ("e", None, later + timedelta(hours=5)),  # no start: after every started run
+        ("f", None, None),  # nothing: last of all
+        ("g", None, None),  # tie on both: higher id first
+        ("h", T0, T0 + timedelta(minutes=5)),  # full tie with a: higher id first
+    ]
+    created = {}
+    for name, started, finished in specs:
+        created[name] = make_run(
+            api,
+            pipeline,
+            "success",
+            external_run_id=name,
+            started_at=iso(started) if started else None,
+            finished_at=iso(finished) if finished else None,
+        )
+    order = [r["external_run_id"] for r in walk(api, f"/pipelines/{pipeline['id']}/runs", limit=3)]
+    assert order == ["d", "b", "h", "a", "c", "e", "g", "f"]
+    latest = ok(api.get(f"{API}/pipelines/{pipeline['id']}/runs/latest"))
+    assert latest["external_run_id"] == "d"
+
+
+def test_latest_is_first_of_sorted_for_random_histories(api, pipeline):
+    rng = random.Random(7)
+    created = []
+    for i in range(60):
+        started = T0 + timedelta(minutes=rng.choice([0, 1, 2, 3])) if rng.random() > 0.3 else None
+        finished = (
+            (started or T0) + timedelta(minutes=rng.choice([0, 5, 10]))
+            if rng.random() > 0.3
+            else None
+        )
+        run = make_run(
+            api,
+            pipeline,
+            rng.choice(["success", "failed"]),
+            external_run_id=f"r{i}",
+            started_at=iso(started) if started else None,
+            finished_at=iso(finished) if finished else None,
+        )
+        created.append(run)
+
+    class R:
+        def __init__(self, d):
+            self.started_at = datetime.fromisoformat(d["started_at"]) if d["started_at"] else None
+            self.finished_at = (
+                datetime.fromisoformat(d["finished_at"]) if d["finished_at"] else None
+            )
+            self.id = int(d["id"])
+
+    expected = [str(r.id) for r in sorted(map(R, created), key=sort_key, reverse=True)]
+    assert [r["id"] for r in walk(api, f"/pipelines/{pipeline['id']}/runs", limit=7)] == expected
+    assert ok(api.get(f"{API}/pipelines/{pipeline['id']}/runs/latest"))["id"] == expected[0]
+
+
+def test_latest_of_pipeline_without_runs_is_404(api, pipeline):
+    response = api.get(f"{API}/pipelines/{pipeline['id']}/runs/latest")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+# --- keyset pagination --------------------------------------------------------
+
+
+def test_walk_never_skips_or_repeats_while_runs_arrive(api, pipeline):
+    for i in range(30):
+        make_run(api, pipeline, "success", started_at=iso(T0 - timedelta(minutes=i % 10)))
+    seen: list[str] = []
+    cursor = None
+    inserted = []
+    while True:
+        params = {"limit": 4, **({"cursor": cursor} if cursor else {})}
+        page = ok(api.get(f"{API}/pipelines/{pipeline['id']}/runs", params=params))
+        seen += [r["id"] for r in page["items"]]
+        # new runs land before and after the walk's position
+        inserted.append(
+            make_run(api, pipeline, "failed", started_at=iso(T0 + timedelta(days=1)))["id"]
+        )
+        inserted.append(make_run(api, pipeline, "failed")["id"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen))
+    all_ids = {r["id"] for r in walk(api, f"/pipelines/{pipeline['id']}/runs", limit=500)}
+    original = all_ids - set(inserted)
+    assert original <= set(seen)
+
+
+def test_cursor_not_issued_by_server_is_422(api, pipeline):
+    page = ok(api.get(f"{API}/clients", params={"limit": 1}))
+    make_client(api)
+    make_client(api)
+    clients_cursor = ok(api.get(f"{API}/clients", params={"limit": 1}))["next_cursor"]
+    for cursor in ("garbage", "", "AAAA", clients_cursor, clients_cursor[:-2] + "xx"):
+        response = api.get(f"{API}/pipelines/{pipeline['id']}/runs", params={"cursor": cursor})
+        assert response.status_code == 422, cursor
+        assert response.json()["errors"][0]["field"] == "cursor"
+    assert page["next_cursor"] is None
+
+
+@pytest.mark.parametrize("limit", [0, 501, -1, "x"])
+def test_limit_bounds(api, limit):
+    response = api.get(f"{API}/runs", params={"limit": limit})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "limit"
+
+
+# --- manual runs (FR-019, DI-004) ----------------------------------------------
+
+
+def test_manual_run_without_identity_gets_a_unique_one(api, pipeline):
+    ids = {make_run(api, pipeline, "success")["external_run_id"] for _ in range(5)}
+    assert len(ids) == 5 and all(ids)
+
+
+def test_duplicate_external_run_id_is_409_per_pipeline(api, pipeline):
+    make_run(api, pipeline, "success", external_run_id="run-1")
+    response = api.post(
+        f"{API}/pipelines/{pipeline['id']}/runs",
+        json={"status": "failed", "external_run_id": "run-1"},
+    )
+    assert response.status_code == 409
+    other = make_pipeline(api, make_client(api))
+    make_run(api, other, "success", external_run_id="run-1")
+
+
+def test_run_validation_reports_every_field(api, pipeline):
+    response = api.post(
+        f"{API}/pipelines/{pipeline['id']}/runs",
+        json={
+            "status": "exploded",
+            "started_at": "yesterday",
+            "duration_seconds": -1,
+            "metrics": {"rows": {"nested": 1}},
+            "extra": 1,
+        },
+    )
+    assert response.status_code == 422
+    fields = {e["field"] for e in response.json()["errors"]}
+    assert fields == {"status", "started_at", "duration_seconds", "metrics.rows", "extra"}
+    assert (
+        api.post(f"{API}/pipelines/{pipeline['id']}/runs", json={}).json()["errors"][0]["field"]
+        == "status"
+    )
+
+
+def test_finished_before_started_is_422_on_finished_at(api, pipeline):
+    response = api.post(
+        f"{API}/pipelines/{pipeline['id']}/runs",
+        json={
+            "status": "success",
+            "started_at": iso(T0),
+            "finished_at": iso(T0 - timedelta(seconds=1)),
+        },
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {
+            "field": "finished_at",
+            "code": "before_started_at",
+            "message": "finished_at must not be before started_at",
+        }
+    ]
+
+
+def test_timestamps_without_offset_are_utc_and_offsets_are_converted(api, pipeline):
+    naive = make_run(api, pipeline, "success", started_at="2026-03-01T12:00:00")
+    offset = make_run(api, pipeline, "success", started_at="2026-03-01T14:00:00+02:00")
+    assert naive["started_at"] == offset["started_at"] == "2026-03-01T12:00:00Z"
+
+
+def test_source_payload_is_redacted(api, pipeline):
+    run = make_run(
+        api,
+        pipeline,
+        "success",
+        source_payload={
+            "job": {"password": "hunter2", "url": "https://user:pw@example.com/x"},
+            "headers": [{"Authorization": "Bearer abcdefgh12345"}],
+            "rows": 3,
+        },
+    )
+    payload = ok(api.get(f"{API}/runs/{run['id']}"))["source_payload"]
+    assert payload == {
+        "job": {"password": "[REDACTED]", "url": "https://[REDACTED]@example.com/x"},
+        "headers": [{"Authorization": "[REDACTED]"}],
+        "rows": 3,
+    }
+
+
+def test_runs_cannot_be_recorded_on_inactive_pipeline(api, pipeline):
+    ok(api.delete(f"{API}/pipelines/{pipeline['id']}"))
+    assert (
+        api.post(f"{API}/pipelines/{pipeline['id']}/runs", json={"status": "success"}).status_code
+        == 409
+    )
+
+
+# --- PATCH and updated_at --------------------------------------------------------
+
+
+def test_patch_updates_status_and_recomputes_derived_duration(api, pipeline):
+    run = make_run(api, pipeline, "running", started_at=iso(T0))
+    done = ok(
+        api.patch(
+            f"{API}/runs/{run['id']}",
+            json={"status": "success", "finished_at": iso(T0 + timedelta(minutes=2))},
+        )
+    )
+    assert done["status"] == "success" and done["duration_seconds"] == 120.0
+    assert done["updated_at"] > run["updated_at"]
+    same = ok(api.patch(f"{API}/runs/{run['id']}", json={"status": "success"}))
+    assert same["updated_at"] == done["updated_at"]
+
+
+def test_patch_keeps_source_duration(api, pipeline):
+    run = make_run(api, pipeline, "running", started_at=iso(T0), duration_seconds=42.5)
+    patched = ok(
+        api.patch(f"{API}/runs/{run['id']}", json={"finished_at": iso(T0 + timedelta(minutes=5))})
+    )
+    assert patched["duration_seconds"] == 42.5
+
+
+def test_patch_validates_merged_times_and_fields(api, pipeline):
+    run = make_run(api, pipeline, "running", started_at=iso(T0))
+    response = api.patch(
+        f"{API}/runs/{run['id']}", json={"finished_at": iso(T0 - timedelta(hours=1))}
+    )
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "finished_at"
+    for body in (
+        {"status": None},
+        {"status": "nope"},
+        {"external_run_id": "x"},
+        {"pipeline_id": "1"},
+    ):
+        assert api.patch(f"{API}/runs/{run['id']}", json=body).status_code == 422, body
+    assert ok(api.get(f"{API}/runs/{run['id']}")) == run
+
+
+def test_cross_pipeline_listing_filters(api):
+    acme, globex = make_client(api), make_client(api)
+    pa, pb = make_pipeline(api, acme), make_pipeline(api, globex)
+    ra = make_run(api, pa, "failed", started_at=iso(T0))
+    rb = make_run(api, pb, "failed", started_at=iso(T0 + timedelta(minutes=1)))
+    make_run(api, pb, "success", started_at=iso(T0 + timedelta(minutes=2)))
+    assert [r["id"] for r in walk(api, "/runs", status="failed")] == [rb["id"], ra["id"]]
+    assert [r["id"] for r in walk(api, "/runs", client_id=acme["id"])] == [ra["id"]]
+    assert [r["id"] for r in walk(api, "/runs", pipeline_id=pb["id"], status="failed")] == [
+        rb["id"]
+    ]
+    assert walk(api, "/runs", client_id=acme["id"], pipeline_id=pb["id"]) == []
+    for param in ("client_id", "pipeline_id"):
+        response = api.get(f"{API}/runs", params={param: "zz"})
+        assert response.status_code == 422 and response.json()["errors"][0]["field"] == param
+
+
+def test_unknown_run_is_404(api):
+    assert api.get(f"{API}/runs/98765").status_code == 404
+    assert api.patch(f"{API}/runs/98765", json={"status": "failed"}).status_code == 404
