@@ -23,6 +23,7 @@ from chm.core.errors import (
     problem_responses,
 )
 from chm.core.settings import Environment, Settings, get_settings
+from chm.ingestion.router import router as ingestion_router
 from chm.pipelines.router import router as pipelines_router
 from chm.runs.router import router as runs_router
 
@@ -59,7 +60,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         )
 
     api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
-    for router in (clients_router, pipelines_router, runs_router, alert_rules_router):
+    for router in (
+        clients_router,
+        pipelines_router,
+        runs_router,
+        alert_rules_router,
+        ingestion_router,
+    ):
         api.include_router(router)
     app.include_router(api)
 

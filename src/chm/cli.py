@@ -88,5 +88,17 @@ def db_upgrade(
     typer.echo(f"database at revision {revision} ({engine.dialect.name})")
 
 
+@app.command()
+def ingest(
+    client: Annotated[str | None, typer.Option(help="Only this client's pipelines (id)")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline (id)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON on stdout")] = False,
+) -> None:
+    """Ingest the runs of every matching active pipeline from its source (CHM_CONFIG)."""
+    from chm.ingestion.cli import run_ingest
+
+    raise typer.Exit(run_ingest(get_settings(), client, pipeline, as_json))
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,152 @@
+"""Databricks Jobs API: ``GET /api/{2.1|2.2}/jobs/runs/list?job_id=...``.
+
+A page is ``{"runs": [...], "has_more": bool, "next_page_token": "..."}``
+(``runs`` is left out when there are none); the next page is asked with
+``page_token``, until the token is absent or empty, or ``has_more`` is false.
+A pipeline's ``external_id`` is the job id.
+
+A run's status is read from ``status`` (``state`` + ``termination_details``,
+the current model) when present, else from the older ``state``
+(``life_cycle_state`` + ``result_state``). Times are epoch milliseconds, an
+``end_time`` of 0 meaning not finished; ``run_duration`` is in milliseconds.
+Status words are those documented for ``RunLifecycleStateV2``,
+``TerminationCode``, ``RunLifeCycleState`` and ``RunResultState``; any
+other word maps to ``unknown`` with the source's words kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chm.ingestion.config import DatabricksSource
+from chm.ingestion.connectors.base import Page, PageRequest, PageShapeError, cursor_value, run_list
+from chm.ingestion.normalize import (
+    InvalidRun,
+    SourceRun,
+    duration_seconds,
+    error_text,
+    failure_text,
+    from_epoch_ms,
+    map_status,
+    run_identity,
+    status_word,
+)
+from chm.models.run import RunStatus
+
+# runs/list accepts a limit of at most 25 runs per page.
+PAGE_LIMIT = 25
+
+_FAILED_CODES = (
+    "INTERNAL_ERROR", "DRIVER_ERROR", "CLUSTER_ERROR", "REPOSITORY_CHECKOUT_FAILED",
+    "INVALID_CLUSTER_REQUEST", "WORKSPACE_RUN_LIMIT_EXCEEDED", "FEATURE_DISABLED",
+    "CLUSTER_REQUEST_LIMIT_EXCEEDED", "STORAGE_ACCESS_ERROR", "RUN_EXECUTION_ERROR",
+    "UNAUTHORIZED_ERROR", "LIBRARY_INSTALLATION_ERROR", "MAX_SPARK_CONTEXTS_EXCEEDED",
+    "RESOURCE_NOT_FOUND", "INVALID_RUN_CONFIGURATION", "CLOUD_FAILURE",
+    "BUDGET_POLICY_LIMIT_EXCEEDED", "BREAKING_CHANGE",
+)  # fmt: skip
+
+# status.state (RunLifecycleStateV2) before termination.
+STATE_V2 = {
+    **dict.fromkeys(("blocked", "pending", "queued", "waiting"), RunStatus.queued),
+    **dict.fromkeys(("running", "terminating"), RunStatus.running),
+}
+# status.termination_details.code, once status.state is TERMINATED.
+TERMINATION_CODE = {
+    **dict.fromkeys(("success", "success_with_failures"), RunStatus.success),
+    **dict.fromkeys(("user_canceled", "canceled"), RunStatus.cancelled),
+    **dict.fromkeys(
+        ("skipped", "disabled", "max_concurrent_runs_exceeded", "max_job_queue_size_exceeded"),
+        RunStatus.skipped,
+    ),
+    **dict.fromkeys((code.lower() for code in _FAILED_CODES), RunStatus.failed),
+}
+# state.life_cycle_state (RunLifeCycleState).
+LIFE_CYCLE_STATE = {
+    **dict.fromkeys(("queued", "pending", "blocked", "waiting_for_retry"), RunStatus.queued),
+    **dict.fromkeys(("running", "terminating"), RunStatus.running),
+    "skipped": RunStatus.skipped,
+    "internal_error": RunStatus.failed,
+}
+# state.result_state (RunResultState), for the terminal life cycle states.
+RESULT_STATE = {
+    **dict.fromkeys(("success", "success_with_failures"), RunStatus.success),
+    **dict.fromkeys(("failed", "timedout"), RunStatus.failed),
+    "canceled": RunStatus.cancelled,
+    **dict.fromkeys(
+        ("maximum_concurrent_runs_reached", "excluded", "upstream_failed", "upstream_canceled",
+         "disabled"),
+        RunStatus.skipped,
+    ),
+}  # fmt: skip
+_TERMINAL_LIFE_CYCLES = ("terminated", "internal_error", "skipped")
+
+
+def _object(raw: Any, what: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidRun(f"{what} is not an object")
+    return raw
+
+
+def run_status(raw: dict[str, Any]) -> tuple[RunStatus, str, str | None]:
+    """The canonical status, the source's words (``STATE/CODE``) and the failure text."""
+    status = _object(raw.get("status"), "status")
+    if status.get("state") is not None:
+        state = status_word(status.get("state"), "status.state")
+        if state.lower() != "terminated":
+            return map_status(state, STATE_V2), state, None
+        details = _object(status.get("termination_details"), "status.termination_details")
+        if details.get("code") is None:
+            return RunStatus.unknown, state, error_text(details.get("message"))
+        code = status_word(details.get("code"), "status.termination_details.code")
+        return (
+            map_status(code, TERMINATION_CODE),
+            f"{state}/{code}",
+            error_text(details.get("message")),
+        )
+    legacy = _object(raw.get("state"), "state")
+    life_cycle = status_word(legacy.get("life_cycle_state"), "state.life_cycle_state")
+    message = error_text(legacy.get("state_message"))
+    if life_cycle.lower() in _TERMINAL_LIFE_CYCLES and legacy.get("result_state") is not None:
+        result = status_word(legacy.get("result_state"), "state.result_state")
+        return map_status(result, RESULT_STATE), f"{life_cycle}/{result}", message
+    mapped = map_status(life_cycle, LIFE_CYCLE_STATE)
+    return mapped, life_cycle, message
+
+
+class DatabricksConnector:
+    def __init__(self, source: DatabricksSource, job_id: str) -> None:
+        self.url = f"{source.base}/api/{source.api_version}/jobs/runs/list"
+        self.job_id = job_id
+
+    def page_request(self, cursor: str | None) -> PageRequest:
+        params = {"job_id": self.job_id, "limit": str(PAGE_LIMIT), "expand_tasks": "false"}
+        if cursor:
+            params["page_token"] = cursor
+        return PageRequest("GET", self.url, params=params)
+
+    def read_page(self, body: Any) -> Page:
+        runs = run_list(body, "runs", required=False)
+        has_more = body.get("has_more")
+        if has_more is not None and not isinstance(has_more, bool):
+            raise PageShapeError("has_more is not a boolean")
+        token = cursor_value(body.get("next_page_token"), "next_page_token")
+        return Page(runs, token if has_more is not False else None)
+
+    def map_run(self, raw: dict[str, Any]) -> SourceRun:
+        status, words, message = run_status(raw)
+        finished_at = from_epoch_ms(raw.get("end_time"), "end_time", zero_is_none=True)
+        # run_duration grows while a run is active: keep it once the run ended.
+        duration = None
+        if finished_at is not None:
+            duration = duration_seconds(raw.get("run_duration"), "run_duration", scale=0.001)
+        return SourceRun(
+            external_run_id=run_identity(raw.get("run_id")),
+            status=status,
+            source_status=words,
+            started_at=from_epoch_ms(raw.get("start_time"), "start_time", zero_is_none=True),
+            finished_at=finished_at,
+            duration_seconds=duration,
+            error_message=failure_text(status, message),
+        )

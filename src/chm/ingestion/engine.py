@@ -1,0 +1,281 @@
+"""The ingestion engine: every matching pipeline, page by page, to the end (FR-011..FR-015).
+
+For each active pipeline with an ``external_id`` and a matching source, the
+engine asks the platform's connector for the first page, then follows the
+cursor until none remains. Each page is fetched with no database
+transaction open, then mapped, redacted and upserted in one short write
+transaction that commits before the next page is asked for: an ingestion
+killed midway loses nothing, and a re-run completes it (the upsert makes the
+replayed pages count as unchanged). See ``chm.ingestion.upsert`` for the
+no-regression rule.
+
+A pipeline fails alone: a source error (after retries), an unexpected page
+shape, a cursor seen twice (a loop) or more than ``max_pages`` pages ends
+that pipeline's walk, keeps the pages already committed, records the error on
+the pipeline and in the report, and the engine moves on to the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from chm.core.db import make_session_factory
+from chm.core.errors import ValidationFailed
+from chm.core.ids import body_id
+from chm.core.redaction import redact
+from chm.core.timeutil import utcnow
+from chm.ingestion.config import SourceBase, Sources, TokenMissing
+from chm.ingestion.connectors import Connector, PageShapeError, connector_for
+from chm.ingestion.fetch import SourceClient, SourceError
+from chm.ingestion.normalize import InvalidRun, canonical_json
+from chm.ingestion.report import (
+    IngestionReport,
+    NoProgress,
+    PipelineError,
+    PipelineTarget,
+    Progress,
+)
+from chm.ingestion.upsert import PageCounts, Row, record_outcome, snapshot_row, upsert_page
+from chm.models import Client, Pipeline
+
+logger = logging.getLogger("chm.ingestion")
+
+
+class PipelineFailed(Exception):
+    """Ends one pipeline's ingestion; the message is safe to show and store."""
+
+
+def resolve_scope(
+    session: Session, client_id: str | None, pipeline_id: str | None
+) -> tuple[int | None, int | None]:
+    """The ``client_id``/``pipeline_id`` filters as ids; a 422 on the field naming a
+    client or pipeline that does not exist, or a pipeline not of that client."""
+    client = pipeline = None
+    if client_id is not None:
+        client = session.get(Client, body_id(client_id, "client_id", "client"))
+        if client is None:
+            raise ValidationFailed.one(
+                "client_id", "not_found", f"client {client_id!r} does not exist"
+            )
+    if pipeline_id is not None:
+        pipeline = session.get(Pipeline, body_id(pipeline_id, "pipeline_id", "pipeline"))
+        if pipeline is None:
+            raise ValidationFailed.one(
+                "pipeline_id", "not_found", f"pipeline {pipeline_id!r} does not exist"
+            )
+        if client is not None and pipeline.client_id != client.id:
+            raise ValidationFailed.one(
+                "pipeline_id",
+                "not_of_client",
+                f"pipeline {pipeline_id!r} does not belong to client {client_id!r}",
+            )
+    return (client.id if client else None, pipeline.id if pipeline else None)
+
+
+def select_pipelines(
+    session: Session, client_id: int | None, pipeline_id: int | None
+) -> list[PipelineTarget]:
+    """Active pipelines (of active clients) that have an external id, by id."""
+    query = (
+        sa.select(
+            Pipeline.id,
+            Pipeline.name,
+            Pipeline.platform,
+            Pipeline.environment,
+            Pipeline.external_id,
+            Client.name.label("client_name"),
+        )
+        .join(Client, Client.id == Pipeline.client_id)
+        .where(
+            Pipeline.is_active.is_(True),
+            Client.is_active.is_(True),
+            Pipeline.external_id.is_not(None),
+        )
+        .order_by(Pipeline.id)
+    )
+    if client_id is not None:
+        query = query.where(Pipeline.client_id == client_id)
+    if pipeline_id is not None:
+        query = query.where(Pipeline.id == pipeline_id)
+    return [PipelineTarget(**row) for row in session.execute(query).mappings()]
+
+
+class IngestionEngine:
+    """One ingestion over a database: ``run()`` answers the report."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        sources: Sources,
+        *,
+        environ: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.read_sessions = make_session_factory(engine)
+        self.write_sessions = make_session_factory(engine, write=True)
+        self.sources = sources
+        self.environ = os.environ if environ is None else environ
+        self.progress = progress or NoProgress()
+        self.sleep = sleep
+        self.transport = transport
+        self.clock = clock
+        self._clients: dict[str, SourceClient] = {}
+
+    def run(self, client_id: int | None = None, pipeline_id: int | None = None) -> IngestionReport:
+        report = IngestionReport()
+        with self.read_sessions() as session:
+            targets = select_pipelines(session, client_id, pipeline_id)
+        matched = []
+        for target in targets:
+            source = self.sources.for_pipeline(
+                target.platform, target.environment, target.client_name
+            )
+            if source is None:
+                logger.info("%s: no source for platform %r, environment %r; skipped",
+                            target.describe(), target.platform, target.environment)  # fmt: skip
+            else:
+                matched.append((target, source))
+        report.pipelines = len(matched)
+        self.progress.pipelines_found(len(matched))
+        try:
+            for target, source in matched:
+                self._ingest_pipeline(target, source, report)
+        finally:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+        return report
+
+    def _client(self, source: SourceBase) -> SourceClient:
+        client = self._clients.get(source.name)
+        if client is None:
+            token = source.token(self.environ)
+            client = SourceClient(source, token, sleep=self.sleep, transport=self.transport)
+            self._clients[source.name] = client
+        return client
+
+    def _ingest_pipeline(
+        self, target: PipelineTarget, source: Any, report: IngestionReport
+    ) -> None:
+        self.progress.pipeline_started(target, source.name)
+        logger.info("%s: ingesting from source %r", target.describe(), source.name)
+        error: str | None = None
+        try:
+            self._walk(target, source, report)
+        except (PipelineFailed, SourceError, TokenMissing) as failure:
+            error = f"source {source.name!r}: {failure}"
+        except SQLAlchemyError as failure:
+            cause = type(getattr(failure, "orig", None) or failure).__name__
+            error = f"database error while storing runs ({cause})"
+        except Exception as failure:
+            # A bug must not stop the other pipelines; the trace goes to the log.
+            logger.exception("%s: unexpected error", target.describe())
+            error = f"unexpected error ({type(failure).__name__})"
+        if error is not None:
+            client = self._clients.get(source.name)
+            error = client.safe(error) if client else error
+            logger.error("%s: ingestion failed: %s", target.describe(), error)
+            report.errors.append(PipelineError(pipeline_id=str(target.id), message=error))
+        else:
+            logger.info("%s: ingestion complete", target.describe())
+        with self.write_sessions.begin() as session:
+            record_outcome(session, target.id, self.clock(), error)
+        self.progress.pipeline_finished(target, error)
+
+    def _walk(self, target: PipelineTarget, source: Any, report: IngestionReport) -> None:
+        client = self._client(source)
+        connector = connector_for(source, target.external_id, self.clock())
+        followed: set[str] = set()
+        cursor: str | None = None
+        page_number = 0
+        while True:
+            if page_number >= source.max_pages:
+                raise PipelineFailed(f"stopped after max_pages={source.max_pages} pages")
+            page_number += 1
+            context = f"{target.describe()} source {source.name!r} page {page_number}"
+            body = client.fetch(connector.page_request(cursor), context)
+            try:
+                page = connector.read_page(body)
+            except PageShapeError as shape:
+                raise PipelineFailed(
+                    f"page {page_number} is not the expected shape: {shape}"
+                ) from None
+            counts = self._store_page(target, connector, client, page.runs)
+            report.add_page(counts)
+            logger.info(
+                "%s: %d runs (created %d, updated %d, unchanged %d, skipped %d)",
+                context, len(page.runs), counts.created, counts.updated, counts.unchanged,
+                counts.skipped,
+            )  # fmt: skip
+            for key, reason in counts.invalid:
+                logger.warning("%s: run %r skipped: %s", context, key, reason)
+            self.progress.page_stored(target, page_number, counts)
+            if page.next_cursor is None:
+                return
+            if cursor is not None:
+                followed.add(cursor)
+            if page.next_cursor in followed or page.next_cursor == cursor:
+                raise PipelineFailed(
+                    f"page {page_number} returned a cursor already followed (a cursor loop)"
+                )
+            cursor = page.next_cursor
+
+    def _store_page(
+        self, target: PipelineTarget, connector: Connector, client: SourceClient, runs: list[Any]
+    ) -> PageCounts:
+        snapshots: list[Row] = []
+        rejected = PageCounts()
+        for index, raw in enumerate(runs):
+            try:
+                snapshots.append(self._snapshot(connector, client, raw))
+            except InvalidRun as invalid:
+                rejected.skipped += 1
+                rejected.invalid.append((_raw_identity(raw, index), client.safe(str(invalid))))
+        with self.write_sessions.begin() as session:
+            counts = upsert_page(session, target.id, snapshots, self.clock())
+        counts.add(rejected)
+        return counts
+
+    @staticmethod
+    def _snapshot(connector: Connector, client: SourceClient, raw: Any) -> Row:
+        if not isinstance(raw, dict):
+            raise InvalidRun("the run is not a JSON object")
+        run = connector.map_run(raw)
+        secrets = client.secrets
+        run.metrics = canonical_json(redact(run.metrics, secrets))
+        if run.error_message is not None:
+            run.error_message = client.safe(run.error_message)
+        return snapshot_row(run, canonical_json(redact(raw, secrets)))
+
+
+def _raw_identity(raw: Any, index: int) -> str:
+    for key in ("run_id", "runId"):
+        if isinstance(raw, dict) and isinstance(raw.get(key), (str, int)):
+            return str(raw[key])[:100]
+    return f"#{index + 1} of the page"
+
+
+def ingest(
+    engine: Engine,
+    sources: Sources,
+    *,
+    client_id: int | None = None,
+    pipeline_id: int | None = None,
+    **options: Any,
+) -> IngestionReport:
+    """Ingest every matching active pipeline; see ``IngestionEngine`` for ``options``."""
+    return IngestionEngine(engine, sources, **options).run(client_id, pipeline_id)

@@ -1,0 +1,46 @@
+"""``POST /api/v1/ingestions``: run the ingestion engine now and answer its report."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from chm.core.errors import ChmError
+from chm.core.schemas import EntityId, RequestModel
+from chm.core.settings import Settings
+from chm.ingestion.config import ConfigError, load_sources
+from chm.ingestion.engine import ingest, resolve_scope
+from chm.ingestion.report import IngestionReport
+
+router = APIRouter(prefix="/ingestions", tags=["ingestion"])
+
+
+class IngestionNotConfigured(ChmError):
+    status = 503
+    type_slug = "ingestion-not-configured"
+    title = "Ingestion is not configured"
+
+
+class IngestionRequest(RequestModel):
+    client_id: EntityId | None = None
+    pipeline_id: EntityId | None = None
+
+
+@router.post(
+    "",
+    response_model=IngestionReport,
+    responses={503: {"description": "The sources file (CHM_CONFIG) is missing or invalid"}},
+)
+def run_ingestion(request: Request, body: IngestionRequest | None = None) -> IngestionReport:
+    """Ingest every matching active pipeline now (optionally one client's or one
+    pipeline's) and answer the report; failures of single pipelines are in `errors`."""
+    # A plain `def`: FastAPI runs it in a worker thread. No request transaction
+    # is held while the engine talks HTTP: it commits each page on its own.
+    settings: Settings = request.app.state.settings
+    body = body or IngestionRequest()
+    try:
+        sources = load_sources(settings.config)
+    except ConfigError as error:
+        raise IngestionNotConfigured(str(error)) from None
+    with request.app.state.read_sessions() as session:
+        client_id, pipeline_id = resolve_scope(session, body.client_id, body.pipeline_id)
+    return ingest(request.app.state.engine, sources, client_id=client_id, pipeline_id=pipeline_id)

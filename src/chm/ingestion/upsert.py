@@ -1,0 +1,247 @@
+"""Idempotent, batched run upserts keyed by (pipeline, external run id) (FR-014, DI-004).
+
+One page is one transaction:
+
+1. serialize with any other ingester of the same pipeline (PostgreSQL: a
+   transaction-scoped advisory lock; SQLite: the write lock taken by
+   ``BEGIN IMMEDIATE``), so that what is read next is what is overwritten;
+2. read the stored runs of the page's keys;
+3. fold each source run into what is stored, by the no-regression rule below,
+   and keep only the runs whose stored values would really change;
+4. write those in one ``INSERT ... ON CONFLICT (pipeline_id, external_run_id)
+   DO UPDATE ... WHERE <a value differs>`` through the dialect's own insert,
+   ``RETURNING`` the keys actually written.
+
+A replay of identical data therefore writes nothing: ``updated_at`` and
+``ingested_at`` stay as they were and the run counts as unchanged.
+
+**The no-regression rule.** A run's stored state never goes back in time:
+
+- when both the stored run and the snapshot carry the source's own update
+  time (``source_updated_at``) and the snapshot's is older, the snapshot is
+  stale and ignored;
+- a snapshot that is not terminal (queued, running, unknown) never replaces a
+  terminal status (success, failed, cancelled, skipped), unless both carry an
+  update time and the snapshot's is strictly newer: the source shows the run
+  really restarted;
+- ``started_at`` is never lost once known: a snapshot without one keeps the
+  stored value; a terminal snapshot without ``finished_at`` keeps the stored
+  one too, and so does the source update time;
+- the duration is the source's when it gave one, else finished - started.
+
+A stale snapshot counts as unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from chm.ingestion.normalize import InvalidRun, SourceRun
+from chm.models import Pipeline, Run
+from chm.models.run import TERMINAL_STATUSES, derived_duration
+
+RUNS = cast(sa.Table, Run.__table__)
+# The values a source decides; everything a replay compares.
+DATA_FIELDS = (
+    "status",
+    "source_status",
+    "started_at",
+    "finished_at",
+    "duration_seconds",
+    "duration_from_source",
+    "metrics",
+    "error_message",
+    "source_payload",
+    "source_updated_at",
+)
+_KEY_CHUNK = 1000
+# pg_advisory_xact_lock(class, object): "CHMI" marks ingestion's locks.
+_LOCK_CLASS = 0x43484D49
+
+Row = dict[str, Any]
+
+
+@dataclass
+class PageCounts:
+    """What became of each source run of a page: every run counts exactly once."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    # (external run id, reason) of the skipped runs, for the logs.
+    invalid: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, other: PageCounts) -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.skipped += other.skipped
+        self.invalid += other.invalid
+
+
+def snapshot_row(run: SourceRun, payload: dict[str, Any] | None) -> Row:
+    """The stored values a source run asks for, before it meets the stored run."""
+    if run.started_at and run.finished_at and run.finished_at < run.started_at:
+        raise InvalidRun("finished_at is before started_at")
+    from_source = run.duration_seconds is not None
+    return {
+        "external_run_id": run.external_run_id,
+        "status": run.status.value,
+        "source_status": run.source_status,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "duration_seconds": run.duration_seconds
+        if from_source
+        else derived_duration(run.started_at, run.finished_at),
+        "duration_from_source": from_source,
+        "metrics": run.metrics,
+        "error_message": run.error_message,
+        "source_payload": payload,
+        "source_updated_at": run.source_updated_at,
+    }
+
+
+def is_stale(stored: Row, snapshot: Row) -> bool:
+    """True when ``snapshot`` would move ``stored`` back in time (see the module rule)."""
+    new, old = snapshot["source_updated_at"], stored["source_updated_at"]
+    if new is not None and old is not None and new < old:
+        return True
+    if stored["status"] in TERMINAL_STATUSES and snapshot["status"] not in TERMINAL_STATUSES:
+        restarted = new is not None and old is not None and new > old
+        return not restarted
+    return False
+
+
+def merge(stored: Row | None, snapshot: Row) -> Row | None:
+    """The values to store for ``snapshot`` given the ``stored`` run; None when stale."""
+    if stored is None:
+        return snapshot
+    if is_stale(stored, snapshot):
+        return None
+    merged = dict(snapshot)
+    if merged["started_at"] is None:
+        merged["started_at"] = stored["started_at"]
+    if merged["finished_at"] is None and snapshot["status"] in TERMINAL_STATUSES:
+        merged["finished_at"] = stored["finished_at"]
+    if merged["source_updated_at"] is None:
+        merged["source_updated_at"] = stored["source_updated_at"]
+    started, finished = merged["started_at"], merged["finished_at"]
+    if started is not None and finished is not None and finished < started:
+        raise InvalidRun("finished_at is before the started_at already stored")
+    if not merged["duration_from_source"]:
+        merged["duration_seconds"] = derived_duration(started, finished)
+    return merged
+
+
+def _differs(stored: Row, merged: Row) -> bool:
+    return any(stored[name] != merged[name] for name in DATA_FIELDS)
+
+
+def _lock_pipeline(session: Session, pipeline_id: int) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_CLASS, pipeline_id % 2**31)))
+
+
+def _stored_runs(session: Session, pipeline_id: int, keys: Sequence[str]) -> dict[str, Row]:
+    columns = [RUNS.c.external_run_id, *(RUNS.c[name] for name in DATA_FIELDS)]
+    stored: dict[str, Row] = {}
+    for start in range(0, len(keys), _KEY_CHUNK):
+        query = (
+            sa.select(*columns)
+            .where(
+                RUNS.c.pipeline_id == pipeline_id,
+                RUNS.c.external_run_id.in_(keys[start : start + _KEY_CHUNK]),
+            )
+            .order_by(RUNS.c.external_run_id)
+            .with_for_update()
+        )
+        for row in session.execute(query).mappings():
+            stored[row["external_run_id"]] = dict(row)
+    return stored
+
+
+def _upsert_statement(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(RUNS)
+    excluded = statement.excluded
+    changed = sa.or_(*(RUNS.c[name].is_distinct_from(excluded[name]) for name in DATA_FIELDS))
+    return statement.on_conflict_do_update(
+        index_elements=[RUNS.c.pipeline_id, RUNS.c.external_run_id],
+        set_={name: excluded[name] for name in (*DATA_FIELDS, "ingested_at", "updated_at")},
+        where=changed,
+    ).returning(RUNS.c.external_run_id)
+
+
+def upsert_page(
+    session: Session, pipeline_id: int, snapshots: Iterable[Row], now: datetime
+) -> PageCounts:
+    """Store one page of snapshots in ``session`` (the caller commits); see the module doc."""
+    snapshots = list(snapshots)
+    counts = PageCounts()
+    _lock_pipeline(session, pipeline_id)
+    keys = sorted({s["external_run_id"] for s in snapshots})
+    stored = _stored_runs(session, pipeline_id, keys)
+    # Fold the page into one target per key: a key seen again in the same page
+    # is merged by the same rule as against the database, and the later
+    # snapshot counts as unchanged (the key's first one carries the outcome).
+    targets: dict[str, Row] = {}
+    for snapshot in snapshots:
+        key = snapshot["external_run_id"]
+        seen = key in targets
+        try:
+            merged = merge(targets[key] if seen else stored.get(key), snapshot)
+        except InvalidRun as error:
+            counts.skipped += 1
+            counts.invalid.append((key, str(error)))
+            continue
+        if seen or merged is None:
+            counts.unchanged += 1
+        if merged is not None:
+            targets[key] = merged
+    writes = []
+    for key in sorted(targets):
+        target = targets[key]
+        if key in stored and not _differs(stored[key], target):
+            counts.unchanged += 1
+            continue
+        writes.append(
+            {
+                **target,
+                "pipeline_id": pipeline_id,
+                "ingested_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    written: set[str] = set()
+    if writes:
+        dialect = session.get_bind().dialect.name
+        written = set(session.scalars(_upsert_statement(dialect), writes))
+    for row in writes:
+        key = row["external_run_id"]
+        if key not in written:
+            counts.unchanged += 1
+        elif key in stored:
+            counts.updated += 1
+        else:
+            counts.created += 1
+    return counts
+
+
+def record_outcome(session: Session, pipeline_id: int, now: datetime, error: str | None) -> None:
+    """Remember on the pipeline when it was last ingested, or why it last failed.
+
+    Ingestion bookkeeping, not a user's change: ``updated_at`` stays put.
+    """
+    values: dict[str, Any] = {"last_ingestion_error": error}
+    if error is None:
+        values["last_ingested_at"] = now
+    session.execute(sa.update(Pipeline).where(Pipeline.id == pipeline_id).values(**values))
