@@ -25,6 +25,7 @@ from chm.core.errors import (
 from chm.core.settings import Environment, Settings, get_settings
 from chm.ingestion.router import router as ingestion_router
 from chm.pipelines.router import router as pipelines_router
+from chm.reports.router import router as reports_router
 from chm.runs.router import router as runs_router
 
 logger = logging.getLogger("chm.app")
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         runs_router,
         alert_rules_router,
         ingestion_router,
+        reports_router,
     ):
         api.include_router(router)
     app.include_router(api)

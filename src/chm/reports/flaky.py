@@ -1,0 +1,96 @@
+"""Top flaky pipelines (OB-004): pipelines that both fail and succeed in a window."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from chm.models import Client, Pipeline, Run
+from chm.models.run import RunStatus
+from chm.reports.params import ReportContext, sql_window
+from chm.reports.schemas import FlakyPipelineRow, Report
+from chm.reports.sql import Query, Scope, Window, count_where, ratio, runs_in_scope
+
+DEFAULT_DAYS = 30
+DEFAULT_LIMIT = 10
+
+_FAILED = Run.status == RunStatus.failed.value
+_SUCCESS = Run.status == RunStatus.success.value
+_OUTCOMES = (RunStatus.success.value, RunStatus.failed.value)
+
+
+def flaky_pipelines_query(window: Window, scope: Scope, limit: int | None) -> Query:
+    """Pipelines with at least one failed and one success run in the window, most failing first."""
+    in_window = (*scope.filters(), window.contains(Run.event_at))
+    counts = (
+        runs_in_scope(
+            Run.pipeline_id.label("pipeline_id"),
+            sa.func.count().label("total_runs"),
+            count_where(_FAILED).label("failed_runs"),
+            count_where(_SUCCESS).label("success_runs"),
+        )
+        .where(*in_window)
+        .group_by(Run.pipeline_id)
+        .having(sa.and_(count_where(_FAILED) > 0, count_where(_SUCCESS) > 0))
+        .subquery("counts")
+    )
+    # Status changes: among the pipeline's success and failed runs, oldest
+    # first by event time (ties by id), each run whose predecessor differs.
+    previous_outcome = sa.func.lag(Run.status).over(
+        partition_by=Run.pipeline_id, order_by=(Run.event_at, Run.id)
+    )
+    outcomes = (
+        runs_in_scope(
+            Run.pipeline_id.label("pipeline_id"),
+            Run.status.label("status"),
+            previous_outcome.label("previous_status"),
+        )
+        .where(*in_window, Run.status.in_(_OUTCOMES))
+        .subquery("outcomes")
+    )
+    changes = (
+        sa.select(
+            outcomes.c.pipeline_id,
+            count_where(outcomes.c.previous_status != outcomes.c.status).label("status_changes"),
+        )
+        .group_by(outcomes.c.pipeline_id)
+        .subquery("changes")
+    )
+    failure_rate = ratio(counts.c.failed_runs, counts.c.total_runs)
+    query = (
+        sa.select(
+            Pipeline.id.label("pipeline_id"),
+            Pipeline.name.label("pipeline_name"),
+            Client.id.label("client_id"),
+            Client.name.label("client_name"),
+            Pipeline.platform.label("platform"),
+            counts.c.total_runs,
+            counts.c.failed_runs,
+            counts.c.success_runs,
+            failure_rate.label("failure_rate"),
+            changes.c.status_changes,
+        )
+        .select_from(counts)
+        .join(changes, changes.c.pipeline_id == counts.c.pipeline_id)
+        .join(Pipeline, Pipeline.id == counts.c.pipeline_id)
+        .join(Client, Client.id == Pipeline.client_id)
+        .order_by(counts.c.failed_runs.desc(), failure_rate.desc(), Pipeline.id)
+    )
+    return query.limit(limit) if limit is not None else query
+
+
+def flaky_pipelines(
+    session: Session, window: Window, scope: Scope, limit: int | None
+) -> list[FlakyPipelineRow]:
+    rows = session.execute(flaky_pipelines_query(window, scope, limit)).mappings()
+    return [FlakyPipelineRow.model_validate(row) for row in rows]
+
+
+def flaky_pipelines_report(
+    session: Session, ctx: ReportContext, days: int, limit: int
+) -> Report[FlakyPipelineRow]:
+    since, until = ctx.as_of - timedelta(days=days), ctx.as_of
+    items = flaky_pipelines(session, sql_window(since, until), ctx.scope, limit)
+    return Report[FlakyPipelineRow](items=items, since=since, until=until, as_of=ctx.as_of)
