@@ -132,9 +132,7 @@ class Sources:
             for s in self.all
         }
 
-    def for_pipeline(
-        self, platform: str, environment: str, client_name: str
-    ) -> AnySource | None:
+    def for_pipeline(self, platform: str, environment: str, client_name: str) -> AnySource | None:
         """The source with the pipeline's platform and environment, its client's own
         first, else the one with no client (contract: Ingestion)."""
         own = self._by_key.get((platform, environment, name_key(client_name)))

@@ -95,7 +95,7 @@ class SourceClient:
         )
         self._sleep = sleep
         self._backoff = wait_exponential_jitter(
-            initial=source.backoff_initial_s,
+            multiplier=source.backoff_initial_s,
             max=source.backoff_max_s,
             jitter=source.backoff_initial_s,
         )
