@@ -365,3 +365,22 @@ def test_cross_pipeline_listing_filters(api):
 def test_unknown_run_is_404(api):
     assert api.get(f"{API}/runs/98765").status_code == 404
     assert api.patch(f"{API}/runs/98765", json={"status": "failed"}).status_code == 404
+
+
+def test_extreme_timestamps_still_sort_before_missing_ones(api, pipeline):
+    earliest = make_run(api, pipeline, "success", started_at="0001-01-01T00:00:00Z")
+    missing = make_run(api, pipeline, "success")
+    latest = make_run(api, pipeline, "success", started_at="9999-12-31T23:59:59.999999Z")
+    order = [r["id"] for r in walk(api, f"/pipelines/{pipeline['id']}/runs", limit=1)]
+    assert order == [latest["id"], earliest["id"], missing["id"]]
+
+
+def test_timestamps_must_be_rfc3339_text(api, pipeline):
+    for value in ("1.0", 1700000000, "2026-01-01", "tomorrow"):
+        response = api.post(
+            f"{API}/pipelines/{pipeline['id']}/runs",
+            json={"status": "success", "started_at": value},
+        )
+        assert response.status_code == 422, value
+        assert response.json()["errors"][0]["code"] == "invalid_datetime"
+    assert api.get(f"{API}/runs", params={"since": "1.0"}).status_code == 422

@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel
 from chm.models.alert_rule import MAX_WINDOW_MINUTES, RuleType
@@ -24,13 +25,13 @@ class AlertRuleCreate(RequestModel):
 
 
 class AlertRuleUpdate(RequestModel):
-    rule_type: Annotated[RuleType | None, NotNull] = None
+    rule_type: Annotated[RuleType | SkipJsonSchema[None], NotNull] = None
     client_id: EntityId | None = None
     pipeline_id: EntityId | None = None
-    destination: Annotated[Destination | None, NotNull] = None
+    destination: Annotated[Destination | SkipJsonSchema[None], NotNull] = None
     threshold: Threshold | None = None
     window_minutes: WindowMinutes | None = None
-    is_enabled: Annotated[bool | None, NotNull] = None
+    is_enabled: Annotated[bool | SkipJsonSchema[None], NotNull] = None
 
 
 class AlertRuleOut(ResponseModel):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import (
@@ -34,17 +35,6 @@ EntityId = Annotated[
     Field(description="Opaque server-generated id", max_length=40),
 ]
 
-EARLIEST_EVENT = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _event_time(value: datetime) -> datetime:
-    value = as_utc(value)
-    if value < EARLIEST_EVENT:
-        raise PydanticCustomError(
-            "out_of_range", "timestamp must not be before 1970-01-01T00:00:00Z"
-        )
-    return value
-
 
 def _not_null(value: object) -> object:
     if value is None:
@@ -57,10 +47,25 @@ def _not_null(value: object) -> object:
 NotNull = AfterValidator(_not_null)
 
 
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:?\d{2})?"
+)
+
+
+def _rfc3339_only(value: object) -> object:
+    """Timestamps come as RFC 3339 text; pydantic would also read numbers as
+    Unix seconds ("1.0"), which the API does not promise and rejects."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _RFC3339.fullmatch(value.strip()):
+        return value.strip()
+    raise PydanticCustomError(
+        "invalid_datetime", "expected an RFC 3339 timestamp such as 2026-01-31T08:00:00Z"
+    )
+
+
 # A request timestamp without an offset is read as UTC (contract: Conventions).
-UTCTimestamp = Annotated[datetime, AfterValidator(as_utc)]
-# A run's own times: UTC, and not before the Unix epoch.
-EventTimestamp = Annotated[datetime, AfterValidator(_event_time)]
+UTCTimestamp = Annotated[datetime, BeforeValidator(_rfc3339_only), AfterValidator(as_utc)]
 
 
 class RequestModel(BaseModel):

@@ -48,14 +48,15 @@ JSONDocument = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 # The sentinel that stands for "no timestamp" in the ordering keys: below any
-# real time, so a descending order puts missing timestamps last on both
-# databases, like ``DESC NULLS LAST``.
-_SQLITE_FLOOR = "'0001-01-01 00:00:00.000000'"
-_POSTGRES_FLOOR = "'0001-01-01 00:00:00+00'::timestamptz"
+# time a column can hold, so a descending order puts missing timestamps last
+# on both databases, like ``DESC NULLS LAST``. PostgreSQL has -infinity; on
+# SQLite, where times are fixed-width text, the empty string sorts first.
+_SQLITE_FLOOR = "''"
+_POSTGRES_FLOOR = "'-infinity'::timestamptz"
 
 
 class NullsLowKey(ColumnElement[datetime]):
-    """``coalesce(col, <earliest time>)``, rendered with a literal per dialect.
+    """``coalesce(col, <below any time>)``, rendered with a literal per dialect.
 
     Used both in the ordering indexes and in the queries, so that the
     database matches the expression index and seeks with a row-value
@@ -81,9 +82,3 @@ def _compile_pg(element: NullsLowKey, compiler: Any, **kw: Any) -> str:
 @compiles(NullsLowKey)
 def _compile_default(element: NullsLowKey, compiler: Any, **kw: Any) -> str:
     return f"coalesce({compiler.process(element.column, **kw)}, {_SQLITE_FLOOR})"
-
-
-def nulls_low_sql(column_name: str, dialect_name: str) -> str:
-    """The same key as DDL text, for migrations."""
-    floor = _POSTGRES_FLOOR if dialect_name == "postgresql" else _SQLITE_FLOOR
-    return f"coalesce({column_name}, {floor})"

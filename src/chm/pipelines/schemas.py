@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from chm.core.schemas import EntityId, Name, NotNull, RequestModel, ResponseModel, Slug
 
@@ -21,12 +22,12 @@ class PipelineCreate(RequestModel):
 
 
 class PipelineUpdate(RequestModel):
-    name: Annotated[Name | None, NotNull] = None
-    platform: Annotated[Slug | None, NotNull] = None
-    pipeline_type: Annotated[Slug | None, NotNull] = None
-    environment: Annotated[Slug | None, NotNull] = None
+    name: Annotated[Name | SkipJsonSchema[None], NotNull] = None
+    platform: Annotated[Slug | SkipJsonSchema[None], NotNull] = None
+    pipeline_type: Annotated[Slug | SkipJsonSchema[None], NotNull] = None
+    environment: Annotated[Slug | SkipJsonSchema[None], NotNull] = None
     external_id: ExternalId | None = None
-    is_active: Annotated[bool | None, NotNull] = None
+    is_active: Annotated[bool | SkipJsonSchema[None], NotNull] = None
 
 
 class PipelineOut(ResponseModel):

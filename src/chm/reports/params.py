@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from chm.clients.summary import resolve_window
 from chm.core.errors import ValidationFailed
 from chm.core.ids import parse_id
+from chm.core.schemas import UTCTimestamp
 from chm.core.timeutil import as_utc, isoformat_z, utcnow
 from chm.reports.schemas import Report
 from chm.reports.sql import Bucket, FixedClock, Scope, Window, at_time
@@ -37,7 +38,7 @@ def _report_time(value: datetime) -> datetime:
 
 # A request time: UTC when it has no offset, and within years 1970..8999 so
 # that every window derived from it stays a valid timestamp on both databases.
-ReportTime = Annotated[datetime, AfterValidator(_report_time)]
+ReportTime = Annotated[UTCTimestamp, AfterValidator(_report_time)]
 
 AsOfParam = Annotated[
     ReportTime | None,

@@ -2,7 +2,7 @@
 
 Runs are ordered by ``started_at`` desc, then ``finished_at`` desc, with
 missing timestamps last in both, then ``id`` desc. In SQL each timestamp is
-ordered through ``coalesce(ts, <year 1>)`` (see ``NullsLowKey``): the same
+ordered through ``coalesce(ts, <below any time>)`` (see ``NullsLowKey``): the same
 order as ``DESC NULLS LAST``, identical on SQLite (which sorts NULL lowest
 and rejects NULLS in CREATE INDEX) and PostgreSQL (which sorts NULL highest),
 and, unlike a nullable column, usable in a row-value comparison. The
@@ -20,9 +20,6 @@ import sqlalchemy as sa
 
 from chm.core.types import NullsLowKey
 from chm.models import Run
-
-# The Python twin of the SQL floor in NullsLowKey.
-TIME_FLOOR = datetime(1, 1, 1, tzinfo=UTC)
 
 ORDER_KEYS: list[Any] = [
     NullsLowKey(Run.__table__.c.started_at),
@@ -45,10 +42,12 @@ def after_cursor(key: list[Any]) -> sa.ColumnElement[bool]:
         and isinstance(run_id, int)
     ):
         raise ValueError("malformed run cursor")
-    started_bound = sa.literal(started or TIME_FLOOR, Run.started_at.type)
+    # The bounds go through the same key expression, so a missing time in
+    # the cursor becomes the same floor the index holds.
+    started_bound = NullsLowKey(sa.literal(started, Run.started_at.type))
     bound = sa.tuple_(
         started_bound,
-        sa.literal(finished or TIME_FLOOR, Run.finished_at.type),
+        NullsLowKey(sa.literal(finished, Run.finished_at.type)),
         sa.literal(run_id, Run.id.type),
     )
     # The row-value comparison is the exact rule, and PostgreSQL seeks the
@@ -57,6 +56,10 @@ def after_cursor(key: list[Any]) -> sa.ColumnElement[bool]:
     return sa.and_(ORDER_KEYS[0] <= started_bound, sa.tuple_(*ORDER_KEYS) < bound)
 
 
-def sort_key(run: Any) -> tuple[datetime, datetime, int]:
+def _time_key(value: datetime | None) -> tuple[int, datetime]:
+    return (1, value) if value is not None else (0, datetime.min.replace(tzinfo=UTC))
+
+
+def sort_key(run: Any) -> tuple[tuple[int, datetime], tuple[int, datetime], int]:
     """The same rule in Python (for checks and tests): sort with ``reverse=True``."""
-    return (run.started_at or TIME_FLOOR, run.finished_at or TIME_FLOOR, run.id)
+    return (_time_key(run.started_at), _time_key(run.finished_at), run.id)

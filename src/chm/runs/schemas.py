@@ -5,9 +5,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import Field, FiniteFloat, PlainValidator, StringConstraints, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from chm.core.schemas import EntityId, EventTimestamp, NotNull, RequestModel, ResponseModel
+from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel, UTCTimestamp
 from chm.models.run import RunStatus
 
 ExternalRunId = Annotated[
@@ -54,8 +55,8 @@ Duration = Annotated[FiniteFloat, Field(ge=0, le=10 * 365 * 86400)]
 class RunCreate(RequestModel):
     status: RunStatus
     external_run_id: ExternalRunId | None = None
-    started_at: EventTimestamp | None = None
-    finished_at: EventTimestamp | None = None
+    started_at: UTCTimestamp | None = None
+    finished_at: UTCTimestamp | None = None
     duration_seconds: Duration | None = None
     metrics: Metrics = Field(default_factory=dict)
     error_message: ErrorMessage | None = None
@@ -63,10 +64,10 @@ class RunCreate(RequestModel):
 
 
 class RunUpdate(RequestModel):
-    status: Annotated[RunStatus | None, NotNull] = None
-    started_at: EventTimestamp | None = None
-    finished_at: EventTimestamp | None = None
-    metrics: Annotated[Metrics | None, NotNull] = None
+    status: Annotated[RunStatus | SkipJsonSchema[None], NotNull] = None
+    started_at: UTCTimestamp | None = None
+    finished_at: UTCTimestamp | None = None
+    metrics: Annotated[Metrics | SkipJsonSchema[None], NotNull] = None
     error_message: ErrorMessage | None = None
 
 

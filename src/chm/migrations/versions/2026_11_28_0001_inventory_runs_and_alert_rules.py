@@ -26,8 +26,8 @@ RUN_STATUSES = ("queued", "running", "success", "failed", "cancelled", "skipped"
 def _nulls_low(column: str) -> str:
     """The ordering key of chm.core.types.NullsLowKey, as DDL."""
     if op.get_bind().dialect.name == "postgresql":
-        return f"coalesce({column}, '0001-01-01 00:00:00+00'::timestamptz)"
-    return f"coalesce({column}, '0001-01-01 00:00:00.000000')"
+        return f"coalesce({column}, '-infinity'::timestamptz)"
+    return f"coalesce({column}, '')"
 
 
 def _audit() -> list[sa.Column]:  # type: ignore[type-arg]
