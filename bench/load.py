@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -62,7 +63,8 @@ class LoadResult:
             return {}
 
         def rank(p: float) -> float:
-            return values[min(len(values) - 1, max(0, int(round(p / 100 * len(values))) - 1))]
+            # nearest rank: the value at 1-based rank ceil(p/100 * N)
+            return values[max(0, math.ceil(p / 100 * len(values)) - 1)]
 
         return {
             "count": len(values),
@@ -235,9 +237,8 @@ def chm_server(database_url: str, port: int, workers: int = 1) -> Iterator[str]:
             except httpx.TransportError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"chm serve did not start: {server.stderr.read().decode() if server.stderr else ''}"
-                )
+                detail = server.stderr.read().decode() if server.stderr else ""
+                raise RuntimeError(f"chm serve did not start: {detail}")
             time.sleep(0.1)
         yield base
     finally:
