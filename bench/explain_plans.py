@@ -54,7 +54,9 @@ def seed(engine: sa.Engine) -> None:
                 "external_run_id": f"r{i}",
                 "status": "success" if i % 7 else "failed",
                 "started_at": started,
-                "finished_at": None if started is None or i % 11 == 0 else started + timedelta(seconds=90),
+                "finished_at": None
+                if started is None or i % 11 == 0
+                else started + timedelta(seconds=90),
                 "duration_from_source": False,
                 "metrics": {},
                 "created_at": now,
@@ -74,7 +76,11 @@ def seed(engine: sa.Engine) -> None:
 
 def explain(engine: sa.Engine, title: str, query: sa.Select) -> None:  # type: ignore[type-arg]
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
-    analyze = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN (ANALYZE, COSTS OFF, BUFFERS) "
+    analyze = (
+        "EXPLAIN QUERY PLAN "
+        if engine.dialect.name == "sqlite"
+        else "EXPLAIN (ANALYZE, COSTS OFF, BUFFERS) "
+    )
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(analyze + sql).all()
         started = time.perf_counter()
@@ -94,7 +100,11 @@ def report(engine: sa.Engine) -> None:
         deep = conn.execute(
             sa.select(Run).where(Run.pipeline_id == 1).order_by(*ORDER_BY).offset(100_000).limit(1)
         ).one()
-    explain(engine, "latest run", sa.select(Run).where(Run.pipeline_id == 1).order_by(*ORDER_BY).limit(1))
+    explain(
+        engine,
+        "latest run",
+        sa.select(Run).where(Run.pipeline_id == 1).order_by(*ORDER_BY).limit(1),
+    )
     explain(
         engine,
         "history page 2,001 (cursor 100,000 runs deep)",
