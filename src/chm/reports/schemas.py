@@ -68,8 +68,8 @@ class FlakyPipelineRow(ResponseModel):
     success_runs: int = Field(description="Successful runs in the window")
     failure_rate: float = Field(description="failed_runs / total_runs")
     status_changes: int = Field(
-        description="Adjacent pairs with different statuses among the success and failed "
-        "runs, oldest first by event time, then by id"
+        description="Adjacent success/failed runs (oldest first by event time, then id) "
+        "whose statuses differ"
     )
 
 
