@@ -100,5 +100,19 @@ def ingest(
     raise typer.Exit(run_ingest(get_settings(), client, pipeline, as_json))
 
 
+@app.command()
+def status(
+    client: Annotated[str | None, typer.Option(help="Only this client (by name)")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="As of this time (RFC 3339; default: now)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The board as JSON on stdout")] = False,
+) -> None:
+    """The status board: failing now, stuck runs, changes since yesterday, counts by status."""
+    from chm.reports.board import run_status_board
+
+    raise typer.Exit(run_status_board(get_settings(), client, as_of, as_json))
+
+
 if __name__ == "__main__":
     app()
