@@ -36,6 +36,9 @@ class Seen:
     query: dict[str, str]
     headers: dict[str, str]
     body: Any
+    # The client's port (one per connection) and when the request arrived.
+    port: int = 0
+    at: float = 0.0
 
 
 Handler = Callable[[Seen], Reply]
@@ -66,6 +69,8 @@ class FakeServer:
                     {k: v[-1] for k, v in parse_qs(parts.query).items()},
                     {k.lower(): v for k, v in self.headers.items()},
                     json.loads(raw) if raw else None,
+                    self.client_address[1],
+                    time.monotonic(),
                 )
                 reply = server.answer(seen)
                 if reply.delay:

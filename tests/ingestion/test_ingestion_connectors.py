@@ -62,23 +62,33 @@ def dbx_run(
     return run | fields
 
 
-@pytest.mark.parametrize("version", ["2.1", "2.2"])
-def test_databricks_runs_are_paged_by_page_token_and_mapped(api, engine, fake, version) -> None:
+def test_databricks_runs_are_paged_by_page_token_and_mapped(api, engine, fake) -> None:
     client = make_client(api)
     pipeline = make_pipeline(api, client, platform="databricks", external_id="11")
+    older = make_pipeline(
+        api, make_client(api), platform="databricks", external_id="11", environment="dev"
+    )
     failed = dbx_run(2, code="RUN_EXECUTION_ERROR", end_time=T0 + 30_000, run_duration=30_000)
     failed["status"]["termination_details"] |= {"type": "CLIENT_ERROR",
                                                 "message": "Task notebook failed: ZeroDivisionError"}  # fmt: skip
     running = dbx_run(3, state="RUNNING", code=None, end_time=0, run_duration=4_000)
     queued = dbx_run(4, state="QUEUED", code=None, start_time=0, end_time=0)
     pages = [[dbx_run(1), failed], [running, queued], []]
-    path = serve_databricks(fake, "11", pages, version)
-    report = ingest(engine, sources(source(fake, "databricks", api_version=version)))
-
-    assert (report.errors, report.pages, report.runs_created) == ([], 3, 4)
-    requests = fake.hits(path)
+    serve_databricks(fake, "11", pages, "2.2")
+    serve_databricks(fake, "11", [[dbx_run(1)]], "2.1")
+    report = ingest(
+        engine,
+        sources(
+            source(fake, "databricks"),
+            source(fake, "databricks", name="dbx-dev", environment="dev", api_version="2.1"),
+        ),
+    )
+    assert (report.errors, report.pages, report.runs_created) == ([], 4, 5)
+    requests = fake.hits("/api/2.2/jobs/runs/list")
     assert [r.query.get("page_token") for r in requests] == [None, "d11-1", "d11-2"]
     assert all(r.query["job_id"] == "11" and r.query["limit"] == "25" for r in requests)
+    assert len(fake.hits("/api/2.1/jobs/runs/list")) == 1
+    assert list(runs_of(api, older)) == ["1"]
 
     runs = runs_of(api, pipeline)
     ok_run = runs["1"]

@@ -19,9 +19,15 @@ from ingestion_fakes import (
     sources,
 )
 
+from chm.ingestion.connectors import PageShapeError
+from chm.ingestion.connectors.generic import GenericConnector
 from chm.ingestion.engine import ingest
 from factories import API, make_client, make_pipeline, ok
 from live import free_port
+
+
+class FakeServerStub:
+    url = "http://127.0.0.1:9"
 
 
 @pytest.fixture
@@ -46,26 +52,18 @@ def stored_ids(api, pipeline) -> set[str]:
     return {run["external_run_id"] for run in page["items"]}
 
 
-def test_429_with_retry_after_in_seconds_is_honoured(api, engine, fake) -> None:
-    a, _ = two_pipelines(api, fake)
+def test_429_with_retry_after_in_seconds_or_as_an_http_date_is_honoured(api, engine, fake) -> None:
+    a, b = two_pipelines(api, fake)
     fake.script(generic_path("a"), None, Reply(429, {"error": "slow down"}, {"Retry-After": "7"}))
-    waits = SleepRecorder()
-    report = ingest(engine, sources(source(fake)), sleep=waits)
-    assert report.errors == []
-    assert waits.waits == [7.0]
-    assert stored_ids(api, a) == {"a1", "a2"}
-    assert len(fake.hits(generic_path("a"))) == 3
-
-
-def test_429_with_retry_after_as_an_http_date_is_honoured(api, engine, fake) -> None:
-    a, _ = two_pipelines(api, fake)
     when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    fake.script(generic_path("a"), "ga-1", Reply(429, {}, {"Retry-After": when}))
+    fake.script(generic_path("b"), None, Reply(429, {}, {"Retry-After": when}))
     waits = SleepRecorder()
     report = ingest(engine, sources(source(fake)), sleep=waits)
     assert report.errors == []
-    assert len(waits.waits) == 1 and 27 <= waits.waits[0] <= 30
-    assert stored_ids(api, a) == {"a1", "a2"}
+    assert waits.waits[0] == 7.0
+    assert len(waits.waits) == 2 and 27 <= waits.waits[1] <= 30
+    assert stored_ids(api, a) == {"a1", "a2"} and stored_ids(api, b) == {"b1"}
+    assert len(fake.hits(generic_path("a"))) == 3
 
 
 def test_retry_after_is_really_waited(api, engine, fake) -> None:
@@ -161,6 +159,7 @@ def test_a_client_error_fails_that_pipeline_at_once(api, engine, fake) -> None:
 def test_a_cursor_loop_is_stopped(api, engine, fake) -> None:
     client = make_client(api)
     pipeline = make_pipeline(api, client, platform="generic", external_id="loop")
+    make_pipeline(api, client, platform="generic", external_id="stuck")
     cursors = {None: "c1", "c1": "c2", "c2": "c1"}
 
     def looping(seen):
@@ -168,20 +167,16 @@ def test_a_cursor_loop_is_stopped(api, engine, fake) -> None:
         return Reply(body={"runs": [generic_run(f"r-{cursor}")], "next_cursor": cursors[cursor]})
 
     fake.routes[("GET", generic_path("loop"))] = looping
-    report = ingest(engine, sources(source(fake)))
-    assert report.pages == 3
-    assert "page 3 returned a cursor already followed (a cursor loop)" in report.errors[0].message
-    assert stored_ids(api, pipeline) == {"r-None", "r-c1", "r-c2"}
-
-
-def test_a_cursor_that_repeats_itself_is_a_loop_too(api, engine, fake) -> None:
-    client = make_client(api)
-    make_pipeline(api, client, platform="generic", external_id="stuck")
+    # A cursor that names its own page is a loop too.
     fake.routes[("GET", generic_path("stuck"))] = lambda seen: Reply(
         body={"runs": [], "next_cursor": "same"}
     )
     report = ingest(engine, sources(source(fake)))
-    assert report.pages == 2 and "cursor loop" in report.errors[0].message
+    assert report.pages == 3 + 2
+    loop, stuck = report.errors
+    assert "page 3 returned a cursor already followed (a cursor loop)" in loop.message
+    assert "page 2 returned a cursor already followed (a cursor loop)" in stuck.message
+    assert stored_ids(api, pipeline) == {"r-None", "r-c1", "r-c2"}
 
 
 def test_max_pages_bounds_an_endless_feed(api, engine, fake) -> None:
@@ -195,22 +190,31 @@ def test_max_pages_bounds_an_endless_feed(api, engine, fake) -> None:
     assert "stopped after max_pages=5 pages" in report.errors[0].message
 
 
+def test_a_page_of_the_wrong_shape_fails_the_pipeline(api, engine, fake) -> None:
+    a, b = two_pipelines(api, fake)
+    fake.script(generic_path("a"), "ga-1", Reply(200, {"items": []}))
+    report = ingest(engine, sources(source(fake)))
+    assert [e.pipeline_id for e in report.errors] == [a["id"]]
+    assert report.errors[0].message == (
+        "source 'generic-prod': page 2 is not the expected shape: the page has no 'runs' list"
+    )
+    assert stored_ids(api, a) == {"a1"} and stored_ids(api, b) == {"b1"}
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
         ({"items": []}, "the page has no 'runs' list"),
+        ({"runs": None}, "the page has no 'runs' list"),
         ({"runs": {"r": 1}}, "'runs' is not a list"),
         ({"runs": [], "next_cursor": {"page": 2}}, "next_cursor is neither a string nor null"),
         ([1, 2, 3], "the page is not a JSON object"),
     ],
 )
-def test_a_page_of_the_wrong_shape_fails_the_pipeline(api, engine, fake, body, reason) -> None:
-    a, b = two_pipelines(api, fake)
-    fake.script(generic_path("a"), None, Reply(200, body))
-    report = ingest(engine, sources(source(fake)))
-    assert [e.pipeline_id for e in report.errors] == [a["id"]]
-    assert report.errors[0].message.endswith(f"page 1 is not the expected shape: {reason}")
-    assert stored_ids(api, b) == {"b1"}
+def test_generic_pages_of_the_wrong_shape_are_refused(body, reason) -> None:
+    connector = GenericConnector(sources(source(FakeServerStub)).all[0], "a")  # type: ignore[arg-type]
+    with pytest.raises(PageShapeError, match=reason):
+        connector.read_page(body)
 
 
 def test_an_unreadable_body_is_retried(api, engine, fake) -> None:

@@ -62,6 +62,10 @@ def test_three_replays_create_no_duplicates_and_change_nothing(api, engine, fake
         assert replay.runs_unchanged == 12
         assert run_count(engine) == 12
     again = runs_of(api, pipeline)
+    remembered = ok(api.get(f"{API}/pipelines/{pipeline['id']}"))
+    assert remembered["last_ingested_at"] is not None
+    assert remembered["last_ingestion_error"] is None
+    assert remembered["updated_at"] == pipeline["updated_at"]
     for key, run in stored.items():
         assert again[key]["updated_at"] == run["updated_at"]
         assert again[key]["ingested_at"] == run["ingested_at"]
@@ -123,19 +127,23 @@ def test_a_key_repeated_within_one_page_is_stored_once_at_its_latest_state(
     assert (run["status"], run["error_message"]) == ("failed", "boom")
 
 
-def test_runs_missing_timestamps_are_recorded(api, engine, fake) -> None:
+def test_runs_missing_timestamps_are_recorded_and_a_source_duration_is_kept(
+    api, engine, fake
+) -> None:
     pipeline = generic_pipeline(api)
     bare = {"run_id": "bare", "status": "queued"}
     only_end = {"run_id": "only-end", "status": "ok", "finished_at": "2026-03-02T08:00:00+02:00"}
-    serve_generic(fake, "orders-ext", [[bare, only_end]])
+    timed = generic_run("timed", duration_seconds=12.5)
+    serve_generic(fake, "orders-ext", [[bare, only_end, timed]])
     report = ingest(engine, sources(source(fake)))
-    assert (report.runs_created, report.runs_skipped) == (2, 0)
+    assert (report.runs_created, report.runs_skipped) == (3, 0)
     runs = runs_of(api, pipeline)
     assert runs["bare"]["started_at"] is None and runs["bare"]["finished_at"] is None
     assert runs["bare"]["metrics"] == {} and runs["bare"]["duration_seconds"] is None
     assert runs["only-end"]["finished_at"] == "2026-03-02T06:00:00Z"
     assert runs["only-end"]["event_at"] == "2026-03-02T06:00:00Z"
     assert runs["only-end"]["status"] == "success"
+    assert runs["timed"]["duration_seconds"] == 12.5  # the source's, not finished - started
 
 
 def test_unknown_status_words_become_unknown_and_keep_the_word(api, engine, fake) -> None:
@@ -242,13 +250,6 @@ def test_started_at_is_never_lost_once_known(api, engine, fake) -> None:
     assert run["duration_seconds"] == 450.0
 
 
-def test_source_duration_wins_over_the_derived_one(api, engine, fake) -> None:
-    pipeline = generic_pipeline(api)
-    serve_generic(fake, "orders-ext", [[generic_run("r", duration_seconds=12.5)]])
-    ingest(engine, sources(source(fake)))
-    assert runs_of(api, pipeline)["r"]["duration_seconds"] == 12.5
-
-
 def test_payload_is_the_source_object_with_secrets_redacted(api, engine, fake) -> None:
     pipeline = generic_pipeline(api)
     run = generic_run(
@@ -278,16 +279,6 @@ def test_a_manual_run_with_the_same_identity_is_updated_not_duplicated(api, engi
     run = runs_of(api, pipeline)["r-7"]
     assert run["id"] == manual["id"] and run["status"] == "success"
     assert run["ingested_at"] is not None
-
-
-def test_success_is_remembered_on_the_pipeline(api, engine, fake) -> None:
-    pipeline = generic_pipeline(api)
-    serve_generic(fake, "orders-ext", [[generic_run("r")]])
-    ingest(engine, sources(source(fake)))
-    after = ok(api.get(f"{API}/pipelines/{pipeline['id']}"))
-    assert after["last_ingested_at"] is not None
-    assert after["last_ingestion_error"] is None
-    assert after["updated_at"] == pipeline["updated_at"]
 
 
 def test_only_active_pipelines_with_an_external_id_and_a_source_are_ingested(

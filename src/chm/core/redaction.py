@@ -29,6 +29,15 @@ _SECRET_KEY_PARTS = (
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
 _BEARER = re.compile(r"\b(?P<kind>Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
+# Secret assignments inside URLs and connection strings: an Azure SAS
+# "?sv=...&sig=...", "access_token=...", "...;AccountKey=...;" (ADF and
+# Databricks payloads carry such strings in their parameters).
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?P<name>\b(?:sig|signature|access_token|id_token|refresh_token|token|api_key|apikey"
+    r"|password|pwd|client_secret|secret|AccountKey|SharedAccessKey|SharedAccessSignature))"
+    r"=(?P<value>[^&;\s\"']+)",
+    re.IGNORECASE,
+)
 
 
 def is_secret_key(key: str) -> bool:
@@ -38,8 +47,10 @@ def is_secret_key(key: str) -> bool:
 
 
 def redact_text(text: str) -> str:
-    """Credentials inside free text: URL userinfo and bearer/basic/token strings."""
+    """Credentials inside free text: URL userinfo, secret ``name=value`` assignments
+    (URL query strings, connection strings) and bearer/basic/token strings."""
     text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
+    text = _SECRET_ASSIGNMENT.sub(lambda m: f"{m.group('name')}={REDACTED}", text)
     return _BEARER.sub(lambda m: f"{m.group('kind')} {REDACTED}", text)
 
 

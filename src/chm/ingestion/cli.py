@@ -80,7 +80,8 @@ def _configure_logging(level: str, console: Console | None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # One line per HTTP request is noise next to the per-page log lines.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _summary(report: IngestionReport) -> str:
