@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -40,6 +41,8 @@ _SECRET_ASSIGNMENT = re.compile(
 )
 
 
+# Payloads repeat the same few keys over and over: remember each key's verdict.
+@lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     normalized = _CAMEL_BOUNDARY.sub("_", key).lower().replace("-", "_").replace(" ", "_")
     compact = normalized.replace("_", "")

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -168,16 +169,67 @@ def _stored_runs(session: Session, pipeline_id: int, keys: Sequence[str]) -> dic
     return stored
 
 
-def _upsert_statement(dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(RUNS)
+_WRITTEN = (*DATA_FIELDS, "ingested_at", "updated_at")
+_TIMESTAMP = postgresql.TIMESTAMP(timezone=True)
+# The columns of a page as PostgreSQL reads them from one JSON document.
+_RECORD_TYPES: dict[str, Any] = {
+    "pipeline_id": sa.BigInteger(),
+    "external_run_id": sa.Text(),
+    "status": sa.Text(),
+    "source_status": sa.Text(),
+    "started_at": _TIMESTAMP,
+    "finished_at": _TIMESTAMP,
+    "duration_seconds": sa.Float(),
+    "duration_from_source": sa.Boolean(),
+    "metrics": postgresql.JSONB(),
+    "error_message": sa.Text(),
+    "source_payload": postgresql.JSONB(),
+    "source_updated_at": _TIMESTAMP,
+    "ingested_at": _TIMESTAMP,
+    "created_at": _TIMESTAMP,
+    "updated_at": _TIMESTAMP,
+}
+
+
+def _on_conflict(statement: Any) -> Any:
+    """``ON CONFLICT (pipeline_id, external_run_id) DO UPDATE ... WHERE <a value differs>``."""
     excluded = statement.excluded
     changed = sa.or_(*(RUNS.c[name].is_distinct_from(excluded[name]) for name in DATA_FIELDS))
     return statement.on_conflict_do_update(
         index_elements=[RUNS.c.pipeline_id, RUNS.c.external_run_id],
-        set_={name: excluded[name] for name in (*DATA_FIELDS, "ingested_at", "updated_at")},
+        set_={name: excluded[name] for name in _WRITTEN},
         where=changed,
     ).returning(RUNS.c.external_run_id)
+
+
+def _sqlite_statement() -> Any:
+    """Executed with one parameter set per run (SQLAlchemy batches them)."""
+    return _on_conflict(sqlite.insert(RUNS))
+
+
+def _postgresql_statement() -> Any:
+    """One statement per page whatever its size: the rows travel as a single JSON
+    document read by ``jsonb_to_recordset``, which spares the driver from
+    rewriting a statement with thousands of placeholders."""
+    page = (
+        sa.func.jsonb_to_recordset(sa.cast(sa.bindparam("rows", type_=sa.Text()), postgresql.JSONB))
+        .table_valued(*(sa.column(name, type_) for name, type_ in _RECORD_TYPES.items()))
+        .render_derived(name="page", with_types=True)
+    )
+    rows = sa.select(*(page.c[name] for name in _RECORD_TYPES))
+    return _on_conflict(postgresql.insert(RUNS).from_select(list(_RECORD_TYPES), rows))
+
+
+_STATEMENTS = {"sqlite": _sqlite_statement(), "postgresql": _postgresql_statement()}
+
+
+def _write(session: Session, rows: list[Row]) -> set[str]:
+    """Upsert ``rows``; answers the keys actually written (inserted or changed)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        document = orjson.dumps(rows).decode()
+        return set(session.scalars(_STATEMENTS[dialect], {"rows": document}))
+    return set(session.scalars(_STATEMENTS[dialect], rows))
 
 
 def upsert_page(
@@ -221,10 +273,7 @@ def upsert_page(
                 "updated_at": now,
             }
         )
-    written: set[str] = set()
-    if writes:
-        dialect = session.get_bind().dialect.name
-        written = set(session.scalars(_upsert_statement(dialect), writes))
+    written = _write(session, writes) if writes else set()
     for row in writes:
         key = row["external_run_id"]
         if key not in written:
