@@ -76,7 +76,7 @@ def feed(pages: list[bytes]) -> Iterator[str]:
         def log_message(self, *_args: Any) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             cursor = parse_qs(urlsplit(self.path).query).get("cursor", ["p0"])[0]
             body = pages[int(cursor[1:])]
             self.send_response(200)
@@ -144,7 +144,8 @@ def measure(backend: str, base_url: str, runs: int) -> dict[str, Any]:
         with engine.connect() as connection:
             stored = connection.scalar(sa.select(sa.func.count()).select_from(Run))
         assert stored == runs, stored
-        assert result["first"]["created"] == runs and result["replay"]["unchanged"] == runs
+        assert result["first"]["created"] == runs
+        assert result["replay"]["unchanged"] == runs
         engine.dispose()
         return result
 
