@@ -48,6 +48,20 @@ class Run(IdMixin, TimestampMixin, Base):
         sa.Index(None, "event_at"),
         # The ordering indexes (pipeline and global) are expression indexes,
         # declared per dialect in the migrations: see chm.runs.ordering.
+        # The reports' indexes (migration 0002, chm.reports): covering, so a
+        # count over an event-time window, per pipeline or across all of them,
+        # never reads the table; and the few runs still open, for stuck runs.
+        sa.Index(
+            "ix_runs_report_pipeline", "pipeline_id", "event_at", "id", "status", "duration_seconds"
+        ),
+        sa.Index("ix_runs_report_event", "event_at", "pipeline_id", "status", "duration_seconds"),
+        sa.Index(
+            "ix_runs_open",
+            "event_at",
+            "pipeline_id",
+            sqlite_where=sa.text("status IN ('queued', 'running')"),
+            postgresql_where=sa.text("status IN ('queued', 'running')"),
+        ),
     )
 
     # Fetch the database-computed event_at with RETURNING on insert and update.

@@ -150,7 +150,11 @@ def stuck_runs_query(clock: Clock, older_than: timedelta, scope: Scope) -> Query
         .join(Client, Client.id == Pipeline.client_id)
         .where(
             *scope.filters(),
-            Run.status.in_(STUCK_STATUSES),
+            # Literal values, not parameters: both databases then match the
+            # partial index on open runs (ix_runs_open), whose predicate is this.
+            Run.status.in_(
+                sa.bindparam("open_statuses", STUCK_STATUSES, expanding=True, literal_execute=True)
+            ),
             Run.event_at < clock.at(-older_than),
         )
         .order_by(Run.event_at, Run.id)

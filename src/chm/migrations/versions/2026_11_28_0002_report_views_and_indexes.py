@@ -12,6 +12,7 @@ Create Date: 2026-11-28
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0002"
@@ -938,7 +939,28 @@ COMMENT ON COLUMN chm_stuck_runs.until IS
 # --- END GENERATED VIEWS ---
 
 
+OPEN_RUNS = "status IN ('queued', 'running')"
+
+
 def upgrade() -> None:
+    # Covering indexes for counts over event-time windows: per pipeline (one
+    # client's reports; ordered like the flaky report's window function) and
+    # across all pipelines; and the few runs still open (stuck runs).
+    op.create_index(
+        "ix_runs_report_pipeline",
+        "runs",
+        ["pipeline_id", "event_at", "id", "status", "duration_seconds"],
+    )
+    op.create_index(
+        "ix_runs_report_event", "runs", ["event_at", "pipeline_id", "status", "duration_seconds"]
+    )
+    op.create_index(
+        "ix_runs_open",
+        "runs",
+        ["event_at", "pipeline_id"],
+        sqlite_where=sa.text(OPEN_RUNS),
+        postgresql_where=sa.text(OPEN_RUNS),
+    )
     connection = op.get_bind()
     for statement in VIEW_DDL[connection.dialect.name]:
         # The driver's own execute: the text is SQL as is, with no bind
@@ -950,3 +972,5 @@ def downgrade() -> None:
     connection = op.get_bind()
     for name in reversed(VIEW_NAMES):
         connection.exec_driver_sql(f"DROP VIEW IF EXISTS {name}")
+    for index in ("ix_runs_open", "ix_runs_report_event", "ix_runs_report_pipeline"):
+        op.drop_index(index, table_name="runs")
