@@ -145,3 +145,18 @@ def test_healthz_reports_database(api, backend):
     response = api.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": backend}
+
+
+def test_nul_characters_are_rejected_field_by_field(api):
+    client = make_client(api)
+    response = api.patch(f"{API}/clients/{client['id']}", json={"name": "a\u0000b"})
+    assert_problem(response, 422)
+    assert response.json()["errors"][0]["field"] == "name"
+    pipeline = api.post(f"{API}/pipelines", json={
+        "client_id": client["id"], "name": "p", "platform": "x", "pipeline_type": "y", "environment": "z"}).json()
+    response = api.post(f"{API}/pipelines/{pipeline['id']}/runs", json={
+        "status": "failed", "error_message": "x\u0000", "metrics": {"k": "\u0000"},
+        "source_payload": {"a": [{"b": "\u0000"}]}})
+    body = assert_problem(response, 422)
+    assert sorted(e["field"] for e in body["errors"]) == ["error_message", "metrics.k", "source_payload"]
+    assert assert_problem(api.get(f"{API}/clients", params={"name_contains": "\u0000"}), 422)

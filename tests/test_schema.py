@@ -215,3 +215,14 @@ def test_timestamps_are_stored_as_utc(engine: Engine, backend: str) -> None:
         assert stored == local and stored.tzinfo == UTC and stored.hour == 11
         with pytest.raises(sa.exc.StatementError):
             conn.execute(sa.insert(table).values(t=datetime(2026, 3, 1, 12, 0)))
+
+
+def test_ordering_keys_are_cached_with_their_column() -> None:
+    from chm.core.types import NullsLowKey
+
+    started = sa.select(Run.id).order_by(NullsLowKey(Run.__table__.c.started_at))
+    finished = sa.select(Run.id).order_by(NullsLowKey(Run.__table__.c.finished_at))
+    started_key, finished_key = started._generate_cache_key(), finished._generate_cache_key()
+    assert started_key is not None and finished_key is not None
+    assert started_key != finished_key
+    assert sa.select(Run.id).order_by(*ORDER_BY)._generate_cache_key() is not None

@@ -15,7 +15,7 @@ from chm import __version__
 from chm.alert_rules.router import router as alert_rules_router
 from chm.clients.router import router as clients_router
 from chm.core.auth import BearerTokenMiddleware
-from chm.core.db import create_db_engine, make_session_factory
+from chm.core.db import create_async_db_engine, create_db_engine, make_session_factory
 from chm.core.errors import (
     PROBLEM_RESPONSES,
     install_error_handlers,
@@ -37,10 +37,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     settings = settings or get_settings()
     owns_engine = engine is None
     engine = engine or create_db_engine(settings.effective_database_url)
+    async_engine = create_async_db_engine(engine.url.render_as_string(hide_password=False))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        await async_engine.dispose()
         if owns_engine:
             engine.dispose()
 
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.async_engine = async_engine
     app.state.read_sessions = make_session_factory(engine)
     app.state.write_sessions = make_session_factory(engine, write=True)
     install_error_handlers(app)

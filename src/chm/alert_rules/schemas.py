@@ -3,13 +3,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import Field
 
-from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel
+from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel, text
 from chm.models.alert_rule import MAX_WINDOW_MINUTES, RuleType
 
-Destination = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Destination = Annotated[str, text(500)]
 Threshold = Annotated[int, Field(ge=1, le=1_000_000)]
 WindowMinutes = Annotated[int, Field(ge=1, le=MAX_WINDOW_MINUTES)]
 
@@ -25,13 +24,13 @@ class AlertRuleCreate(RequestModel):
 
 
 class AlertRuleUpdate(RequestModel):
-    rule_type: Annotated[RuleType | SkipJsonSchema[None], NotNull] = None
+    rule_type: Annotated[RuleType | None, NotNull] = None
     client_id: EntityId | None = None
     pipeline_id: EntityId | None = None
-    destination: Annotated[Destination | SkipJsonSchema[None], NotNull] = None
+    destination: Annotated[Destination | None, NotNull] = None
     threshold: Threshold | None = None
     window_minutes: WindowMinutes | None = None
-    is_enabled: Annotated[bool | SkipJsonSchema[None], NotNull] = None
+    is_enabled: Annotated[bool | None, NotNull] = None
 
 
 class AlertRuleOut(ResponseModel):

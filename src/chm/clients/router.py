@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from chm.clients import service, summary
 from chm.clients.schemas import ClientCreate, ClientOut, ClientSummary, ClientUpdate
-from chm.core.deps import ReadSession, WriteSession
+from chm.core.deps import ReadConnection, ReadSession, WriteSession
 from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
-from chm.core.schemas import UTCTimestamp
+from chm.core.schemas import NO_NUL_PATTERN, UTCTimestamp, json_response
 
 router = APIRouter(prefix="/clients", tags=["clients"])
 
@@ -23,7 +23,7 @@ def create_client(body: ClientCreate, session: WriteSession) -> ClientOut:
 def list_clients(
     session: ReadSession,
     include_inactive: bool = False,
-    name_contains: Annotated[str | None, Query(max_length=200)] = None,
+    name_contains: Annotated[str | None, Query(max_length=200, pattern=NO_NUL_PATTERN)] = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
 ) -> Page[ClientOut]:
@@ -59,11 +59,11 @@ def disable_client(client_id: str, session: WriteSession) -> ClientOut:
 
 
 @router.get("/{client_id}/summary", response_model=ClientSummary)
-def client_summary(
+async def client_summary(
     client_id: str,
-    session: ReadSession,
+    conn: ReadConnection,
     since: Annotated[UTCTimestamp | None, Query(description="Default: 24 h before until")] = None,
     until: Annotated[UTCTimestamp | None, Query(description="Default: now")] = None,
-) -> ClientSummary:
+) -> Response:
     """Status counts and each active pipeline's latest run in a window (default: the last 24 h)."""
-    return summary.client_summary(session, client_id, since, until)
+    return json_response(await summary.client_summary(conn, client_id, since, until))

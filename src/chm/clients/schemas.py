@@ -3,8 +3,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic.json_schema import SkipJsonSchema
-
 from chm.core.schemas import EntityId, Name, NotNull, RequestModel, ResponseModel
 from chm.models.run import RunStatus
 from chm.runs.schemas import RunOut
@@ -16,8 +14,8 @@ class ClientCreate(RequestModel):
 
 
 class ClientUpdate(RequestModel):
-    name: Annotated[Name | SkipJsonSchema[None], NotNull] = None
-    is_active: Annotated[bool | SkipJsonSchema[None], NotNull] = None
+    name: Annotated[Name | None, NotNull] = None
+    is_active: Annotated[bool | None, NotNull] = None
 
 
 class ClientOut(ResponseModel):

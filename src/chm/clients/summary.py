@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chm.clients.schemas import ClientRef, ClientSummary, PipelineHealth
-from chm.clients.service import get_client
+from chm.core.errors import NotFound
+from chm.core.ids import path_id
 from chm.core.timeutil import utcnow
-from chm.models import Pipeline, Run
+from chm.models import Client, Pipeline, Run
 from chm.models.run import RunStatus
 from chm.runs.ordering import ORDER_BY
 from chm.runs.schemas import RunOut
@@ -32,19 +33,25 @@ def resolve_window(
     return since, until
 
 
-def client_summary(
-    session: Session, client_id: str, since: datetime | None, until: datetime | None
+async def client_summary(
+    conn: AsyncConnection, client_id: str, since: datetime | None, until: datetime | None
 ) -> ClientSummary:
-    client = get_client(session, client_id)
+    client = (
+        await conn.execute(
+            sa.select(Client.id, Client.name).where(Client.id == path_id(client_id, "client"))
+        )
+    ).first()
+    if client is None:
+        raise NotFound(f"client {client_id!r} not found")
     since, until = resolve_window(since, until)
 
-    pipelines = list(
-        session.scalars(
-            sa.select(Pipeline)
+    pipelines = (
+        await conn.execute(
+            sa.select(Pipeline.id, Pipeline.name, Pipeline.platform, Pipeline.environment)
             .where(Pipeline.client_id == client.id, Pipeline.is_active.is_(True))
             .order_by(Pipeline.name_key, Pipeline.id)
         )
-    )
+    ).all()
     in_window = (
         Pipeline.client_id == client.id,
         Pipeline.is_active.is_(True),
@@ -53,7 +60,7 @@ def client_summary(
     )
     counts: dict[int, dict[str, int]] = {}
     status_counts = {status: 0 for status in RunStatus}
-    for pipeline_id, status, n in session.execute(
+    for pipeline_id, status, n in await conn.execute(
         sa.select(Run.pipeline_id, Run.status, sa.func.count())
         .join(Pipeline, Pipeline.id == Run.pipeline_id)
         .where(*in_window)
@@ -62,6 +69,7 @@ def client_summary(
         counts.setdefault(pipeline_id, {})[status] = n
         status_counts[RunStatus(status)] += n
 
+    # Each pipeline's latest run in the window, by the ordering rule.
     ranked = (
         sa.select(
             Run.id,
@@ -73,10 +81,11 @@ def client_summary(
         .where(*in_window)
         .subquery()
     )
+    runs = Run.__table__
     latest = {
         run.pipeline_id: run
-        for run in session.scalars(
-            sa.select(Run).where(Run.id.in_(sa.select(ranked.c.id).where(ranked.c.rank == 1)))
+        for run in await conn.execute(
+            sa.select(runs).where(runs.c.id.in_(sa.select(ranked.c.id).where(ranked.c.rank == 1)))
         )
     }
 

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from chm.core.settings import get_settings
@@ -52,7 +53,30 @@ def _on_sqlite_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+def _prepare_sqlite(engine: Engine) -> None:
+    event.listen(engine, "connect", _on_sqlite_connect)
+    # Let SQLAlchemy, not the driver, decide where transactions begin.
+    event.listen(
+        engine,
+        "connect",
+        lambda dbapi_connection, _record: setattr(dbapi_connection, "isolation_level", None),
+    )
+    event.listen(engine, "begin", _on_sqlite_begin)
+
+
+def _postgres_pool_defaults(kwargs: dict[str, Any], pool_size: int) -> dict[str, Any]:
+    # Connections beyond pool_size are opened and closed per use: size the
+    # pool for the steady concurrency so they stay rare. No pre-ping: it
+    # costs a round trip per request; a connection found dead fails its one
+    # request (503) and SQLAlchemy then invalidates the pool.
+    kwargs.setdefault("pool_size", pool_size)
+    kwargs.setdefault("max_overflow", 10)
+    kwargs.setdefault("pool_recycle", 3600)
+    return kwargs
+
+
 def create_db_engine(raw_url: str, **kwargs: Any) -> Engine:
+    """The synchronous engine: writes (ORM sessions), ingestion, reports, the CLI."""
     url = normalize_database_url(raw_url)
     if url.get_backend_name() == "sqlite":
         engine = sa.create_engine(
@@ -60,19 +84,25 @@ def create_db_engine(raw_url: str, **kwargs: Any) -> Engine:
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             **kwargs,
         )
-        event.listen(engine, "connect", _on_sqlite_connect)
-        # Let SQLAlchemy, not the driver, decide where transactions begin.
-        event.listen(
-            engine,
-            "connect",
-            lambda dbapi_connection, _record: setattr(dbapi_connection, "isolation_level", None),
-        )
-        event.listen(engine, "begin", _on_sqlite_begin)
+        _prepare_sqlite(engine)
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
-    return sa.create_engine(url, **kwargs)
+    return sa.create_engine(url, **_postgres_pool_defaults(kwargs, pool_size=10))
+
+
+def create_async_db_engine(raw_url: str, **kwargs: Any) -> AsyncEngine:
+    """The asynchronous engine of the hot read paths (latest run, history pages,
+    client summary): no thread hop per request, psycopg's async mode on
+    PostgreSQL and aiosqlite on SQLite, with the same connection settings."""
+    url = normalize_database_url(raw_url)
+    if url.get_backend_name() == "sqlite":
+        engine = create_async_engine(
+            url.set(drivername="sqlite+aiosqlite"),
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            **kwargs,
+        )
+        _prepare_sqlite(engine.sync_engine)
+        return engine
+    return create_async_engine(url, **_postgres_pool_defaults(kwargs, pool_size=20))
 
 
 @lru_cache

@@ -1,11 +1,13 @@
-"""Request dependencies: database sessions (the one transaction boundary)."""
+"""Request dependencies: database sessions (the one transaction boundary) and
+read connections."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from chm.core.db import session_scope
@@ -23,3 +25,13 @@ def _write_session(request: Request) -> Iterator[Session]:
 # failed commit is answered as an error, never acknowledged as a success.
 ReadSession = Annotated[Session, Depends(_read_session, scope="function")]
 WriteSession = Annotated[Session, Depends(_write_session, scope="function")]
+
+
+async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    engine = request.app.state.async_engine
+    async with engine.connect() as connection:
+        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+# Read-only requests on the hot paths: an async connection, no ORM session.
+ReadConnection = Annotated[AsyncConnection, Depends(_read_connection)]

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("chm.errors")
@@ -199,6 +199,14 @@ def install_error_handlers(app: FastAPI) -> None:
         # conflict, never a 500, and never the SQL text.
         logger.info("integrity error mapped to 409: %s", type(exc.orig).__name__)
         return render_error(Conflict("The change conflicts with stored data"))
+
+    @app.exception_handler(DataError)
+    async def _data(_request: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot store that validation let through.
+        logger.warning("database rejected a value: %s", type(exc.orig).__name__)
+        return render_error(
+            ValidationFailed.one("body", "unstorable_value", "a value cannot be stored")
+        )
 
     @app.exception_handler(OperationalError)
     async def _operational(_request: Request, exc: OperationalError) -> JSONResponse:

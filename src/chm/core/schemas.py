@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -14,14 +14,44 @@ from pydantic import (
     Field,
     StringConstraints,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, core_schema
+from starlette.responses import Response
 
 from chm.core.timeutil import as_utc
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,49}$"
 
+# Text may hold any character but NUL, which PostgreSQL cannot store.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+def text(max_length: int, *, min_length: int = 1, strip: bool = True) -> StringConstraints:
+    """Constraints for a free-text field: bounded, trimmed, no NUL."""
+    return StringConstraints(
+        strip_whitespace=strip, min_length=min_length, max_length=max_length, pattern=NO_NUL_PATTERN
+    )
+
+
+def reject_nul(value: Any, path: str = "") -> Any:
+    """For free-form JSON (payloads): no string or key anywhere may hold NUL."""
+    if isinstance(value, str) and "\x00" in value:
+        raise PydanticCustomError(
+            "nul_character",
+            "text must not contain NUL characters (at {path})",
+            {"path": path or "."},
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            reject_nul(key, f"{path}.{key}" if path else str(key))
+            reject_nul(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            reject_nul(item, f"{path}[{index}]")
+    return value
+
+
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[str, text(200)]
 
 
 def _id_to_str(value: object) -> object:
@@ -42,9 +72,31 @@ def _not_null(value: object) -> object:
     return value
 
 
-# PATCH fields that may be omitted but not set to null (validators do not run
-# on omitted fields, only on values actually sent).
-NotNull = AfterValidator(_not_null)
+def _drop_null(schema: dict[str, Any]) -> None:
+    variants = schema.pop("anyOf", None)
+    if variants is None:
+        return
+    kept = [v for v in variants if v.get("type") != "null"]
+    if len(kept) == 1:
+        schema.update(kept[0])
+    else:
+        schema["anyOf"] = kept
+
+
+class _NotNull:
+    """PATCH fields that may be omitted but not set to null: validators run on
+    values actually sent, never on omitted fields; the schema shows no null."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        return core_schema.no_info_after_validator_function(_not_null, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> Any:
+        json_schema = handler(schema)
+        _drop_null(json_schema)
+        return json_schema
+
+
+NotNull = _NotNull()
 
 
 _RFC3339 = re.compile(
@@ -76,3 +128,9 @@ class RequestModel(BaseModel):
 
 class ResponseModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+def json_response(model: BaseModel, status_code: int = 200) -> Response:
+    """Serialize a response model once, in pydantic's Rust core: routes that
+    return this skip FastAPI's second validation of the ``response_model``."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")

@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -64,6 +65,9 @@ class NullsLowKey(ColumnElement[datetime]):
     """
 
     inherit_cache = True
+    # The wrapped column is part of the statement cache key: without it the
+    # compiled-SQL cache could not tell started_at's key from finished_at's.
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
     type = UTCDateTime()
 
     def __init__(self, column: ColumnElement[Any]) -> None:

@@ -3,12 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import StringConstraints
-from pydantic.json_schema import SkipJsonSchema
+from chm.core.schemas import EntityId, Name, NotNull, RequestModel, ResponseModel, Slug, text
 
-from chm.core.schemas import EntityId, Name, NotNull, RequestModel, ResponseModel, Slug
-
-ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+ExternalId = Annotated[str, text(500)]
 
 
 class PipelineCreate(RequestModel):
@@ -22,12 +19,12 @@ class PipelineCreate(RequestModel):
 
 
 class PipelineUpdate(RequestModel):
-    name: Annotated[Name | SkipJsonSchema[None], NotNull] = None
-    platform: Annotated[Slug | SkipJsonSchema[None], NotNull] = None
-    pipeline_type: Annotated[Slug | SkipJsonSchema[None], NotNull] = None
-    environment: Annotated[Slug | SkipJsonSchema[None], NotNull] = None
+    name: Annotated[Name | None, NotNull] = None
+    platform: Annotated[Slug | None, NotNull] = None
+    pipeline_type: Annotated[Slug | None, NotNull] = None
+    environment: Annotated[Slug | None, NotNull] = None
     external_id: ExternalId | None = None
-    is_active: Annotated[bool | SkipJsonSchema[None], NotNull] = None
+    is_active: Annotated[bool | None, NotNull] = None
 
 
 class PipelineOut(ResponseModel):

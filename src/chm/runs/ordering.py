@@ -29,7 +29,8 @@ ORDER_KEYS: list[Any] = [
 ORDER_BY = [key.desc() for key in ORDER_KEYS]
 
 
-def cursor_key(run: Run) -> list[Any]:
+def cursor_key(run: Any) -> list[Any]:
+    """The keyset position of a run (an ORM object or a row)."""
     return [run.started_at, run.finished_at, run.id]
 
 

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
-from chm.core.deps import ReadSession, WriteSession
+from chm.core.deps import ReadConnection, WriteSession
 from chm.core.ids import filter_id
 from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
-from chm.core.schemas import UTCTimestamp
-from chm.models.run import Run, RunStatus
-from chm.pipelines.service import get_pipeline
+from chm.core.schemas import UTCTimestamp, json_response
+from chm.models.run import RunStatus
 from chm.runs import service
 from chm.runs.schemas import RunCreate, RunOut, RunUpdate
 
@@ -23,8 +23,10 @@ Since = Annotated[UTCTimestamp | None, Query(description="Event time >= since (R
 Until = Annotated[UTCTimestamp | None, Query(description="Event time < until (RFC 3339)")]
 
 
-def _page(rows: list[Run], next_cursor: str | None) -> Page[RunOut]:
-    return Page[RunOut](items=[RunOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+def _page(rows: Sequence[Any], next_cursor: str | None) -> Response:
+    return json_response(
+        Page[RunOut](items=[RunOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+    )
 
 
 @router.post("/pipelines/{pipeline_id}/runs", status_code=201, response_model=RunOut)
@@ -34,20 +36,19 @@ def record_run(pipeline_id: str, body: RunCreate, session: WriteSession) -> RunO
 
 
 @router.get("/pipelines/{pipeline_id}/runs", response_model=Page[RunOut])
-def list_pipeline_runs(
+async def list_pipeline_runs(
     pipeline_id: str,
-    session: ReadSession,
+    conn: ReadConnection,
     status: StatusFilter = None,
     since: Since = None,
     until: Until = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
-) -> Page[RunOut]:
+) -> Response:
     """A pipeline's run history by the ordering rule, filtered by status and time window."""
-    pipeline = get_pipeline(session, pipeline_id)
-    rows, next_cursor = service.list_runs(
-        session,
-        pipeline_id=pipeline.id,
+    rows, next_cursor = await service.list_runs(
+        conn,
+        pipeline_id=await service.require_pipeline(conn, pipeline_id),
         statuses=status or (),
         since=since,
         until=until,
@@ -58,14 +59,14 @@ def list_pipeline_runs(
 
 
 @router.get("/pipelines/{pipeline_id}/runs/latest", response_model=RunOut)
-def latest_run(pipeline_id: str, session: ReadSession) -> RunOut:
+async def latest_run(pipeline_id: str, conn: ReadConnection) -> Response:
     """The pipeline's latest run by the ordering rule; 404 when it has none."""
-    return RunOut.model_validate(service.latest_run(session, pipeline_id))
+    return json_response(RunOut.model_validate(await service.latest_run(conn, pipeline_id)))
 
 
 @router.get("/runs", response_model=Page[RunOut])
-def list_runs(
-    session: ReadSession,
+async def list_runs(
+    conn: ReadConnection,
     client_id: str | None = None,
     pipeline_id: str | None = None,
     status: StatusFilter = None,
@@ -73,10 +74,10 @@ def list_runs(
     until: Until = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
-) -> Page[RunOut]:
+) -> Response:
     """Runs across pipelines, by the ordering rule, with the same filters."""
-    rows, next_cursor = service.list_runs(
-        session,
+    rows, next_cursor = await service.list_runs(
+        conn,
         pipeline_id=filter_id(pipeline_id, "pipeline_id"),
         client_id=client_id,
         statuses=status or (),
@@ -89,9 +90,9 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: str, session: ReadSession) -> RunOut:
+async def get_run(run_id: str, conn: ReadConnection) -> Response:
     """One run."""
-    return RunOut.model_validate(service.get_run(session, run_id))
+    return json_response(RunOut.model_validate(await service.read_run(conn, run_id)))
 
 
 @router.patch("/runs/{run_id}", response_model=RunOut)

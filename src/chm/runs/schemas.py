@@ -4,17 +4,23 @@ import math
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field, FiniteFloat, PlainValidator, StringConstraints, WithJsonSchema
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import AfterValidator, Field, FiniteFloat, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel, UTCTimestamp
+from chm.core.schemas import (
+    NO_NUL_PATTERN,
+    EntityId,
+    NotNull,
+    RequestModel,
+    ResponseModel,
+    UTCTimestamp,
+    reject_nul,
+    text,
+)
 from chm.models.run import RunStatus
 
-ExternalRunId = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
-]
-MetricName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+ExternalRunId = Annotated[str, text(500)]
+MetricName = Annotated[str, text(200, strip=False)]
 MAX_METRIC_TEXT = 2000
 
 
@@ -23,11 +29,12 @@ def _metric_value(value: Any) -> Any:
         return value
     if isinstance(value, float) and math.isfinite(value):
         return value
-    if isinstance(value, str) and len(value) <= MAX_METRIC_TEXT:
+    if isinstance(value, str) and len(value) <= MAX_METRIC_TEXT and "\x00" not in value:
         return value
     raise PydanticCustomError(
         "invalid_metric",
-        "a metric is a finite number, a string of at most {max} characters, a boolean or null",
+        "a metric is a finite number, a string of at most {max} characters (no NUL),"
+        " a boolean or null",
         {"max": MAX_METRIC_TEXT},
     )
 
@@ -40,7 +47,7 @@ MetricValue = Annotated[
         {
             "anyOf": [
                 {"type": "number"},
-                {"type": "string", "maxLength": MAX_METRIC_TEXT},
+                {"type": "string", "maxLength": MAX_METRIC_TEXT, "pattern": NO_NUL_PATTERN},
                 {"type": "boolean"},
                 {"type": "null"},
             ]
@@ -48,7 +55,7 @@ MetricValue = Annotated[
     ),
 ]
 Metrics = Annotated[dict[MetricName, MetricValue], Field(max_length=200)]
-ErrorMessage = Annotated[str, Field(max_length=20_000)]
+ErrorMessage = Annotated[str, text(20_000, min_length=0, strip=False)]
 Duration = Annotated[FiniteFloat, Field(ge=0, le=10 * 365 * 86400)]
 
 
@@ -60,14 +67,14 @@ class RunCreate(RequestModel):
     duration_seconds: Duration | None = None
     metrics: Metrics = Field(default_factory=dict)
     error_message: ErrorMessage | None = None
-    source_payload: dict[str, Any] | None = None
+    source_payload: Annotated[dict[str, Any], AfterValidator(reject_nul)] | None = None
 
 
 class RunUpdate(RequestModel):
-    status: Annotated[RunStatus | SkipJsonSchema[None], NotNull] = None
+    status: Annotated[RunStatus | None, NotNull] = None
     started_at: UTCTimestamp | None = None
     finished_at: UTCTimestamp | None = None
-    metrics: Annotated[Metrics | SkipJsonSchema[None], NotNull] = None
+    metrics: Annotated[Metrics | None, NotNull] = None
     error_message: ErrorMessage | None = None
 
 

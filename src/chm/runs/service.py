@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from chm.core.changes import apply_changes
@@ -110,18 +112,40 @@ def update_run(session: Session, run_id: str, data: RunUpdate) -> Run:
     return run
 
 
-def latest_run(session: Session, pipeline_id: str) -> Run:
-    pipeline = get_pipeline(session, pipeline_id)
-    run = session.scalar(
-        sa.select(Run).where(Run.pipeline_id == pipeline.id).order_by(*ORDER_BY).limit(1)
-    )
-    if run is None:
+# --- reads: async Core on the hot paths (see chm.core.deps.ReadConnection) ---
+
+RUNS = Run.__table__
+
+
+async def require_pipeline(conn: AsyncConnection, pipeline_id: str) -> int:
+    """The pipeline's key, or a 404 when there is no such pipeline."""
+    pipeline_pk = path_id(pipeline_id, "pipeline")
+    found = await conn.scalar(sa.select(Pipeline.id).where(Pipeline.id == pipeline_pk))
+    if found is None:
+        raise NotFound(f"pipeline {pipeline_id!r} not found")
+    return pipeline_pk
+
+
+async def read_run(conn: AsyncConnection, run_id: str) -> sa.Row[Any]:
+    row = (await conn.execute(sa.select(RUNS).where(RUNS.c.id == path_id(run_id, "run")))).first()
+    if row is None:
+        raise NotFound(f"run {run_id!r} not found")
+    return row
+
+
+async def latest_run(conn: AsyncConnection, pipeline_id: str) -> sa.Row[Any]:
+    """The first run by the ordering rule: one index probe (ix_runs_pipeline_order)."""
+    pipeline_pk = path_id(pipeline_id, "pipeline")
+    query = sa.select(RUNS).where(RUNS.c.pipeline_id == pipeline_pk).order_by(*ORDER_BY).limit(1)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        await require_pipeline(conn, pipeline_id)
         raise NotFound(f"pipeline {pipeline_id!r} has no runs")
-    return run
+    return row
 
 
-def list_runs(
-    session: Session,
+async def list_runs(
+    conn: AsyncConnection,
     *,
     pipeline_id: int | None = None,
     client_id: str | None = None,
@@ -130,23 +154,25 @@ def list_runs(
     until: datetime | None = None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[Run], str | None]:
+) -> tuple[list[sa.Row[Any]], str | None]:
     """A page of runs by the ordering rule; inactive inventory's history included (FR-018)."""
     check_window(since, until)
-    query = sa.select(Run)
+    query = sa.select(RUNS)
     if pipeline_id is not None:
-        query = query.where(Run.pipeline_id == pipeline_id)
+        query = query.where(RUNS.c.pipeline_id == pipeline_id)
     client_filter = filter_id(client_id, "client_id")
     if client_filter is not None:
         query = query.where(
-            Run.pipeline_id.in_(sa.select(Pipeline.id).where(Pipeline.client_id == client_filter))
+            RUNS.c.pipeline_id.in_(
+                sa.select(Pipeline.id).where(Pipeline.client_id == client_filter)
+            )
         )
     if statuses:
-        query = query.where(Run.status.in_(sorted({s.value for s in statuses})))
+        query = query.where(RUNS.c.status.in_(sorted({s.value for s in statuses})))
     if since is not None:
-        query = query.where(Run.event_at >= since)
+        query = query.where(RUNS.c.event_at >= since)
     if until is not None:
-        query = query.where(Run.event_at < until)
+        query = query.where(RUNS.c.event_at < until)
     if cursor is not None:
         key = decode_cursor(CURSOR_KIND, cursor, 3)
         try:
@@ -155,7 +181,7 @@ def list_runs(
             raise ValidationFailed.one(
                 "cursor", "invalid_cursor", "cursor was not issued by this server"
             ) from None
-    rows = list(session.scalars(query.order_by(*ORDER_BY).limit(limit + 1)))
+    rows = list((await conn.execute(query.order_by(*ORDER_BY).limit(limit + 1))).all())
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
