@@ -105,3 +105,32 @@ def test_serve_answers_health_and_api(tmp_path: Path) -> None:
         server.terminate()
         _, stderr = server.communicate(timeout=30)
     assert stderr.count("without a token") == 1
+
+
+def test_a_database_refuses_processes_of_another_environment(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'dev.db'}"
+    dev = clean_env(CHM_DATABASE_URL=url, CHM_LOG_LEVEL="WARNING")
+    prod = clean_env(
+        CHM_DATABASE_URL=url,
+        CHM_ENV="production",
+        CHM_API_TOKEN="tok-123456",
+        CHM_LOG_LEVEL="WARNING",
+    )
+    assert run_chm("db", "upgrade", env=dev).returncode == 0
+    for args in (
+        ("db", "upgrade"),
+        ("serve", "--port", str(free_port())),
+        ("status",),
+        ("ingest",),
+    ):
+        result = run_chm(*args, env=prod)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "belongs to the development environment" in result.stderr, args
+        assert "Traceback" not in result.stderr and "tok-123456" not in result.stderr
+
+
+def test_serve_refuses_a_database_that_was_never_migrated(tmp_path: Path) -> None:
+    env = clean_env(CHM_DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}")
+    result = run_chm("serve", "--port", str(free_port()), env=env)
+    assert result.returncode == 1
+    assert "chm db upgrade" in result.stderr

@@ -226,3 +226,22 @@ def test_ordering_keys_are_cached_with_their_column() -> None:
     assert started_key is not None and finished_key is not None
     assert started_key != finished_key
     assert sa.select(Run.id).order_by(*ORDER_BY)._generate_cache_key() is not None
+
+
+def test_the_database_records_its_environment_and_refuses_others(engine: Engine) -> None:
+    from chm.core.environment import (
+        EnvironmentMismatch,
+        recorded_environment,
+        verify_database_environment,
+    )
+    from chm.core.settings import Environment
+
+    with engine.connect() as conn:
+        assert recorded_environment(conn) == "development"
+    verify_database_environment(engine, Environment.development)
+    with pytest.raises(EnvironmentMismatch, match="belongs to the development environment"):
+        verify_database_environment(engine, Environment.production)
+    with pytest.raises(EnvironmentMismatch):
+        upgrade(engine, environment=Environment.production)
+    with engine.connect() as conn:
+        assert recorded_environment(conn) == "development"

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from chm.core.settings import Environment, get_settings
+from chm.core.settings import Environment, Settings, get_settings
 
 app = typer.Typer(
     name="chm",
@@ -35,6 +35,32 @@ def configure_logging(level: str) -> None:
     )
 
 
+def require_our_database(settings: Settings) -> None:
+    """Refuse a database that is not migrated or belongs to another environment
+    (SE-004), with a one-line reason and exit code 1."""
+    from sqlalchemy.exc import OperationalError
+
+    from chm.core.db import create_db_engine
+    from chm.core.environment import (
+        DatabaseNotMigrated,
+        EnvironmentMismatch,
+        verify_database_environment,
+    )
+
+    try:
+        engine = create_db_engine(settings.effective_database_url)
+    except Exception as exc:  # a malformed URL: say so plainly
+        raise fail(f"invalid CHM_DATABASE_URL: {exc}") from None
+    try:
+        verify_database_environment(engine, settings.env)
+    except (DatabaseNotMigrated, EnvironmentMismatch) as exc:
+        raise fail(str(exc), code=1) from None
+    except OperationalError as exc:
+        raise fail(f"cannot reach the database: {type(exc.orig).__name__}", code=1) from None
+    finally:
+        engine.dispose()
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
@@ -48,6 +74,7 @@ def serve(
     problems = settings.production_problems()
     if problems:
         raise fail("; ".join(problems), code=1)
+    require_our_database(settings)
     configure_logging(settings.log_level)
     if settings.env is Environment.development and settings.api_token is None:
         logging.getLogger("chm").warning(
@@ -71,6 +98,7 @@ def db_upgrade(
     from sqlalchemy.exc import OperationalError
 
     from chm.core.db import create_db_engine
+    from chm.core.environment import EnvironmentMismatch
     from chm.core.migrate import upgrade
 
     settings = get_settings()
@@ -81,11 +109,13 @@ def db_upgrade(
         raise fail(f"invalid CHM_DATABASE_URL: {exc}") from None
     try:
         upgrade(engine, revision)
+    except EnvironmentMismatch as exc:
+        raise fail(str(exc), code=1) from None
     except OperationalError as exc:
         raise fail(f"cannot reach the database: {type(exc.orig).__name__}", code=1) from None
     finally:
         engine.dispose()
-    typer.echo(f"database at revision {revision} ({engine.dialect.name})")
+    typer.echo(f"database at revision {revision} ({engine.dialect.name}, {settings.env.value})")
 
 
 @app.command()
@@ -97,6 +127,7 @@ def ingest(
     """Ingest the runs of every matching active pipeline from its source (CHM_CONFIG)."""
     from chm.ingestion.cli import run_ingest
 
+    require_our_database(get_settings())
     raise typer.Exit(run_ingest(get_settings(), client, pipeline, as_json))
 
 
@@ -111,6 +142,7 @@ def status(
     """The status board: failing now, stuck runs, changes since yesterday, counts by status."""
     from chm.reports.board import run_status_board
 
+    require_our_database(get_settings())
     raise typer.Exit(run_status_board(get_settings(), client, as_of, as_json))
 
 

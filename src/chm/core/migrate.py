@@ -8,6 +8,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from chm.core.environment import claim_environment, ensure_same_environment, recorded_environment
+from chm.core.settings import Environment, get_settings
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -21,8 +24,14 @@ def alembic_config(database_url: str | None = None) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head", environment: Environment | None = None) -> None:
+    """Migrate to ``revision``, refusing a database of another environment; at
+    head, a database's first upgrade records its environment (SE-004)."""
+    environment = environment or get_settings().env
     cfg = alembic_config()
     with engine.begin() as connection:
+        ensure_same_environment(recorded_environment(connection), environment)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
+        if revision == "head":
+            claim_environment(connection, environment)

@@ -5,5 +5,15 @@ from chm.models.base import Base
 from chm.models.client import Client
 from chm.models.pipeline import Pipeline
 from chm.models.run import Run, RunStatus
+from chm.models.settings import DatabaseSetting
 
-__all__ = ["AlertRule", "Base", "Client", "Pipeline", "RuleType", "Run", "RunStatus"]
+__all__ = [
+    "AlertRule",
+    "Base",
+    "Client",
+    "DatabaseSetting",
+    "Pipeline",
+    "RuleType",
+    "Run",
+    "RunStatus",
+]

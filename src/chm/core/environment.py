@@ -1,0 +1,66 @@
+"""Which environment a database belongs to (SE-004).
+
+The first ``chm db upgrade`` records the CHM environment (``CHM_ENV``) in the
+database. From then on a process of another environment refuses to use it:
+a development shell pointed by mistake at the production database, or the
+reverse, stops with a clear message instead of reading, writing or migrating.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects import postgresql, sqlite
+
+from chm.core.settings import Environment
+from chm.core.timeutil import utcnow
+from chm.models.settings import DatabaseSetting
+
+ENVIRONMENT_KEY = "environment"
+
+
+class EnvironmentMismatch(Exception):
+    """The database belongs to another environment than this process."""
+
+
+class DatabaseNotMigrated(Exception):
+    """The database has no (current) CHM schema."""
+
+
+def recorded_environment(connection: Connection) -> str | None:
+    """The environment the database belongs to; None before its first upgrade."""
+    if not sa.inspect(connection).has_table(DatabaseSetting.__tablename__):
+        return None
+    return connection.scalar(
+        sa.select(DatabaseSetting.value).where(DatabaseSetting.key == ENVIRONMENT_KEY)
+    )
+
+
+def ensure_same_environment(recorded: str | None, environment: Environment) -> None:
+    if recorded is not None and recorded != environment.value:
+        raise EnvironmentMismatch(
+            f"this database belongs to the {recorded} environment and this process runs as"
+            f" {environment.value} (CHM_ENV); refusing to use it"
+        )
+
+
+def claim_environment(connection: Connection, environment: Environment) -> None:
+    """Record ``environment`` unless the database already has one; then check it."""
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    connection.execute(
+        insert(DatabaseSetting)
+        .values(key=ENVIRONMENT_KEY, value=environment.value, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    ensure_same_environment(recorded_environment(connection), environment)
+
+
+def verify_database_environment(engine: Engine, environment: Environment) -> None:
+    """Before serving or ingesting: the database is migrated and is ours."""
+    with engine.connect() as connection:
+        recorded = recorded_environment(connection)
+    if recorded is None:
+        raise DatabaseNotMigrated(
+            "the database has no CHM schema or environment yet; run `chm db upgrade` first"
+        )
+    ensure_same_environment(recorded, environment)
