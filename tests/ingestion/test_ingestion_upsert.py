@@ -12,6 +12,7 @@ from ingestion_fakes import FakeServer, generic_run, serve_generic, source, sour
 from sqlalchemy import Engine
 
 from chm.ingestion.engine import ingest
+from chm.ingestion.upsert import PlannerStatistics
 from chm.models import Run
 from factories import API, make_client, make_pipeline, make_run, ok
 
@@ -331,3 +332,18 @@ def test_client_and_pipeline_filters_narrow_the_ingestion(api, engine, fake) -> 
     assert ingest(engine, feeds, client_id=int(acme["id"])).pipelines == 2
     assert list(runs_of(api, second)) == ["p-2-run"]
     assert run_count(engine) == 2
+
+
+@pytest.mark.postgres_only
+def test_a_large_ingestion_refreshes_the_postgresql_statistics(
+    api, engine, fake, monkeypatch
+) -> None:
+    monkeypatch.setattr(PlannerStatistics, "MIN_ROWS", 10)
+    generic_pipeline(api)
+    serve_generic(fake, "orders-ext", [[generic_run(f"r{i}") for i in range(25)]])
+    known = sa.text("SELECT reltuples FROM pg_class WHERE oid = 'runs'::regclass")
+    with engine.connect() as connection:
+        assert connection.scalar(known) <= 0  # never analyzed
+    assert ingest(engine, sources(source(fake))).runs_created == 25
+    with engine.connect() as connection:
+        assert connection.scalar(known) == 25

@@ -15,7 +15,7 @@ import orjson
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 
 from chm.core.db import create_db_engine, make_session_factory
 from chm.core.errors import ValidationFailed
@@ -121,8 +121,11 @@ def run_ingest(
     except ValidationFailed as error:
         issue = error.errors[0]
         return _usage(f"--{issue.field.removesuffix('_id')}: {issue.message}")
-    except OperationalError as error:
-        print(f"chm: cannot reach the database: {type(error.orig).__name__}", file=sys.stderr)
+    except SQLAlchemyError as error:
+        # Unreachable, or never migrated: say so, without SQL text.
+        cause = type(getattr(error, "orig", None) or error).__name__
+        print(f"chm: database error ({cause}): is the database reachable and its schema "
+              "at head (chm db upgrade)?", file=sys.stderr)  # fmt: skip
         return EXIT_SOME_FAILED
     finally:
         engine.dispose()

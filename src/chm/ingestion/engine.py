@@ -35,7 +35,7 @@ from chm.core.errors import ValidationFailed
 from chm.core.ids import body_id
 from chm.core.redaction import redact
 from chm.core.timeutil import utcnow
-from chm.ingestion.config import SourceBase, Sources, TokenMissing
+from chm.ingestion.config import AnySource, SourceBase, Sources, TokenMissing
 from chm.ingestion.connectors import Connector, PageShapeError, connector_for
 from chm.ingestion.fetch import SourceClient, SourceError
 from chm.ingestion.normalize import InvalidRun, canonical_json
@@ -46,7 +46,14 @@ from chm.ingestion.report import (
     PipelineTarget,
     Progress,
 )
-from chm.ingestion.upsert import PageCounts, Row, record_outcome, snapshot_row, upsert_page
+from chm.ingestion.upsert import (
+    PageCounts,
+    PlannerStatistics,
+    Row,
+    record_outcome,
+    snapshot_row,
+    upsert_page,
+)
 from chm.models import Client, Pipeline
 
 logger = logging.getLogger("chm.ingestion")
@@ -134,6 +141,7 @@ class IngestionEngine:
         self.transport = transport
         self.clock = clock
         self._clients: dict[str, SourceClient] = {}
+        self._statistics = PlannerStatistics(engine)
 
     def run(self, client_id: int | None = None, pipeline_id: int | None = None) -> IngestionReport:
         report = IngestionReport()
@@ -169,7 +177,7 @@ class IngestionEngine:
         return client
 
     def _ingest_pipeline(
-        self, target: PipelineTarget, source: Any, report: IngestionReport
+        self, target: PipelineTarget, source: AnySource, report: IngestionReport
     ) -> None:
         self.progress.pipeline_started(target, source.name)
         logger.info("%s: ingesting from source %r", target.describe(), source.name)
@@ -196,7 +204,7 @@ class IngestionEngine:
             record_outcome(session, target.id, self.clock(), error)
         self.progress.pipeline_finished(target, error)
 
-    def _walk(self, target: PipelineTarget, source: Any, report: IngestionReport) -> None:
+    def _walk(self, target: PipelineTarget, source: AnySource, report: IngestionReport) -> None:
         client = self._client(source)
         connector = connector_for(source, target.external_id, self.clock())
         followed: set[str] = set()
@@ -228,7 +236,7 @@ class IngestionEngine:
                 return
             if cursor is not None:
                 followed.add(cursor)
-            if page.next_cursor in followed or page.next_cursor == cursor:
+            if page.next_cursor in followed:
                 raise PipelineFailed(
                     f"page {page_number} returned a cursor already followed (a cursor loop)"
                 )
@@ -244,9 +252,11 @@ class IngestionEngine:
                 snapshots.append(self._snapshot(connector, client, raw))
             except InvalidRun as invalid:
                 rejected.skipped += 1
-                rejected.invalid.append((_raw_identity(raw, index), client.safe(str(invalid))))
+                identity = client.safe(_raw_identity(raw, index))
+                rejected.invalid.append((identity, client.safe(str(invalid))))
         with self.write_sessions.begin() as session:
             counts = upsert_page(session, target.id, snapshots, self.clock())
+        self._statistics.rows_created(counts.created)
         counts.add(rejected)
         return counts
 

@@ -25,14 +25,11 @@ class IngestionRequest(RequestModel):
     pipeline_id: EntityId | None = None
 
 
-@router.post(
-    "",
-    response_model=IngestionReport,
-    responses={503: {"description": "The sources file (CHM_CONFIG) is missing or invalid"}},
-)
+@router.post("", response_model=IngestionReport)
 def run_ingestion(request: Request, body: IngestionRequest | None = None) -> IngestionReport:
     """Ingest every matching active pipeline now (optionally one client's or one
-    pipeline's) and answer the report; failures of single pipelines are in `errors`."""
+    pipeline's) and answer the report; failures of single pipelines are in `errors`,
+    a missing or invalid sources file (CHM_CONFIG) is a 503."""
     # A plain `def`: FastAPI runs it in a worker thread. No request transaction
     # is held while the engine talks HTTP: it commits each page on its own.
     settings: Settings = request.app.state.settings

@@ -285,6 +285,42 @@ def upsert_page(
     return counts
 
 
+class PlannerStatistics:
+    """Keeps PostgreSQL's statistics on ``runs`` fresh during a large ingestion.
+
+    A page's stored runs are read with ``pipeline_id = :p AND external_run_id
+    = ANY(:keys)``. Planned from statistics taken when the table was small
+    (autovacuum analyzes at most once a minute), that read scans every run of
+    the pipeline instead of probing the unique index 1,000 times, and a first
+    backfill turns quadratic. So, as PostgreSQL advises after bulk loads, the
+    engine analyzes the two key columns once it has created more than a fifth
+    of the rows the statistics know of (at least ``MIN_ROWS``). ANALYZE blocks
+    neither readers nor writers; without the privilege it is a warning, not
+    an error. SQLite plans this read from the unique index without statistics.
+    """
+
+    MIN_ROWS = 5_000
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.enabled = engine.dialect.name == "postgresql"
+        self.created_since = 0
+
+    def rows_created(self, count: int) -> None:
+        if not self.enabled:
+            return
+        self.created_since += count
+        if self.created_since < self.MIN_ROWS:
+            return
+        with self.engine.begin() as connection:
+            known = connection.scalar(
+                sa.text("SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'runs'::regclass")
+            )
+            if self.created_since >= 0.2 * float(known or 0):
+                connection.execute(sa.text("ANALYZE runs (pipeline_id, external_run_id)"))
+                self.created_since = 0
+
+
 def record_outcome(session: Session, pipeline_id: int, now: datetime, error: str | None) -> None:
     """Remember on the pipeline when it was last ingested, or why it last failed.
 
