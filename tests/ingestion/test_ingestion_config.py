@@ -128,19 +128,15 @@ def chm_ingest(env_extra: dict[str, str], *args: str) -> subprocess.CompletedPro
     )  # fmt: skip
 
 
-def test_chm_ingest_exits_2_on_a_bad_sources_file(tmp_path) -> None:
-    path = write(tmp_path, toml_text(GENERIC | {"max_retries": "many"}))
-    result = chm_ingest(
-        {"CHM_CONFIG": str(path), "CHM_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}, "--json"
-    )
+def test_chm_ingest_exits_2_on_bad_configuration_or_usage(api, db_url, tmp_path) -> None:
+    bad = write(tmp_path, toml_text(GENERIC | {"max_retries": "many"}))
+    result = chm_ingest({"CHM_CONFIG": str(bad), "CHM_DATABASE_URL": db_url}, "--json")
     assert result.returncode == 2
     assert result.stdout == ""
-    assert f"{path}: source 'acme-generic-prod' (sources[0]): field 'max_retries'" in result.stderr
-    unset = chm_ingest({"CHM_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    assert f"{bad}: source 'acme-generic-prod' (sources[0]): field 'max_retries'" in result.stderr
+    unset = chm_ingest({"CHM_DATABASE_URL": db_url})
     assert unset.returncode == 2 and "CHM_CONFIG is not set" in unset.stderr
 
-
-def test_chm_ingest_exits_2_on_an_unknown_client_or_pipeline(api, db_url, tmp_path) -> None:
     client = make_client(api)
     other = make_pipeline(api, make_client(api), platform="generic", external_id="x")
     env = {"CHM_CONFIG": str(write(tmp_path, toml_text(GENERIC))), "CHM_DATABASE_URL": db_url}
