@@ -16,47 +16,42 @@ from chm.reports.sql import Query, Scope, Window, count_where, ratio, runs_in_sc
 DEFAULT_DAYS = 30
 DEFAULT_LIMIT = 10
 
-_FAILED = Run.status == RunStatus.failed.value
-_SUCCESS = Run.status == RunStatus.success.value
 _OUTCOMES = (RunStatus.success.value, RunStatus.failed.value)
 
 
 def flaky_pipelines_query(window: Window, scope: Scope, limit: int | None) -> Query:
     """Pipelines with at least one failed and one success run in the window, most failing first."""
-    in_window = (*scope.filters(), window.contains(Run.event_at))
-    counts = (
-        runs_in_scope(
-            Run.pipeline_id.label("pipeline_id"),
-            sa.func.count().label("total_runs"),
-            count_where(_FAILED).label("failed_runs"),
-            count_where(_SUCCESS).label("success_runs"),
-        )
-        .where(*in_window)
-        .group_by(Run.pipeline_id)
-        .having(sa.and_(count_where(_FAILED) > 0, count_where(_SUCCESS) > 0))
-        .subquery("counts")
+    # One ordered pass over the window's runs. Status changes are counted
+    # among the success and failed runs only, oldest first by event time
+    # (ties by id): partitioning the window function by "is an outcome" makes
+    # lag() see the previous outcome of the same pipeline, and other runs are
+    # left out of that count below, while still counting in total_runs.
+    is_outcome = Run.status.in_(_OUTCOMES)
+    previous = sa.func.lag(Run.status).over(
+        partition_by=(Run.pipeline_id, is_outcome), order_by=(Run.event_at, Run.id)
     )
-    # Status changes: among the pipeline's success and failed runs, oldest
-    # first by event time (ties by id), each run whose predecessor differs.
-    previous_outcome = sa.func.lag(Run.status).over(
-        partition_by=Run.pipeline_id, order_by=(Run.event_at, Run.id)
-    )
-    outcomes = (
+    runs = (
         runs_in_scope(
             Run.pipeline_id.label("pipeline_id"),
             Run.status.label("status"),
-            previous_outcome.label("previous_status"),
+            sa.case((is_outcome, previous)).label("previous_outcome"),
         )
-        .where(*in_window, Run.status.in_(_OUTCOMES))
-        .subquery("outcomes")
+        .where(*scope.filters(), window.contains(Run.event_at))
+        .subquery("window_runs")
     )
-    changes = (
+    failed = count_where(runs.c.status == RunStatus.failed.value)
+    success = count_where(runs.c.status == RunStatus.success.value)
+    counts = (
         sa.select(
-            outcomes.c.pipeline_id,
-            count_where(outcomes.c.previous_status != outcomes.c.status).label("status_changes"),
+            runs.c.pipeline_id,
+            sa.func.count().label("total_runs"),
+            failed.label("failed_runs"),
+            success.label("success_runs"),
+            count_where(runs.c.previous_outcome != runs.c.status).label("status_changes"),
         )
-        .group_by(outcomes.c.pipeline_id)
-        .subquery("changes")
+        .group_by(runs.c.pipeline_id)
+        .having(sa.and_(failed > 0, success > 0))
+        .subquery("counts")
     )
     failure_rate = ratio(counts.c.failed_runs, counts.c.total_runs)
     query = (
@@ -70,10 +65,9 @@ def flaky_pipelines_query(window: Window, scope: Scope, limit: int | None) -> Qu
             counts.c.failed_runs,
             counts.c.success_runs,
             failure_rate.label("failure_rate"),
-            changes.c.status_changes,
+            counts.c.status_changes,
         )
         .select_from(counts)
-        .join(changes, changes.c.pipeline_id == counts.c.pipeline_id)
         .join(Pipeline, Pipeline.id == counts.c.pipeline_id)
         .join(Client, Client.id == Pipeline.client_id)
         .order_by(counts.c.failed_runs.desc(), failure_rate.desc(), Pipeline.id)

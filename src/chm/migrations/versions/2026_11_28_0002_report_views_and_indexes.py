@@ -113,36 +113,31 @@ SELECT pipelines.id AS pipeline_id, pipelines.name AS pipeline_name,
     clients.id AS client_id, clients.name AS client_name, pipelines.platform AS platform,
     counts.total_runs, counts.failed_runs, counts.success_runs,
     CAST(counts.failed_runs AS FLOAT) / CAST(counts.total_runs AS FLOAT) AS failure_rate,
-    changes.status_changes, (strftime('%Y-%m-%d %H:%M:%f', 'now') || '000') AS as_of,
+    counts.status_changes, (strftime('%Y-%m-%d %H:%M:%f', 'now') || '000') AS as_of,
     (strftime('%Y-%m-%d %H:%M:%f', 'now', '-2592000 seconds') || '000') AS since,
     (strftime('%Y-%m-%d %H:%M:%f', 'now') || '000') AS until
-FROM (SELECT runs.pipeline_id AS pipeline_id, count(*) AS total_runs, coalesce(sum(CASE
-    WHEN (runs.status = 'failed') THEN 1 ELSE 0 END), 0) AS failed_runs, coalesce(sum(CASE
-    WHEN (runs.status = 'success') THEN 1 ELSE 0 END), 0) AS success_runs
-FROM runs JOIN pipelines ON pipelines.id = runs.pipeline_id JOIN clients
-    ON clients.id = pipelines.client_id
-WHERE pipelines.is_active IS 1 AND clients.is_active IS 1
-    AND runs.event_at >= (strftime('%Y-%m-%d %H:%M:%f', 'now',
-    '-2592000 seconds') || '000') AND runs.event_at < (strftime('%Y-%m-%d %H:%M:%f',
-    'now') || '000') GROUP BY runs.pipeline_id
-HAVING coalesce(sum(CASE WHEN (runs.status = 'failed') THEN 1 ELSE 0 END), 0) > 0
-    AND coalesce(sum(CASE WHEN (runs.status = 'success') THEN 1 ELSE 0 END),
-    0) > 0) AS counts JOIN (SELECT outcomes.pipeline_id AS pipeline_id, coalesce(sum(CASE
-    WHEN (outcomes.status != outcomes.previous_status) THEN 1 ELSE 0 END),
+FROM (SELECT window_runs.pipeline_id AS pipeline_id, count(*) AS total_runs,
+    coalesce(sum(CASE WHEN (window_runs.status = 'failed') THEN 1 ELSE 0 END),
+    0) AS failed_runs, coalesce(sum(CASE
+    WHEN (window_runs.status = 'success') THEN 1 ELSE 0 END), 0) AS success_runs,
+    coalesce(sum(CASE
+    WHEN (window_runs.status != window_runs.previous_outcome) THEN 1 ELSE 0 END),
     0) AS status_changes
-FROM (SELECT runs.pipeline_id AS pipeline_id, runs.status AS status,
-    lag(runs.status) OVER (PARTITION BY runs.pipeline_id ORDER BY runs.event_at,
-    runs.id) AS previous_status
+FROM (SELECT runs.pipeline_id AS pipeline_id, runs.status AS status, CASE
+    WHEN (runs.status IN ('success',
+    'failed')) THEN lag(runs.status) OVER (PARTITION BY runs.pipeline_id,
+    runs.status IN ('success', 'failed') ORDER BY runs.event_at,
+    runs.id) END AS previous_outcome
 FROM runs JOIN pipelines ON pipelines.id = runs.pipeline_id JOIN clients
     ON clients.id = pipelines.client_id
 WHERE pipelines.is_active IS 1 AND clients.is_active IS 1
     AND runs.event_at >= (strftime('%Y-%m-%d %H:%M:%f', 'now',
     '-2592000 seconds') || '000') AND runs.event_at < (strftime('%Y-%m-%d %H:%M:%f',
-    'now') || '000') AND runs.status IN ('success',
-    'failed')) AS outcomes GROUP BY outcomes.pipeline_id) AS changes
-    ON changes.pipeline_id = counts.pipeline_id JOIN pipelines
-    ON pipelines.id = counts.pipeline_id JOIN clients ON clients.id = pipelines.client_id
-    ORDER BY counts.failed_runs DESC,
+    'now') || '000')) AS window_runs GROUP BY window_runs.pipeline_id
+HAVING coalesce(sum(CASE WHEN (window_runs.status = 'failed') THEN 1 ELSE 0 END), 0) > 0
+    AND coalesce(sum(CASE WHEN (window_runs.status = 'success') THEN 1 ELSE 0 END),
+    0) > 0) AS counts JOIN pipelines ON pipelines.id = counts.pipeline_id JOIN clients
+    ON clients.id = pipelines.client_id ORDER BY counts.failed_runs DESC,
     (CAST(counts.failed_runs AS FLOAT) / CAST(counts.total_runs AS FLOAT)) DESC,
     pipelines.id
 """,
@@ -474,33 +469,29 @@ SELECT pipelines.id AS pipeline_id, pipelines.name AS pipeline_name,
     clients.id AS client_id, clients.name AS client_name, pipelines.platform AS platform,
     counts.total_runs, counts.failed_runs, counts.success_runs,
     CAST(counts.failed_runs AS FLOAT) / CAST(counts.total_runs AS FLOAT) AS failure_rate,
-    changes.status_changes, now() AS as_of, (now() - INTERVAL '2592000 seconds') AS since,
+    counts.status_changes, now() AS as_of, (now() - INTERVAL '2592000 seconds') AS since,
     now() AS until
-FROM (SELECT runs.pipeline_id AS pipeline_id, count(*) AS total_runs, coalesce(sum(CASE
-    WHEN (runs.status = 'failed') THEN 1 ELSE 0 END), 0) AS failed_runs, coalesce(sum(CASE
-    WHEN (runs.status = 'success') THEN 1 ELSE 0 END), 0) AS success_runs
+FROM (SELECT window_runs.pipeline_id AS pipeline_id, count(*) AS total_runs,
+    coalesce(sum(CASE WHEN (window_runs.status = 'failed') THEN 1 ELSE 0 END),
+    0) AS failed_runs, coalesce(sum(CASE
+    WHEN (window_runs.status = 'success') THEN 1 ELSE 0 END), 0) AS success_runs,
+    coalesce(sum(CASE
+    WHEN (window_runs.status != window_runs.previous_outcome) THEN 1 ELSE 0 END),
+    0) AS status_changes
+FROM (SELECT runs.pipeline_id AS pipeline_id, runs.status AS status, CASE
+    WHEN (runs.status IN ('success',
+    'failed')) THEN lag(runs.status) OVER (PARTITION BY runs.pipeline_id,
+    runs.status IN ('success', 'failed') ORDER BY runs.event_at,
+    runs.id) END AS previous_outcome
 FROM runs JOIN pipelines ON pipelines.id = runs.pipeline_id JOIN clients
     ON clients.id = pipelines.client_id
 WHERE pipelines.is_active IS true AND clients.is_active IS true
     AND runs.event_at >= (now() - INTERVAL '2592000 seconds')
-    AND runs.event_at < now() GROUP BY runs.pipeline_id
-HAVING coalesce(sum(CASE WHEN (runs.status = 'failed') THEN 1 ELSE 0 END), 0) > 0
-    AND coalesce(sum(CASE WHEN (runs.status = 'success') THEN 1 ELSE 0 END),
-    0) > 0) AS counts JOIN (SELECT outcomes.pipeline_id AS pipeline_id, coalesce(sum(CASE
-    WHEN (outcomes.status != outcomes.previous_status) THEN 1 ELSE 0 END),
-    0) AS status_changes
-FROM (SELECT runs.pipeline_id AS pipeline_id, runs.status AS status,
-    lag(runs.status) OVER (PARTITION BY runs.pipeline_id ORDER BY runs.event_at,
-    runs.id) AS previous_status
-FROM runs JOIN pipelines ON pipelines.id = runs.pipeline_id JOIN clients
-    ON clients.id = pipelines.client_id
-WHERE pipelines.is_active IS true AND clients.is_active IS true
-    AND runs.event_at >= (now() - INTERVAL '2592000 seconds') AND runs.event_at < now()
-    AND runs.status IN ('success',
-    'failed')) AS outcomes GROUP BY outcomes.pipeline_id) AS changes
-    ON changes.pipeline_id = counts.pipeline_id JOIN pipelines
-    ON pipelines.id = counts.pipeline_id JOIN clients ON clients.id = pipelines.client_id
-    ORDER BY counts.failed_runs DESC,
+    AND runs.event_at < now()) AS window_runs GROUP BY window_runs.pipeline_id
+HAVING coalesce(sum(CASE WHEN (window_runs.status = 'failed') THEN 1 ELSE 0 END), 0) > 0
+    AND coalesce(sum(CASE WHEN (window_runs.status = 'success') THEN 1 ELSE 0 END),
+    0) > 0) AS counts JOIN pipelines ON pipelines.id = counts.pipeline_id JOIN clients
+    ON clients.id = pipelines.client_id ORDER BY counts.failed_runs DESC,
     (CAST(counts.failed_runs AS FLOAT) / CAST(counts.total_runs AS FLOAT)) DESC,
     pipelines.id
 """,
