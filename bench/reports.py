@@ -46,6 +46,7 @@ from chm.reports import durations, failures, flaky, status
 from chm.reports.board import build_board
 from chm.reports.params import OutputFormat, ReportContext
 from chm.reports.sql import Bucket, Scope
+from chm.reports.views import VIEWS
 
 AS_OF = datetime(2026, 11, 28, tzinfo=UTC)
 PIPELINES_PER_CLIENT = 50
@@ -305,6 +306,29 @@ def time_report(engine: Engine, report: Report, scope: Scope, repeat: int) -> li
     return timings
 
 
+def time_views(url: str, repeat: int) -> dict[str, dict[str, float]]:
+    """SELECT * of each BI view (all clients, as of the database's now())."""
+    engine = create_db_engine(url)
+    results = {}
+    print(f"\n{'view':34} {'ms (median / p95)':>18}")
+    try:
+        for view in VIEWS:
+            timings = []
+            for attempt in range(repeat + 1):
+                with engine.connect() as conn:
+                    started = time.perf_counter()
+                    conn.exec_driver_sql(f"SELECT * FROM {view.name}").fetchall()
+                    elapsed = (time.perf_counter() - started) * 1000
+                if attempt:
+                    timings.append(elapsed)
+            median, p95 = statistics.median(timings), nearest_rank(timings, 95)
+            results[view.name] = {"median": median, "p95": p95}
+            print(f"{view.name:34} {median:8.1f} / {p95:7.1f}")
+    finally:
+        engine.dispose()
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", default="sqlite", help="'sqlite' or a PostgreSQL URL")
@@ -314,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    parser.add_argument("--views", action="store_true", help="also time SELECT * of each view")
     args = parser.parse_args(argv)
 
     admin = None if args.database == "sqlite" else args.database
@@ -360,11 +385,15 @@ def main(argv: list[str] | None = None) -> int:
                 f" {every['median']:8.1f} / {every['p95']:7.1f}{flag}",
                 flush=True,
             )
+        print(
+            f"\n(!) above {TARGET_ONE_MS:.0f} ms for one client or {TARGET_ALL_MS:.0f} ms for all"
+        )
+        if args.views:
+            results["views"] = time_views(url, args.repeat)
     finally:
         engine.dispose()
         if not args.keep:
             drop_database(url, admin)
-    print(f"\n(!) above {TARGET_ONE_MS:.0f} ms for one client or {TARGET_ALL_MS:.0f} ms for all")
     if args.json:
         print(json.dumps(results, indent=2))
     return 0
