@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -129,7 +128,6 @@ class IngestionEngine:
         environ: Mapping[str, str] | None = None,
         progress: Progress | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        transport: httpx.BaseTransport | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.read_sessions = make_session_factory(engine)
@@ -138,7 +136,6 @@ class IngestionEngine:
         self.environ = os.environ if environ is None else environ
         self.progress = progress or NoProgress()
         self.sleep = sleep
-        self.transport = transport
         self.clock = clock
         self._clients: dict[str, SourceClient] = {}
         self._statistics = PlannerStatistics(engine)
@@ -172,7 +169,7 @@ class IngestionEngine:
         client = self._clients.get(source.name)
         if client is None:
             token = source.token(self.environ)
-            client = SourceClient(source, token, sleep=self.sleep, transport=self.transport)
+            client = SourceClient(source, token, sleep=self.sleep)
             self._clients[source.name] = client
         return client
 

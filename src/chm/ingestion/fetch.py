@@ -79,7 +79,6 @@ class SourceClient:
         token: SecretStr | None,
         *,
         sleep: Callable[[float], None] = time.sleep,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.source = source
         # The token, for removal from anything this source sends back.
@@ -91,7 +90,6 @@ class SourceClient:
             headers=headers,
             timeout=httpx.Timeout(source.timeout_s),
             follow_redirects=False,
-            transport=transport,
         )
         self._sleep = sleep
         self._backoff = wait_exponential_jitter(
