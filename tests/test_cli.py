@@ -109,12 +109,18 @@ def test_serve_answers_health_and_api(tmp_path: Path) -> None:
 
 def test_a_database_refuses_processes_of_another_environment(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'dev.db'}"
+    sources = tmp_path / "sources.toml"
+    sources.write_text(
+        '[[sources]]\nname = "feed"\nplatform = "generic"\nenvironment = "prod"\n'
+        'base_url = "http://127.0.0.1:9"\n'
+    )
     dev = clean_env(CHM_DATABASE_URL=url, CHM_LOG_LEVEL="WARNING")
     prod = clean_env(
         CHM_DATABASE_URL=url,
         CHM_ENV="production",
         CHM_API_TOKEN="tok-123456",
         CHM_LOG_LEVEL="WARNING",
+        CHM_CONFIG=str(sources),
     )
     assert run_chm("db", "upgrade", env=dev).returncode == 0
     for args in (

@@ -127,7 +127,7 @@ def ingest(
     """Ingest the runs of every matching active pipeline from its source (CHM_CONFIG)."""
     from chm.ingestion.cli import run_ingest
 
-    require_our_database(get_settings())
+    # run_ingest checks the sources file first (exit 2), then the database.
     raise typer.Exit(run_ingest(get_settings(), client, pipeline, as_json))
 
 

@@ -18,6 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy.exc import SQLAlchemyError
 
 from chm.core.db import create_db_engine, make_session_factory
+from chm.core.environment import (
+    DatabaseNotMigrated,
+    EnvironmentMismatch,
+    verify_database_environment,
+)
 from chm.core.errors import ValidationFailed
 from chm.core.settings import Settings
 from chm.ingestion.config import ConfigError, load_sources
@@ -110,6 +115,7 @@ def run_ingest(
     except Exception as error:  # a malformed URL: say so plainly
         return _usage(f"invalid CHM_DATABASE_URL: {error}")
     try:
+        verify_database_environment(engine, settings.env)
         with make_session_factory(engine)() as session:
             client, pipeline = resolve_scope(session, client_id, pipeline_id)
         if interactive:
@@ -118,6 +124,9 @@ def run_ingest(
                                 progress=progress)  # fmt: skip
         else:
             report = ingest(engine, sources, client_id=client, pipeline_id=pipeline)
+    except (DatabaseNotMigrated, EnvironmentMismatch) as error:
+        print(f"chm: {error}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     except ValidationFailed as error:
         issue = error.errors[0]
         return _usage(f"--{issue.field.removesuffix('_id')}: {issue.message}")
