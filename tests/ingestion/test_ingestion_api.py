@@ -121,10 +121,10 @@ def test_bad_scopes_are_422_on_the_field(db_url, engine, fake, tmp_path) -> None
     assert fake.requests == []
 
 
-def test_without_a_sources_file_the_answer_is_503_problem(db_url, engine, tmp_path) -> None:
+def test_without_a_sources_file_the_answer_is_409_problem(db_url, engine, tmp_path) -> None:
     with app_with(db_url, engine, None) as api:
         response = api.post(f"{API}/ingestions")
-        assert response.status_code == 503
+        assert response.status_code == 409
         assert response.json()["type"].endswith("/ingestion-not-configured")
         assert "CHM_CONFIG is not set" in response.json()["detail"]
     broken = tmp_path / "broken.toml"

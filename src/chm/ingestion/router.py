@@ -15,7 +15,9 @@ router = APIRouter(prefix="/ingestions", tags=["ingestion"])
 
 
 class IngestionNotConfigured(ChmError):
-    status = 503
+    # A state of this server, not a passing outage: retrying will not help
+    # until CHM_CONFIG names a valid sources file.
+    status = 409
     type_slug = "ingestion-not-configured"
     title = "Ingestion is not configured"
 
@@ -29,7 +31,7 @@ class IngestionRequest(RequestModel):
 def run_ingestion(request: Request, body: IngestionRequest | None = None) -> IngestionReport:
     """Ingest every matching active pipeline now (optionally one client's or one
     pipeline's) and answer the report; failures of single pipelines are in `errors`,
-    a missing or invalid sources file (CHM_CONFIG) is a 503."""
+    a missing or invalid sources file (CHM_CONFIG) is a 409."""
     # A plain `def`: FastAPI runs it in a worker thread. No request transaction
     # is held while the engine talks HTTP: it commits each page on its own.
     settings: Settings = request.app.state.settings
