@@ -120,7 +120,7 @@ def check_bucket_count(since: datetime, until: datetime, bucket: Bucket) -> None
     if buckets > MAX_BUCKETS:
         raise ValidationFailed.one(
             "since",
-            "window_too_long",
+            "out_of_range",
             f"the window spans {buckets} {bucket.value} buckets (at most {MAX_BUCKETS}); "
             "shorten it or use a wider bucket",
         )
