@@ -256,13 +256,6 @@ class Scope:
             conditions.append(Client.is_active.is_(True))
         return conditions
 
-    def pipeline_join(self) -> ColumnElement[bool]:
-        """ON clause from a client to the pipelines in scope (for client listings)."""
-        condition = Pipeline.client_id == Client.id
-        if not self.include_inactive:
-            condition = sa.and_(condition, Pipeline.is_active.is_(True))
-        return condition
-
 
 # The scope of everything the BI views show: all clients, active inventory.
 ACTIVE_INVENTORY = Scope()
