@@ -9,6 +9,8 @@ gives before its normal one. Every request is recorded, headers included.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections import defaultdict, deque
@@ -27,6 +29,11 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # Faults in the body: sent ``trickle`` bytes at a time, ``trickle_delay``
+    # seconds apart; or cut by a TCP reset after ``reset_after`` bytes.
+    trickle: int = 0
+    trickle_delay: float = 0.0
+    reset_after: int | None = None
 
 
 @dataclass
@@ -42,6 +49,12 @@ class Seen:
 
 
 Handler = Callable[[Seen], Reply]
+
+
+def reset_connection(connection: socket.socket) -> None:
+    """Close with a TCP reset (RST), as a crashing proxy does, not a clean FIN."""
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()
 
 
 class FakeServer:
@@ -87,7 +100,18 @@ class FakeServer:
                         self.send_header(name, value)
                     self.send_header("content-length", str(len(payload)))
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if reply.reset_after is not None:
+                        self.wfile.write(payload[: reply.reset_after])
+                        self.wfile.flush()
+                        reset_connection(self.connection)
+                        self.close_connection = True
+                    elif reply.trickle:
+                        for start in range(0, len(payload), reply.trickle):
+                            self.wfile.write(payload[start : start + reply.trickle])
+                            self.wfile.flush()
+                            time.sleep(reply.trickle_delay)
+                    else:
+                        self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

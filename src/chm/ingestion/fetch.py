@@ -12,9 +12,12 @@ carried to another host.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -142,27 +145,76 @@ class SourceClient:
             ) from None
 
     def _fetch_once(self, request: PageRequest) -> Any:
+        timed_out = RetryableError(f"request timed out after {self.source.timeout_s:g}s")
+        deadline = time.monotonic() + self.source.timeout_s
         try:
-            response = self._client.request(
+            with self._client.stream(
                 request.method, request.url, params=request.params or None, json=request.json
-            )
-        except httpx.TimeoutException:
-            raise RetryableError(f"request timed out after {self.source.timeout_s:g}s") from None
+            ) as response:
+                status = response.status_code
+                if status == 429 or status >= 500:
+                    wait = retry_after_seconds(response.headers.get("retry-after"))
+                    if wait is not None and wait > self.source.max_retry_wait_s:
+                        raise SourceError(
+                            f"HTTP {status}: the source asked to wait {wait:g}s (Retry-After), "
+                            f"longer than max_retry_wait_s={self.source.max_retry_wait_s:g}"
+                        )
+                    raise RetryableError(f"HTTP {status}", retry_after=wait)
+                content = _read_before(response, deadline)
+        except (httpx.TimeoutException, _DeadlinePassed):
+            raise timed_out from None
         except httpx.TransportError as error:
             raise RetryableError(f"connection error ({type(error).__name__})") from None
-        status = response.status_code
-        if status == 429 or status >= 500:
-            wait = retry_after_seconds(response.headers.get("retry-after"))
-            if wait is not None and wait > self.source.max_retry_wait_s:
-                raise SourceError(
-                    f"HTTP {status}: the source asked to wait {wait:g}s (Retry-After), longer "
-                    f"than max_retry_wait_s={self.source.max_retry_wait_s:g}"
-                )
-            raise RetryableError(f"HTTP {status}", retry_after=wait)
+        except httpx.DecodingError:
+            raise RetryableError("unreadable body (bad content encoding)") from None
         if not 200 <= status < 300:
-            excerpt = " ".join(response.text[:_BODY_EXCERPT].split())
+            text = content.decode(response.encoding or "utf-8", errors="replace")
+            excerpt = " ".join(text[:_BODY_EXCERPT].split())
             raise SourceError(self.safe(f"HTTP {status}" + (f": {excerpt}" if excerpt else "")))
         try:
-            return orjson.loads(response.content)
+            return orjson.loads(content)
         except orjson.JSONDecodeError:
             raise RetryableError("unreadable body (not JSON)") from None
+
+
+class _DeadlinePassed(Exception):
+    """The whole body did not arrive within the request's timeout."""
+
+
+def _read_before(response: httpx.Response, deadline: float) -> bytes:
+    """The body of ``response``, or _DeadlinePassed once ``deadline`` (monotonic) passes.
+
+    httpx's read timeout bounds each read from the socket, not the body: a
+    server trickling a byte at a time never trips it. So the deadline is
+    checked as each chunk arrives, and a watchdog shuts the socket down at the
+    deadline so that a read blocked in between ends at once.
+    """
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    expired = threading.Event()
+
+    def cut() -> None:
+        expired.set()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), cut)
+    watchdog.daemon = True
+    watchdog.start()
+    chunks = []
+    try:
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise _DeadlinePassed
+    except httpx.TransportError:
+        if expired.is_set():
+            raise _DeadlinePassed from None
+        raise
+    finally:
+        watchdog.cancel()
+    if expired.is_set():
+        # The socket may be half shut: the connection must not be reused.
+        raise _DeadlinePassed
+    return b"".join(chunks)

@@ -5,6 +5,8 @@ required ``lastUpdatedAfter``/``lastUpdatedBefore`` window; a page is
 ``{"value": [...], "continuationToken": "..." | null}`` and the next page is
 the same body re-posted with that ``continuationToken``. A run updated again
 later reappears in a later window: the engine's upsert absorbs it.
+Incremental: the window starts at the pipeline's watermark (less the
+overlap) once there is one, else ``lookback_hours`` ago.
 
 Per run: ``runId``; ``status`` (Queued, InProgress, Canceling, Succeeded,
 Failed, Cancelled); ``runStart``/``runEnd`` in ISO 8601 with 7 fractional
@@ -20,8 +22,16 @@ from urllib.parse import quote
 
 from chm.core.timeutil import isoformat_z
 from chm.ingestion.config import AdfSource
-from chm.ingestion.connectors.base import Page, PageRequest, cursor_value, run_list
+from chm.ingestion.connectors.base import (
+    Fetched,
+    IncrementalMode,
+    Page,
+    PageRequest,
+    cursor_value,
+    run_list,
+)
 from chm.ingestion.normalize import (
+    InvalidRun,
     SourceRun,
     duration_seconds,
     error_text,
@@ -46,7 +56,11 @@ ADF_STATUS = {
 
 
 class AdfConnector:
-    def __init__(self, source: AdfSource, pipeline_name: str, now: datetime) -> None:
+    incremental: IncrementalMode | None = "updated"
+
+    def __init__(
+        self, source: AdfSource, pipeline_name: str, now: datetime, since: datetime | None = None
+    ) -> None:
         self.url = (
             f"{source.base}/subscriptions/{quote(source.subscription_id, safe='')}"
             f"/resourceGroups/{quote(source.resource_group, safe='')}"
@@ -54,13 +68,17 @@ class AdfConnector:
             "/queryPipelineRuns"
         )
         # One window for the whole walk: every page answers the same query.
+        # Incremental: from the watermark (less the overlap) instead of the
+        # lookback, so that a pipeline not ingested for days misses nothing.
+        after = since if since is not None else now - timedelta(hours=source.lookback_hours)
         self.query: dict[str, Any] = {
-            "lastUpdatedAfter": isoformat_z(now - timedelta(hours=source.lookback_hours)),
+            "lastUpdatedAfter": isoformat_z(after),
             "lastUpdatedBefore": isoformat_z(now),
             "filters": [
                 {"operand": "PipelineName", "operator": "Equals", "values": [pipeline_name]}
             ],
         }
+        self.pipeline_name = pipeline_name
 
     def page_request(self, cursor: str | None) -> PageRequest:
         body = dict(self.query)
@@ -68,11 +86,17 @@ class AdfConnector:
             body["continuationToken"] = cursor
         return PageRequest("POST", self.url, params={"api-version": API_VERSION}, json=body)
 
-    def read_page(self, body: Any) -> Page:
+    def read_page(self, fetched: Fetched) -> Page:
+        body = fetched.body
         runs = run_list(body, "value", required=True)
         return Page(runs, cursor_value(body.get("continuationToken"), "continuationToken"))
 
     def map_run(self, raw: dict[str, Any]) -> SourceRun:
+        # The query filters on the pipeline name: a run of another pipeline (a
+        # filter the service ignored) must not be stored as this one's.
+        name = raw.get("pipelineName")
+        if name is not None and str(name).casefold() != self.pipeline_name.casefold():
+            raise InvalidRun(f"the run is of pipeline {str(name)[:200]!r}, not of this one")
         word = status_word(raw.get("status"))
         status = map_status(word, ADF_STATUS)
         finished_at = parse_timestamp(raw.get("runEnd"), "runEnd")

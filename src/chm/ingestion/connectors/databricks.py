@@ -12,14 +12,26 @@ the current model) when present, else from the older ``state``
 Status words are those documented for ``RunLifecycleStateV2``,
 ``TerminationCode``, ``RunLifeCycleState`` and ``RunResultState``; any
 other word maps to ``unknown`` with the source's words kept.
+
+Incremental: ``start_time_from`` (epoch milliseconds, runs started at or
+after it).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from chm.ingestion.config import DatabricksSource
-from chm.ingestion.connectors.base import Page, PageRequest, PageShapeError, cursor_value, run_list
+from chm.ingestion.connectors.base import (
+    Fetched,
+    IncrementalMode,
+    Page,
+    PageRequest,
+    PageShapeError,
+    cursor_value,
+    run_list,
+)
 from chm.ingestion.normalize import (
     InvalidRun,
     SourceRun,
@@ -116,17 +128,27 @@ def run_status(raw: dict[str, Any]) -> tuple[RunStatus, str, str | None]:
 
 
 class DatabricksConnector:
-    def __init__(self, source: DatabricksSource, job_id: str) -> None:
+    # start_time_from filters on the run's start: an older active run is held
+    # by the engine's watermark rule.
+    incremental: IncrementalMode | None = "started"
+
+    def __init__(
+        self, source: DatabricksSource, job_id: str, since: datetime | None = None
+    ) -> None:
         self.url = f"{source.base}/api/{source.api_version}/jobs/runs/list"
         self.job_id = job_id
+        self.since = since
 
     def page_request(self, cursor: str | None) -> PageRequest:
         params = {"job_id": self.job_id, "limit": str(PAGE_LIMIT), "expand_tasks": "false"}
+        if self.since is not None:
+            params["start_time_from"] = str(int(self.since.timestamp() * 1000))
         if cursor:
             params["page_token"] = cursor
         return PageRequest("GET", self.url, params=params)
 
-    def read_page(self, body: Any) -> Page:
+    def read_page(self, fetched: Fetched) -> Page:
+        body = fetched.body
         runs = run_list(body, "runs", required=False)
         has_more = body.get("has_more")
         if has_more is not None and not isinstance(has_more, bool):
@@ -135,6 +157,11 @@ class DatabricksConnector:
         return Page(runs, token if has_more is not False else None)
 
     def map_run(self, raw: dict[str, Any]) -> SourceRun:
+        # The request filters on job_id: a run of another job (a filter the
+        # service ignored) must not be stored as this one's.
+        job_id = raw.get("job_id")
+        if job_id is not None and str(job_id) != self.job_id:
+            raise InvalidRun(f"the run is of job {str(job_id)[:100]!r}, not of this one")
         status, words, message = run_status(raw)
         finished_at = from_epoch_ms(raw.get("end_time"), "end_time", zero_is_none=True)
         # run_duration grows while a run is active: keep it once the run ended.
