@@ -107,7 +107,7 @@ def run_ingest(
     interactive = stderr.is_terminal
     _configure_logging(settings.log_level, stderr if interactive else None)
     try:
-        sources = load_sources(settings.config)
+        sources = load_sources(settings.config, settings.env)
     except ConfigError as error:
         return _usage(str(error))
     try:

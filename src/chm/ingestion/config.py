@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from chm.core.schemas import SLUG_PATTERN
+from chm.core.settings import Environment
 from chm.models.base import name_key
 
 EnvVarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
@@ -50,6 +51,10 @@ class SourceBase(BaseModel):
     name: SourceName
     environment: Slug
     client: ClientName | None = None
+    # The CHM environment (CHM_ENV) allowed to use this source (SE-004).
+    # Development unless declared: a production process uses only the sources
+    # declared for it, never one written for a development machine.
+    chm_env: Environment = Environment.development
     base_url: HttpUrl
     token_env: EnvVarName | None = None
     timeout_s: Seconds = 10.0
@@ -159,8 +164,11 @@ def _describe(raw: Any, error: Mapping[str, Any]) -> str:
     return f"{where}: field {field!r}: {message}"
 
 
-def parse_sources(raw: Any, origin: str) -> Sources:
-    """Validate the parsed TOML document ``raw``; ``origin`` names it in errors."""
+def parse_sources(
+    raw: Any, origin: str, environment: Environment = Environment.development
+) -> Sources:
+    """Validate the parsed TOML document ``raw`` for a process of ``environment``
+    (CHM_ENV); ``origin`` names it in errors."""
     try:
         parsed = SourcesFile.model_validate(raw)
     except ValidationError as exc:
@@ -188,13 +196,21 @@ def parse_sources(raw: Any, origin: str) -> Sources:
                 f"environment {source.environment!r} and client {source.client!r}"
             )
         seen_scopes.setdefault(scope, source.name)
+    for index, source in enumerate(parsed.sources):
+        if source.chm_env is not environment:
+            problems.append(
+                f"source {source.name!r} (sources[{index}]): field 'chm_env': the source is "
+                f"for the {source.chm_env.value} environment and this process runs as "
+                f"{environment.value} (CHM_ENV); refusing it (SE-004)"
+            )
     if problems:
         raise ConfigError(f"{origin}: " + "; ".join(problems))
     return Sources(parsed.sources)
 
 
-def load_sources(path: Path | None) -> Sources:
-    """Read and validate the sources file named by ``CHM_CONFIG``."""
+def load_sources(path: Path | None, environment: Environment = Environment.development) -> Sources:
+    """Read and validate the sources file named by ``CHM_CONFIG`` for a process of
+    ``environment``: a source declared for another environment is refused."""
     if path is None:
         raise ConfigError("CHM_CONFIG is not set: it must name the sources file (TOML)")
     try:
@@ -207,4 +223,4 @@ def load_sources(path: Path | None) -> Sources:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_sources(raw, str(path))
+    return parse_sources(raw, str(path), environment)

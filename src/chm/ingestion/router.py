@@ -37,7 +37,7 @@ def run_ingestion(request: Request, body: IngestionRequest | None = None) -> Ing
     settings: Settings = request.app.state.settings
     body = body or IngestionRequest()
     try:
-        sources = load_sources(settings.config)
+        sources = load_sources(settings.config, settings.env)
     except ConfigError as error:
         raise IngestionNotConfigured(str(error)) from None
     with request.app.state.read_sessions() as session:
