@@ -64,6 +64,12 @@ class FakeServer:
         self.scripts: dict[tuple[str, str | None], deque[Reply]] = defaultdict(deque)
         self.page_delay = 0.0
         self.lock = threading.Lock()
+        # When set, no request is answered until this many distinct client
+        # connections have arrived (or a few seconds passed): concurrent
+        # clients then provably overlap, whatever their start-up times.
+        self.gate_clients = 0
+        self._gate_seen: set[int] = set()
+        self._gate_open = threading.Event()
         server = self
 
         class _Handler(BaseHTTPRequestHandler):
@@ -85,6 +91,7 @@ class FakeServer:
                     self.client_address[1],
                     time.monotonic(),
                 )
+                server.wait_at_gate(seen.port)
                 reply = server.answer(seen)
                 if reply.delay:
                     time.sleep(reply.delay)
@@ -136,6 +143,15 @@ class FakeServer:
         if handler is None:
             return Reply(404, {"error": "no such path"})
         return handler(seen)
+
+    def wait_at_gate(self, port: int, timeout: float = 30.0) -> None:
+        if not self.gate_clients:
+            return
+        with self.lock:
+            self._gate_seen.add(port)
+            if len(self._gate_seen) >= self.gate_clients:
+                self._gate_open.set()
+        self._gate_open.wait(timeout)
 
     def script(self, path: str, cursor: str | None, *replies: Reply) -> None:
         """Answers the page at ``path`` with ``cursor`` gives before its normal one."""

@@ -106,6 +106,7 @@ def test_two_concurrent_ingesters_store_each_run_once_without_errors(
         make_pipeline(api, client, platform="generic", external_id=name)
         serve_generic(fake, name, paged_runs(name, pages=4, per_page=50))
     fake.page_delay = 0.05
+    fake.gate_clients = 2  # both ingesters are in flight before any page is answered
     env = chm_env(db_url, write_config(tmp_path, source(fake)))
 
     processes = [
