@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export CHM_DATABASE_URL ?= sqlite:///./chm.db
 
-.PHONY: install run test test-sqlite test-postgres lint typecheck format lock clean
+.PHONY: install run test test-sqlite test-postgres fuzz lint typecheck format lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,17 @@ run: install
 	$(BIN)/chm db upgrade
 	$(BIN)/chm serve --host $(HOST) --port $(PORT)
 
-# The whole suite, on SQLite and on PostgreSQL (see tests/conftest.py).
+# The whole suite, on SQLite and on PostgreSQL (see tests/conftest.py), on
+# two worker processes (each with its own template databases).
+PYTEST_ARGS ?= -n 2
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# schemathesis against the OpenAPI document with many more examples per
+# operation and mode than the suite's bounded run (both databases).
+FUZZ_EXAMPLES ?= 300
+fuzz: install
+	CHM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz.py -s -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench
