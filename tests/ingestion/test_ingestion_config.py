@@ -66,7 +66,7 @@ def test_an_empty_file_has_no_sources(tmp_path) -> None:
     ("change", "expected"),
     [
         ({"timeout_s": 0}, "source 'acme-generic-prod' (sources[0]): field 'timeout_s': Input should be greater than 0"),
-        ({"platform": "airflow"}, "field 'platform'"),
+        ({"platform": "airflw"}, "field 'platform': unknown platform 'airflw'"),
         ({"base_url": "ftp://x"}, "field 'base_url': URL scheme should be 'http' or 'https'"),
         ({"token_env": "NOT A VAR"}, "field 'token_env'"),
         ({"environment": "Prod"}, "field 'environment'"),

@@ -10,6 +10,7 @@ import pytest
 from ingestion_fakes import ADF_FACTORY, FakeServer, serve_adf, serve_databricks, source, sources
 
 from chm.ingestion.config import AdfSource, DatabricksSource
+from chm.ingestion.connectors import Fetched
 from chm.ingestion.connectors.adf import AdfConnector
 from chm.ingestion.connectors.databricks import DatabricksConnector
 from chm.ingestion.engine import ingest
@@ -185,11 +186,13 @@ def test_databricks_older_life_cycle_and_result_states(life_cycle, result, statu
 
 
 def test_databricks_page_without_runs_or_token_is_the_last() -> None:
-    page = databricks().read_page({"has_more": False})
+    page = databricks().read_page(Fetched({"has_more": False}))
     assert (page.runs, page.next_cursor) == ([], None)
-    assert databricks().read_page({"runs": [], "next_page_token": ""}).next_cursor is None
-    assert databricks().read_page({"has_more": False, "next_page_token": "x"}).next_cursor is None
-    assert databricks().read_page({"has_more": True, "next_page_token": "x"}).next_cursor == "x"
+    assert databricks().read_page(Fetched({"runs": [], "next_page_token": ""})).next_cursor is None
+    last = databricks().read_page(Fetched({"has_more": False, "next_page_token": "x"}))
+    assert last.next_cursor is None
+    more = databricks().read_page(Fetched({"has_more": True, "next_page_token": "x"}))
+    assert more.next_cursor == "x"
 
 
 # --- Azure Data Factory ---------------------------------------------------------------------

@@ -2,8 +2,13 @@
 
 Sources live in the TOML file named by ``CHM_CONFIG``, never in the database.
 Every field is validated at load; an error names the file, the source and the
-field. Tokens are not in the file: ``token_env`` names the environment
-variable that holds one, read only when that source is used (SE-001).
+field. Tokens are not in the file: ``token_env`` (and Airflow's
+``password_env``) names the environment variable that holds one, read only
+when that source is used (SE-001).
+
+A source with an ``openlineage_namespace`` also accepts OpenLineage events
+pushed to ``POST /api/v1/lineage`` (``chm.ingestion.lineage``); one whose
+platform has no pull connector is push-only and has no ``base_url``.
 """
 
 from __future__ import annotations
@@ -16,16 +21,21 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     HttpUrl,
     SecretStr,
     StringConstraints,
+    Tag,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
 from chm.core.schemas import SLUG_PATTERN
 from chm.core.settings import Environment
+from chm.ingestion.credentials import Credentials, TokenExchange
 from chm.models.base import name_key
 
 EnvVarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
@@ -33,6 +43,7 @@ SourceName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 ClientName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
+Namespace = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 
 
 class ConfigError(Exception):
@@ -55,8 +66,13 @@ class SourceBase(BaseModel):
     # Development unless declared: a production process uses only the sources
     # declared for it, never one written for a development machine.
     chm_env: Environment = Environment.development
-    base_url: HttpUrl
     token_env: EnvVarName | None = None
+    # The OpenLineage job namespace whose events this source's key may push.
+    openlineage_namespace: Namespace | None = None
+    base_url: HttpUrl | None = Field(default=None, validate_default=True)
+    # Incremental ingestion asks for what changed since the last watermark
+    # minus this margin, so that late updates are never missed.
+    incremental_overlap_s: Annotated[float, Field(ge=0, le=7 * 86_400)] = 900.0
     timeout_s: Seconds = 10.0
     max_retries: Annotated[int, Field(ge=0, le=50)] = 5
     max_retry_wait_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
@@ -70,9 +86,35 @@ class SourceBase(BaseModel):
             raise ValueError("backoff_max_s must not be below backoff_initial_s")
         return self
 
+    @field_validator("openlineage_namespace")
+    @classmethod
+    def _namespace_has_a_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("token_env") is None:
+            raise ValueError(
+                "needs token_env: the key that clients pushing events for this namespace must send"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_unless_push_only(
+        cls, value: HttpUrl | None, info: ValidationInfo
+    ) -> HttpUrl | None:
+        if value is None and info.data.get("openlineage_namespace") is None:
+            raise ValueError("Field required (only a push-only source, with an "
+                             "openlineage_namespace, has no base_url)")  # fmt: skip
+        return value
+
+    @property
+    def pulls(self) -> bool:
+        """Whether runs are pulled from this source (it has a ``base_url``)."""
+        return self.base_url is not None
+
     @property
     def base(self) -> str:
         """``base_url`` without a trailing slash, ready for a path to be appended."""
+        if self.base_url is None:
+            raise ValueError(f"source {self.name!r} has no base_url")
         return str(self.base_url).rstrip("/")
 
     def token(self, environ: Mapping[str, str]) -> SecretStr | None:
@@ -86,6 +128,19 @@ class SourceBase(BaseModel):
                 "is not set"
             )
         return SecretStr(value)
+
+    def credentials(self, environ: Mapping[str, str]) -> Credentials:
+        """What the client sends to prove who CHM is: by default the token as bearer."""
+        token = self.token(environ)
+        return Credentials.bearer(token.get_secret_value()) if token else Credentials.none()
+
+    def _secret(self, variable: str, environ: Mapping[str, str], what: str) -> str:
+        value = environ.get(variable, "")
+        if not value:
+            raise TokenMissing(
+                f"environment variable {variable} ({what} of source {self.name!r}) is not set"
+            )
+        return value
 
 
 class GenericSource(SourceBase):
@@ -116,9 +171,139 @@ class AdfSource(SourceBase):
     lookback_hours: Annotated[float, Field(gt=0, le=45 * 24)] = 72.0
 
 
-AnySource = GenericSource | DatabricksSource | AdfSource
-Source = Annotated[AnySource, Field(discriminator="platform")]
-PLATFORMS = ("generic", "databricks", "adf")
+class AirflowSource(SourceBase):
+    """Airflow's REST API: stable ``/api/v1`` (Airflow 2) or ``/api/v2`` (Airflow 3).
+
+    ``username`` and ``password_env`` log in: basic auth on v1, a JWT from
+    ``POST /auth/token`` on v2. Without them, ``token_env`` is sent as bearer.
+    """
+
+    platform: Literal["airflow"]
+    api_version: Literal["1", "2"] = "2"
+    username: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    password_env: EnvVarName | None = None
+
+    @model_validator(mode="after")
+    def _login_pair(self) -> AirflowSource:
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError("username and password_env go together")
+        return self
+
+    def credentials(self, environ: Mapping[str, str]) -> Credentials:
+        if self.username is None or self.password_env is None:
+            return super().credentials(environ)
+        password = self._secret(self.password_env, environ, "password_env")
+        if self.api_version == "1":
+            return Credentials.basic(self.username, password)
+        exchange = TokenExchange(
+            f"{self.base}/auth/token", {"username": self.username, "password": password}
+        )
+        return Credentials.exchanged(exchange, (password,))
+
+
+class DbtCloudSource(SourceBase):
+    """dbt Cloud Administrative API v2; ``base_url`` is the account's access URL."""
+
+    platform: Literal["dbt_cloud"]
+    account_id: Annotated[int, Field(gt=0)]
+
+    def credentials(self, environ: Mapping[str, str]) -> Credentials:
+        token = self.token(environ)
+        if token is None:
+            return Credentials.none()
+        return Credentials.header("Authorization", token.get_secret_value(), "Token")
+
+
+class GithubActionsSource(SourceBase):
+    """GitHub REST API workflow runs; ``base_url`` is ``https://api.github.com``
+    (or a GitHub Enterprise Server's ``https://HOST/api/v3``)."""
+
+    platform: Literal["github_actions"]
+    api_version: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")] = "2022-11-28"
+
+
+class PrefectSource(SourceBase):
+    """Prefect 3 REST API; ``base_url`` is the API URL (``PREFECT_API_URL``)."""
+
+    platform: Literal["prefect"]
+
+
+class DagsterSource(SourceBase):
+    """Dagster GraphQL; ``base_url`` is the webserver (or Dagster+ deployment) URL."""
+
+    platform: Literal["dagster"]
+
+    def credentials(self, environ: Mapping[str, str]) -> Credentials:
+        token = self.token(environ)
+        if token is None:
+            return Credentials.none()
+        return Credentials.header("Dagster-Cloud-Api-Token", token.get_secret_value())
+
+
+PULL_PLATFORMS = (
+    "generic", "databricks", "adf", "airflow", "dbt_cloud", "github_actions", "prefect", "dagster",
+)  # fmt: skip
+
+
+class PushSource(SourceBase):
+    """A platform CHM does not pull from (Spark, Flink, dbt Core...): OpenLineage only."""
+
+    platform: Slug
+
+    @model_validator(mode="before")
+    @classmethod
+    def _push_only(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("openlineage_namespace") is None:
+            platform = raw.get("platform")
+            if platform is not None:
+                raise ValueError(
+                    f"unknown platform {platform!r}: the pull platforms are "
+                    f"{', '.join(PULL_PLATFORMS)}; any other platform is push-only and needs "
+                    "an openlineage_namespace"
+                )
+        return raw
+
+    @model_validator(mode="after")
+    def _no_pull(self) -> PushSource:
+        if self.base_url is not None:
+            raise ValueError(
+                f"platform {self.platform!r} has no pull connector: a push-only source has "
+                "no base_url"
+            )
+        return self
+
+
+AnySource = (
+    GenericSource
+    | DatabricksSource
+    | AdfSource
+    | AirflowSource
+    | DbtCloudSource
+    | GithubActionsSource
+    | PrefectSource
+    | DagsterSource
+    | PushSource
+)
+
+
+def _source_kind(raw: Any) -> str:
+    platform = raw.get("platform") if isinstance(raw, dict) else getattr(raw, "platform", None)
+    return platform if platform in PULL_PLATFORMS else "push"
+
+
+Source = Annotated[
+    Annotated[GenericSource, Tag("generic")]
+    | Annotated[DatabricksSource, Tag("databricks")]
+    | Annotated[AdfSource, Tag("adf")]
+    | Annotated[AirflowSource, Tag("airflow")]
+    | Annotated[DbtCloudSource, Tag("dbt_cloud")]
+    | Annotated[GithubActionsSource, Tag("github_actions")]
+    | Annotated[PrefectSource, Tag("prefect")]
+    | Annotated[DagsterSource, Tag("dagster")]
+    | Annotated[PushSource, Tag("push")],
+    Discriminator(_source_kind),
+]
+PLATFORMS = (*PULL_PLATFORMS, "push")
 
 
 class SourcesFile(BaseModel):
@@ -142,6 +327,10 @@ class Sources:
         first, else the one with no client (contract: Ingestion)."""
         own = self._by_key.get((platform, environment, name_key(client_name)))
         return own or self._by_key.get((platform, environment, None))
+
+    def for_namespace(self, namespace: str) -> AnySource | None:
+        """The source whose ``openlineage_namespace`` is ``namespace`` (exact match)."""
+        return next((s for s in self.all if s.openlineage_namespace == namespace), None)
 
 
 def _describe(raw: Any, error: Mapping[str, Any]) -> str:
@@ -177,7 +366,16 @@ def parse_sources(
     problems = []
     seen_names: dict[str, int] = {}
     seen_scopes: dict[tuple[str, str, str | None], str] = {}
+    seen_namespaces: dict[str, str] = {}
     for index, source in enumerate(parsed.sources):
+        namespace = source.openlineage_namespace
+        if namespace is not None and namespace in seen_namespaces:
+            problems.append(
+                f"source {source.name!r} (sources[{index}]): field 'openlineage_namespace': "
+                f"source {seen_namespaces[namespace]!r} already has namespace {namespace!r}"
+            )
+        if namespace is not None:
+            seen_namespaces.setdefault(namespace, source.name)
         if source.name in seen_names:
             problems.append(
                 f"source {source.name!r} (sources[{index}]): field 'name': "

@@ -10,9 +10,20 @@ replayed pages count as unchanged). See ``chm.ingestion.upsert`` for the
 no-regression rule.
 
 A pipeline fails alone: a source error (after retries), an unexpected page
-shape, a cursor seen twice (a loop) or more than ``max_pages`` pages ends
-that pipeline's walk, keeps the pages already committed, records the error on
-the pipeline and in the report, and the engine moves on to the next one.
+shape, an error the source answered in its page, a cursor seen twice (a
+loop) or more than ``max_pages`` pages ends that pipeline's walk, keeps the
+pages already committed, records the error on the pipeline and in the
+report, and the engine moves on to the next one.
+
+**Incremental ingestion.** Where the platform filters runs by time (the
+connector's ``incremental``), the walk asks only for what changed since the
+pipeline's watermark less the source's ``incremental_overlap_s``. The
+watermark is the time the walk started (``clock()``), or for a filter on the
+run's start, the start of the oldest run still queued or running if earlier
+(so that run is asked for again until it ends); it is written in the same
+transaction as the walk's last page, so it only moves once every page that
+justifies it is committed: a walk that fails midway leaves it where it was.
+``full=True`` ignores the watermark, reads everything, and sets it anew.
 """
 
 from __future__ import annotations
@@ -21,7 +32,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,7 +47,16 @@ from chm.core.ids import body_id
 from chm.core.redaction import redact
 from chm.core.timeutil import utcnow
 from chm.ingestion.config import AnySource, SourceBase, Sources, TokenMissing
-from chm.ingestion.connectors import Connector, PageShapeError, connector_for
+from chm.ingestion.connectors import (
+    BadExternalId,
+    Connector,
+    Fetched,
+    IncrementalMode,
+    PageShapeError,
+    SourceRejected,
+    connector_for,
+    incremental_mode,
+)
 from chm.ingestion.fetch import SourceClient, SourceError
 from chm.ingestion.normalize import InvalidRun, canonical_json
 from chm.ingestion.report import (
@@ -49,17 +70,43 @@ from chm.ingestion.upsert import (
     PageCounts,
     PlannerStatistics,
     Row,
+    advance_watermark,
     record_outcome,
     snapshot_row,
     upsert_page,
 )
 from chm.models import Client, Pipeline
+from chm.models.run import TERMINAL_STATUSES
 
 logger = logging.getLogger("chm.ingestion")
 
 
 class PipelineFailed(Exception):
     """Ends one pipeline's ingestion; the message is safe to show and store."""
+
+
+def watermark_key(source: AnySource, external_id: str) -> str:
+    """Whose watermark a stored one is: a new source or external id starts afresh."""
+    return f"{source.name}|{external_id}"[:800]
+
+
+@dataclass
+class WalkWatermark:
+    """The watermark one walk earns, written with its last page."""
+
+    key: str
+    mode: IncrementalMode
+    value: datetime
+    reset: bool
+
+    def observe(self, rows: list[Row]) -> None:
+        """A filter on the run's start must keep asking for runs still active."""
+        if self.mode != "started":
+            return
+        for row in rows:
+            started = row["started_at"]
+            if row["status"] not in TERMINAL_STATUSES and started is not None:
+                self.value = min(self.value, started)
 
 
 def resolve_scope(
@@ -101,6 +148,8 @@ def select_pipelines(
             Pipeline.environment,
             Pipeline.external_id,
             Client.name.label("client_name"),
+            Pipeline.ingest_watermark.label("watermark"),
+            Pipeline.ingest_watermark_key.label("watermark_key"),
         )
         .join(Client, Client.id == Pipeline.client_id)
         .where(
@@ -129,6 +178,7 @@ class IngestionEngine:
         progress: Progress | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = utcnow,
+        full: bool = False,
     ) -> None:
         self.read_sessions = make_session_factory(engine)
         self.write_sessions = make_session_factory(engine, write=True)
@@ -137,6 +187,7 @@ class IngestionEngine:
         self.progress = progress or NoProgress()
         self.sleep = sleep
         self.clock = clock
+        self.full = full
         self._clients: dict[str, SourceClient] = {}
         self._statistics = PlannerStatistics(engine)
 
@@ -152,6 +203,9 @@ class IngestionEngine:
             if source is None:
                 logger.info("%s: no source for platform %r, environment %r; skipped",
                             target.describe(), target.platform, target.environment)  # fmt: skip
+            elif not source.pulls:
+                logger.info("%s: source %r is push-only (OpenLineage); skipped",
+                            target.describe(), source.name)  # fmt: skip
             else:
                 matched.append((target, source))
         report.pipelines = len(matched)
@@ -168,8 +222,8 @@ class IngestionEngine:
     def _client(self, source: SourceBase) -> SourceClient:
         client = self._clients.get(source.name)
         if client is None:
-            token = source.token(self.environ)
-            client = SourceClient(source, token, sleep=self.sleep)
+            credentials = source.credentials(self.environ)
+            client = SourceClient(source, credentials, sleep=self.sleep)
             self._clients[source.name] = client
         return client
 
@@ -203,7 +257,17 @@ class IngestionEngine:
 
     def _walk(self, target: PipelineTarget, source: AnySource, report: IngestionReport) -> None:
         client = self._client(source)
-        connector = connector_for(source, target.external_id, self.clock())
+        now = self.clock()
+        watermark = self._walk_watermark(target, source, now)
+        since = None
+        if watermark is not None and not watermark.reset:
+            assert target.watermark is not None
+            since = target.watermark - timedelta(seconds=source.incremental_overlap_s)
+            logger.info("%s: incremental, changes since %s", target.describe(), since.isoformat())
+        try:
+            connector = connector_for(source, target.external_id, now, since)
+        except BadExternalId as bad:
+            raise PipelineFailed(str(bad)) from None
         followed: set[str] = set()
         cursor: str | None = None
         page_number = 0
@@ -212,14 +276,19 @@ class IngestionEngine:
                 raise PipelineFailed(f"stopped after max_pages={source.max_pages} pages")
             page_number += 1
             context = f"{target.describe()} source {source.name!r} page {page_number}"
-            body = client.fetch(connector.page_request(cursor), context)
+            answer = client.fetch(connector.page_request(cursor), context)
             try:
-                page = connector.read_page(body)
+                page = connector.read_page(Fetched(answer.body, answer.headers, cursor))
             except PageShapeError as shape:
                 raise PipelineFailed(
                     f"page {page_number} is not the expected shape: {shape}"
                 ) from None
-            counts = self._store_page(target, connector, client, page.runs)
+            except SourceRejected as rejected:
+                raise PipelineFailed(
+                    f"the source answered page {page_number} with an error: {rejected}"
+                ) from None
+            last = watermark if page.next_cursor is None else None
+            counts = self._store_page(target, connector, client, page.runs, watermark, last)
             report.add_page(counts)
             logger.info(
                 "%s: %d runs (created %d, updated %d, unchanged %d, skipped %d)",
@@ -239,8 +308,26 @@ class IngestionEngine:
                 )
             cursor = page.next_cursor
 
+    def _walk_watermark(
+        self, target: PipelineTarget, source: AnySource, now: datetime
+    ) -> WalkWatermark | None:
+        """The watermark this walk will earn; ``reset`` when there is none to start
+        from (first walk, ``full``, or one of another source or external id)."""
+        mode = incremental_mode(source)
+        if mode is None:
+            return None
+        key = watermark_key(source, target.external_id)
+        usable = target.watermark is not None and target.watermark_key == key
+        return WalkWatermark(key, mode, now, reset=self.full or not usable)
+
     def _store_page(
-        self, target: PipelineTarget, connector: Connector, client: SourceClient, runs: list[Any]
+        self,
+        target: PipelineTarget,
+        connector: Connector,
+        client: SourceClient,
+        runs: list[Any],
+        watermark: WalkWatermark | None = None,
+        last: WalkWatermark | None = None,
     ) -> PageCounts:
         snapshots: list[Row] = []
         rejected = PageCounts()
@@ -251,8 +338,13 @@ class IngestionEngine:
                 rejected.skipped += 1
                 identity = client.safe(_raw_identity(raw, index))
                 rejected.invalid.append((identity, client.safe(str(invalid))))
+        if watermark is not None:
+            watermark.observe(snapshots)
         with self.write_sessions.begin() as session:
             counts = upsert_page(session, target.id, snapshots, self.clock())
+            if last is not None:
+                # The walk's last page: every page before it is committed.
+                advance_watermark(session, target.id, last.key, last.value, reset=last.reset)
         self._statistics.rows_created(counts.created)
         counts.add(rejected)
         return counts

@@ -5,9 +5,18 @@ Connection errors, timeouts, 429, 5xx and unreadable bodies are retried up to
 jitter (tenacity); a ``Retry-After`` header, in seconds or as an HTTP date,
 replaces the backoff for that wait, and one longer than ``max_retry_wait_s``
 fails the pipeline at once instead of sleeping. Any other non-2xx answer
-fails the pipeline at once. The token goes only to this source, as
-``Authorization: Bearer``; redirects are never followed, so it cannot be
-carried to another host.
+fails the pipeline at once. Credentials go only to this source; redirects
+are never followed, so they cannot be carried to another host.
+
+Rate limits: a 403 or 429 that says the rate limit is spent
+(``x-ratelimit-remaining: 0`` with ``x-ratelimit-reset``, UTC epoch
+seconds, as GitHub sends) waits until the reset, under the same
+``max_retry_wait_s`` cap; a 403 with ``Retry-After`` waits that long. Any
+other 403 is a refusal and fails the pipeline at once.
+
+Authentication comes from the source (``chm.ingestion.credentials``): fixed
+headers, or a token exchange done before the first request and once more
+when the source answers 401 (an expired token).
 """
 
 from __future__ import annotations
@@ -21,11 +30,10 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import orjson
-from pydantic import SecretStr
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -38,6 +46,7 @@ from chm.core.redaction import redact_text
 from chm.core.timeutil import utcnow
 from chm.ingestion.config import SourceBase
 from chm.ingestion.connectors.base import PageRequest
+from chm.ingestion.credentials import Credentials
 
 logger = logging.getLogger("chm.ingestion")
 
@@ -73,24 +82,45 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - (now or utcnow())).total_seconds())
 
 
+def rate_limit_wait(headers: httpx.Headers, now: float | None = None) -> float | None:
+    """Seconds until a spent rate limit resets (``x-ratelimit-remaining: 0`` and
+    ``x-ratelimit-reset`` in UTC epoch seconds), else None."""
+    if headers.get("x-ratelimit-remaining", "").strip() != "0":
+        return None
+    reset = headers.get("x-ratelimit-reset", "").strip()
+    if not _SECONDS.match(reset):
+        return None
+    return max(0.0, float(reset) - (time.time() if now is None else now))
+
+
+class Answer(NamedTuple):
+    """A source's decoded JSON body and its response headers (lower-case names)."""
+
+    body: Any
+    headers: dict[str, str]
+
+
+class _Unauthorized(SourceError):
+    """HTTP 401: with a token exchange, the token may have expired."""
+
+
 class SourceClient:
     """Fetches the pages of one source; one instance (and connection pool) per source."""
 
     def __init__(
         self,
         source: SourceBase,
-        token: SecretStr | None,
+        credentials: Credentials,
         *,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.source = source
-        # The token, for removal from anything this source sends back.
-        self.secrets: tuple[str, ...] = (token.get_secret_value(),) if token is not None else ()
-        headers = {"Accept": "application/json", "User-Agent": "chm-ingest"}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+        self.credentials = credentials
+        # Every secret value, for removal from anything this source sends back.
+        self.secrets: tuple[str, ...] = tuple(s for s in credentials.secrets if s)
+        self._auth: dict[str, str] = dict(credentials.headers)
         self._client = httpx.Client(
-            headers=headers,
+            headers={"Accept": "application/json", "User-Agent": "chm-ingest"},
             timeout=httpx.Timeout(source.timeout_s),
             follow_redirects=False,
         )
@@ -117,8 +147,37 @@ class SourceClient:
             return error.retry_after
         return float(self._backoff(state))
 
-    def fetch(self, request: PageRequest, context: str) -> Any:
-        """The decoded JSON body of ``request``; SourceError once retries are spent."""
+    def fetch(self, request: PageRequest, context: str) -> Answer:
+        """The answer to ``request``; SourceError once retries are spent."""
+        exchange = self.credentials.exchange
+        if exchange is not None and not self._auth:
+            self._exchange_token(context)
+        try:
+            return self._retrying(request, context)
+        except _Unauthorized:
+            if exchange is None:
+                raise
+            logger.info("%s: HTTP 401; asking for a new token", context)
+            self._exchange_token(context)
+            return self._retrying(request, context)
+
+    def _exchange_token(self, context: str) -> None:
+        exchange = self.credentials.exchange
+        assert exchange is not None
+        request = PageRequest("POST", exchange.url, json=dict(exchange.body))
+        try:
+            answer = self._retrying(request, f"{context} (token exchange)", authenticated=False)
+        except SourceError as error:
+            raise SourceError(f"token exchange at {exchange.url} failed: {error}") from None
+        token = answer.body.get(exchange.token_key) if isinstance(answer.body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise SourceError(
+                f"token exchange at {exchange.url} answered no {exchange.token_key!r}"
+            )
+        self.secrets = (*self.secrets, token)
+        self._auth = {"Authorization": f"Bearer {token}"}
+
+    def _retrying(self, request: PageRequest, context: str, authenticated: bool = True) -> Answer:
 
         def log_retry(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
@@ -137,29 +196,27 @@ class SourceClient:
             reraise=True,
         )
         try:
-            return retrying(self._fetch_once, request)
+            return retrying(self._fetch_once, request, authenticated)
         except RetryableError as error:
             attempts = self.source.max_retries + 1
             raise SourceError(
                 f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}: {error}"
             ) from None
 
-    def _fetch_once(self, request: PageRequest) -> Any:
+    def _fetch_once(self, request: PageRequest, authenticated: bool = True) -> Answer:
         timed_out = RetryableError(f"request timed out after {self.source.timeout_s:g}s")
         deadline = time.monotonic() + self.source.timeout_s
+        headers = {**request.headers, **(self._auth if authenticated else {})}
         try:
             with self._client.stream(
-                request.method, request.url, params=request.params or None, json=request.json
+                request.method,
+                request.url,
+                params=request.params or None,
+                json=request.json,
+                headers=headers,
             ) as response:
                 status = response.status_code
-                if status == 429 or status >= 500:
-                    wait = retry_after_seconds(response.headers.get("retry-after"))
-                    if wait is not None and wait > self.source.max_retry_wait_s:
-                        raise SourceError(
-                            f"HTTP {status}: the source asked to wait {wait:g}s (Retry-After), "
-                            f"longer than max_retry_wait_s={self.source.max_retry_wait_s:g}"
-                        )
-                    raise RetryableError(f"HTTP {status}", retry_after=wait)
+                self._raise_if_throttled(status, response.headers)
                 content = _read_before(response, deadline)
         except (httpx.TimeoutException, _DeadlinePassed):
             raise timed_out from None
@@ -170,11 +227,33 @@ class SourceClient:
         if not 200 <= status < 300:
             text = content.decode(response.encoding or "utf-8", errors="replace")
             excerpt = " ".join(text[:_BODY_EXCERPT].split())
-            raise SourceError(self.safe(f"HTTP {status}" + (f": {excerpt}" if excerpt else "")))
+            message = self.safe(f"HTTP {status}" + (f": {excerpt}" if excerpt else ""))
+            raise (_Unauthorized if status == 401 else SourceError)(message)
         try:
-            return orjson.loads(content)
+            body = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise RetryableError("unreadable body (not JSON)") from None
+        return Answer(body, {name.lower(): value for name, value in response.headers.items()})
+
+    def _raise_if_throttled(self, status: int, headers: httpx.Headers) -> None:
+        """RetryableError for 429, 5xx and a rate-limit 403; SourceError when the
+        wait asked for is longer than ``max_retry_wait_s``."""
+        retry_after = retry_after_seconds(headers.get("retry-after"))
+        reset = rate_limit_wait(headers) if status in (403, 429) else None
+        if status == 403 and retry_after is None and reset is None:
+            return  # a refusal, not a rate limit
+        if not (status in (403, 429) or status >= 500):
+            return
+        wait, why = (
+            (retry_after, "Retry-After") if retry_after is not None else (reset, "rate limit reset")
+        )
+        if wait is not None and wait > self.source.max_retry_wait_s:
+            raise SourceError(
+                f"HTTP {status}: the source asked to wait {wait:g}s ({why}), "
+                f"longer than max_retry_wait_s={self.source.max_retry_wait_s:g}"
+            )
+        reason = f"HTTP {status}" + (" (rate limit spent)" if reset is not None else "")
+        raise RetryableError(reason, retry_after=wait)
 
 
 class _DeadlinePassed(Exception):

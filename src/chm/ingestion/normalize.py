@@ -7,6 +7,7 @@ read raises ``InvalidRun`` and the engine skips that run, never storing half.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -198,3 +199,23 @@ def failure_text(status: RunStatus, text: str | None) -> str | None:
     if status in (RunStatus.success, RunStatus.running, RunStatus.queued):
         return None
     return text
+
+
+def clock_duration(raw: Any, what: str) -> float | None:
+    """A ``"HH:MM:SS"`` duration (hours may pass 24, as dbt Cloud writes them; a
+    leading ``"N day(s), "`` and fractional seconds are read too) in seconds."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise InvalidRun(f"{what} is not an HH:MM:SS string")
+    match = _CLOCK.match(raw.strip())
+    if match is None:
+        raise InvalidRun(f"{what} {raw[:32]!r} is not an HH:MM:SS duration")
+    days, hours, minutes, seconds = match.group("days", "hours", "minutes", "seconds")
+    return (int(days or 0) * 24 + int(hours)) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+_CLOCK = re.compile(
+    r"^(?:(?P<days>\d+) days?, )?(?P<hours>\d+):(?P<minutes>[0-5]\d)"
+    r":(?P<seconds>[0-5]\d(?:\.\d+)?)$"
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from pydantic import BaseModel, Field
@@ -45,6 +46,9 @@ class PipelineTarget:
     environment: str
     external_id: str
     client_name: str
+    # The incremental watermark, and whose it is (chm.ingestion.engine).
+    watermark: datetime | None = None
+    watermark_key: str | None = None
 
     def describe(self) -> str:
         return f"pipeline {self.id} ({self.name})"

@@ -34,7 +34,7 @@ A stale snapshot counts as unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -67,6 +67,8 @@ _KEY_CHUNK = 1000
 _LOCK_CLASS = 0x43484D49
 
 Row = dict[str, Any]
+# How a snapshot folds into what is stored (None: stale, nothing to write).
+Fold = Callable[[Row | None, Row], Row | None]
 
 
 @dataclass
@@ -233,9 +235,16 @@ def _write(session: Session, rows: list[Row]) -> set[str]:
 
 
 def upsert_page(
-    session: Session, pipeline_id: int, snapshots: Iterable[Row], now: datetime
+    session: Session,
+    pipeline_id: int,
+    snapshots: Iterable[Row],
+    now: datetime,
+    fold: Fold = merge,
 ) -> PageCounts:
-    """Store one page of snapshots in ``session`` (the caller commits); see the module doc."""
+    """Store one page of snapshots in ``session`` (the caller commits); see the module doc.
+
+    ``fold`` is ``merge`` for pulled pages; the OpenLineage intake passes its
+    own, built on ``merge``, for events that each tell part of a run."""
     snapshots = list(snapshots)
     counts = PageCounts()
     _lock_pipeline(session, pipeline_id)
@@ -249,7 +258,7 @@ def upsert_page(
         key = snapshot["external_run_id"]
         seen = key in targets
         try:
-            merged = merge(targets[key] if seen else stored.get(key), snapshot)
+            merged = fold(targets[key] if seen else stored.get(key), snapshot)
         except InvalidRun as error:
             counts.skipped += 1
             counts.invalid.append((key, str(error)))
@@ -319,6 +328,28 @@ class PlannerStatistics:
             if self.created_since >= 0.2 * float(known or 0):
                 connection.execute(sa.text("ANALYZE runs (pipeline_id, external_run_id)"))
                 self.created_since = 0
+
+
+def advance_watermark(
+    session: Session, pipeline_id: int, key: str, value: datetime, *, reset: bool = False
+) -> None:
+    """Move the pipeline's ingestion watermark to ``value`` for ``key`` (its source
+    and external id), in the transaction of the page that justifies it. It only
+    moves forward, unless ``reset`` (a full re-read) or the key changed.
+    Bookkeeping, like ``record_outcome``: ``updated_at`` stays put."""
+    stored = session.execute(
+        sa.select(Pipeline.ingest_watermark, Pipeline.ingest_watermark_key).where(
+            Pipeline.id == pipeline_id
+        )
+    ).one()
+    current, current_key = stored
+    if not reset and current_key == key and current is not None and current >= value:
+        return
+    session.execute(
+        sa.update(Pipeline)
+        .where(Pipeline.id == pipeline_id)
+        .values(ingest_watermark=value, ingest_watermark_key=key)
+    )
 
 
 def record_outcome(session: Session, pipeline_id: int, now: datetime, error: str | None) -> None:

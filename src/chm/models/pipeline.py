@@ -33,6 +33,11 @@ class Pipeline(IdMixin, TimestampMixin, Base):
     # successfully, and the error of the last failed attempt (cleared on success).
     last_ingested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_ingestion_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    # Incremental ingestion (chm.ingestion.engine): every change up to this
+    # source time has been stored, for the source and external id of the key
+    # (a watermark of another source or external id counts as none).
+    ingest_watermark: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    ingest_watermark_key: Mapped[str | None] = mapped_column(sa.String(800), nullable=True)
 
     @validates("name")
     def _keep_name_key(self, _key: str, value: str) -> str:

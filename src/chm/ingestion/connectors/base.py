@@ -3,20 +3,48 @@
 A connector knows three platform-specific things: how to ask for a page (given
 the previous page's cursor), where the runs and the next cursor are in a page,
 and how to map one source run to canonical attributes. Everything else
-(HTTP, retries, backoff, cursor-loop detection, upserts, reporting) is the
-engine's.
+(HTTP, authentication, retries, backoff, rate limits, cursor-loop detection,
+upserts, watermarks, reporting) is the engine's.
+
+The paging styles the platforms use are helpers here, so that each connector
+only says which one it speaks: an opaque cursor in the body (the generic
+feed, Databricks, ADF), an offset against a total or until a short page
+(Airflow, dbt Cloud, Prefect), the ``Link`` header (GitHub), or the last
+item's id (Dagster). An offset cursor is the offset of the next page as a
+string: a server that clamps the page size only makes the walk longer.
+
+**Incremental ingestion.** A connector whose platform filters runs by time
+says so in ``incremental``: ``"updated"`` when the filter is on the run's
+last update (every change since is returned), ``"started"`` when it is on
+the run's start or creation (a run started before the filter and still
+active would be missed, so the engine holds the watermark at the start of
+the oldest active run). It is then built with ``since``, the lower bound to
+ask for, or None for a full read.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from chm.ingestion.normalize import SourceRun
+
+IncrementalMode = Literal["updated", "started"]
 
 
 class PageShapeError(ValueError):
     """A page that is not the shape the platform documents."""
+
+
+class SourceRejected(ValueError):
+    """The source answered the page with an error of its own (a GraphQL error union,
+    an error object in a 200 answer); the message is the source's, redacted later."""
+
+
+class BadExternalId(ValueError):
+    """A pipeline's ``external_id`` that cannot name anything on this platform."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +53,18 @@ class PageRequest:
     url: str
     params: dict[str, str] = field(default_factory=dict)
     json: dict[str, Any] | None = None
+    # Platform headers (API version, media type); never credentials.
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One page as the source answered it: the decoded JSON body, the response
+    headers (lower-case names), and the cursor the page was asked with."""
+
+    body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+    cursor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,8 +80,8 @@ class Connector(Protocol):
         """The request for the first page (``cursor`` None) or the one after ``cursor``."""
         ...
 
-    def read_page(self, body: Any) -> Page:
-        """The runs and next cursor of a decoded JSON body; PageShapeError if malformed."""
+    def read_page(self, fetched: Fetched) -> Page:
+        """The runs and next cursor of a fetched page; PageShapeError if malformed."""
         ...
 
     def map_run(self, raw: dict[str, Any]) -> SourceRun:
@@ -70,3 +110,61 @@ def run_list(body: Any, key: str, *, required: bool) -> list[Any]:
     if not isinstance(runs, list):
         raise PageShapeError(f"{key!r} is not a list")
     return runs
+
+
+def offset_of(cursor: str | None) -> int:
+    """The offset an offset cursor names (0 for the first page)."""
+    if cursor is None:
+        return 0
+    if not cursor.isdigit():
+        raise PageShapeError(f"offset cursor {cursor!r} is not a number")
+    return int(cursor)
+
+
+def next_offset(
+    cursor: str | None, count: int, *, total: int | None = None, page_size: int | None = None
+) -> str | None:
+    """The cursor after a page of ``count`` items asked at offset ``cursor``.
+
+    With ``total`` (the source's count of all matches) the walk goes on while
+    the items seen are fewer than the total, whatever page size the server
+    really used; without it, until a page shorter than ``page_size``. An empty
+    page always ends the walk: a total that shrank must not loop forever.
+    """
+    if count == 0:
+        return None
+    following = offset_of(cursor) + count
+    if total is not None:
+        return str(following) if following < total else None
+    if page_size is not None and count < page_size:
+        return None
+    return str(following)
+
+
+def count_value(raw: Any, what: str) -> int:
+    """A non-negative integer the page must carry (a total count)."""
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise PageShapeError(f"{what} is not a non-negative integer")
+    return raw
+
+
+_LINK = re.compile(r"<(?P<url>[^>]*)>\s*((?:;\s*[^;,]+)*)")
+_REL_NEXT = re.compile(r';\s*rel\s*=\s*"?(?:[^";,]*\s)?next(?:\s[^";,]*)?"?', re.IGNORECASE)
+
+
+def link_next(headers: Mapping[str, str], base: str) -> str | None:
+    """The ``rel="next"`` URL of an RFC 8288 ``Link`` header, or None.
+
+    The URL must stay under ``base`` (the source's own URL): a next link that
+    points elsewhere would carry the source's credentials to another host.
+    """
+    value = headers.get("link")
+    if not value:
+        return None
+    for match in _LINK.finditer(value):
+        if _REL_NEXT.search(match.group(2) or ""):
+            url = match.group("url").strip()
+            if not (url == base or url.startswith(base + "/") or url.startswith(base + "?")):
+                raise PageShapeError(f"the next link {url[:200]!r} leaves the source {base!r}")
+            return url
+    return None

@@ -13,7 +13,14 @@ from typing import Any
 from urllib.parse import quote
 
 from chm.ingestion.config import GenericSource
-from chm.ingestion.connectors.base import Page, PageRequest, cursor_value, run_list
+from chm.ingestion.connectors.base import (
+    Fetched,
+    IncrementalMode,
+    Page,
+    PageRequest,
+    cursor_value,
+    run_list,
+)
 from chm.ingestion.normalize import (
     GENERIC_STATUS,
     SourceRun,
@@ -28,13 +35,16 @@ from chm.ingestion.normalize import (
 
 
 class GenericConnector:
+    incremental: IncrementalMode | None = None
+
     def __init__(self, source: GenericSource, external_id: str) -> None:
         self.url = f"{source.base}/pipelines/{quote(external_id, safe='')}/runs"
 
     def page_request(self, cursor: str | None) -> PageRequest:
         return PageRequest("GET", self.url, params={"cursor": cursor} if cursor else {})
 
-    def read_page(self, body: Any) -> Page:
+    def read_page(self, fetched: Fetched) -> Page:
+        body = fetched.body
         runs = run_list(body, "runs", required=True)
         return Page(runs, cursor_value(body.get("next_cursor"), "next_cursor"))
 

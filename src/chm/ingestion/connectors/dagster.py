@@ -1,0 +1,130 @@
+"""Dagster GraphQL: ``runsOrError(filter: RunsFilter, cursor: String, limit: Int)``.
+
+``base_url`` is the webserver (``http://HOST:3000``) or the Dagster+
+deployment (``https://ORG.dagster.cloud/prod``); the query is POSTed to
+``{base_url}/graphql``. A pipeline's ``external_id`` is the job name
+(``RunsFilter.pipelineName``). Runs come newest first, ``limit`` (100) at a
+time; the next page is asked with the last run's ``runId`` as ``cursor``,
+until a page shorter than the limit.
+
+``runsOrError`` is a union: ``Runs {results}``, or
+``InvalidPipelineRunsFilterError``/``PythonError`` with a ``message``, both
+answered with HTTP 200, as are GraphQL ``errors``. Those end the pipeline
+with the source's message (``SourceRejected``), never as an empty history.
+
+Incremental: ``RunsFilter.updatedAfter`` (epoch seconds), the run's last update.
+
+Per run: ``runId``; ``status`` (``RunStatus``: QUEUED, NOT_STARTED,
+MANAGED, STARTING, STARTED, SUCCESS, FAILURE, CANCELING, CANCELED);
+``startTime``/``endTime``/``updateTime`` in epoch seconds.
+Authentication: Dagster+ takes ``Dagster-Cloud-Api-Token: <token>``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from chm.ingestion.config import DagsterSource
+from chm.ingestion.connectors.base import (
+    Fetched,
+    IncrementalMode,
+    Page,
+    PageRequest,
+    PageShapeError,
+    SourceRejected,
+    run_list,
+)
+from chm.ingestion.normalize import (
+    SourceRun,
+    map_status,
+    parse_timestamp,
+    run_identity,
+    status_word,
+)
+from chm.models.run import RunStatus
+
+PAGE_LIMIT = 100
+
+RUNS_QUERY = """
+query ChmRuns($filter: RunsFilter, $cursor: String, $limit: Int) {
+  runsOrError(filter: $filter, cursor: $cursor, limit: $limit) {
+    __typename
+    ... on Runs {
+      results { runId status pipelineName creationTime startTime endTime updateTime }
+    }
+    ... on InvalidPipelineRunsFilterError { message }
+    ... on PythonError { message }
+  }
+}
+""".strip()
+
+DAGSTER_STATUS = {
+    **dict.fromkeys(("queued", "not_started"), RunStatus.queued),
+    # MANAGED: the run is executed by a process outside Dagster's launcher.
+    **dict.fromkeys(("managed", "starting", "started", "canceling"), RunStatus.running),
+    "success": RunStatus.success,
+    "failure": RunStatus.failed,
+    "canceled": RunStatus.cancelled,
+}
+
+
+class DagsterConnector:
+    incremental: IncrementalMode | None = "updated"
+
+    def __init__(
+        self, source: DagsterSource, job_name: str, now: datetime, since: datetime | None = None
+    ) -> None:
+        self.url = f"{source.base}/graphql"
+        self.filter: dict[str, Any] = {"pipelineName": job_name}
+        if since is not None:
+            self.filter["updatedAfter"] = since.timestamp()
+
+    def page_request(self, cursor: str | None) -> PageRequest:
+        variables = {"filter": self.filter, "cursor": cursor, "limit": PAGE_LIMIT}
+        return PageRequest("POST", self.url, json={"query": RUNS_QUERY, "variables": variables})
+
+    def read_page(self, fetched: Fetched) -> Page:
+        body = fetched.body
+        if not isinstance(body, dict):
+            raise PageShapeError("the answer is not a JSON object")
+        data = body.get("data")
+        answer = data.get("runsOrError") if isinstance(data, dict) else None
+        errors = body.get("errors")
+        if answer is None:
+            if isinstance(errors, list) and errors:
+                raise SourceRejected("GraphQL errors: " + "; ".join(_messages(errors)))
+            raise PageShapeError("the answer has no data.runsOrError")
+        if not isinstance(answer, dict):
+            raise PageShapeError("data.runsOrError is not an object")
+        kind = answer.get("__typename")
+        if kind != "Runs":
+            message = answer.get("message")
+            detail = f": {message}" if isinstance(message, str) and message else ""
+            raise SourceRejected(f"runsOrError answered {kind}{detail}")
+        runs = run_list(answer, "results", required=True)
+        if len(runs) < PAGE_LIMIT:
+            return Page(runs, None)
+        last = runs[-1]
+        if not isinstance(last, dict) or not isinstance(last.get("runId"), str):
+            raise PageShapeError("the last run of the page has no runId to page on")
+        return Page(runs, last["runId"])
+
+    def map_run(self, raw: dict[str, Any]) -> SourceRun:
+        word = status_word(raw.get("status"))
+        return SourceRun(
+            external_run_id=run_identity(raw.get("runId"), "runId"),
+            status=map_status(word, DAGSTER_STATUS),
+            source_status=word,
+            started_at=parse_timestamp(raw.get("startTime"), "startTime"),
+            finished_at=parse_timestamp(raw.get("endTime"), "endTime"),
+            source_updated_at=parse_timestamp(raw.get("updateTime"), "updateTime"),
+        )
+
+
+def _messages(errors: list[Any]) -> list[str]:
+    messages = []
+    for error in errors[:5]:
+        message = error.get("message") if isinstance(error, dict) else None
+        messages.append(str(message)[:300] if message else "an error without a message")
+    return messages

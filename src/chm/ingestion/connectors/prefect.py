@@ -1,0 +1,117 @@
+"""Prefect 3 REST API: ``POST {api_url}/flow_runs/filter``.
+
+``base_url`` is the API URL (``PREFECT_API_URL``: ``http://HOST:4200/api``,
+or Prefect Cloud's ``https://api.prefect.cloud/api/accounts/{account}/workspaces/{workspace}``).
+A pipeline's ``external_id`` is the deployment id (a UUID). The body filters
+on it, ``{"flow_runs": {"deployment_id": {"any_": [id]}}, "sort": "ID_DESC",
+"limit": 200, "offset": n}`` (200 is the server's default maximum); the
+answer is a JSON list of flow runs, and the walk ends on a page shorter than
+the limit. ``ID_DESC`` is a total order, so a run created during the walk
+can only make one run read twice, which the upsert absorbs.
+
+Per run: ``id``; ``state_type`` (``StateType``: SCHEDULED, PENDING, RUNNING,
+COMPLETED, FAILED, CANCELLED, CRASHED, PAUSED, CANCELLING) decides the
+status, and ``source_status`` keeps it with ``state_name`` (``"SCHEDULED/Late"``,
+``"FAILED/TimedOut"``); ``start_time``/``end_time``; ``total_run_time``
+(seconds) once the run is final; ``state.message`` as the failure text;
+``updated`` as the source update time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from chm.ingestion.config import PrefectSource
+from chm.ingestion.connectors.base import (
+    BadExternalId,
+    Fetched,
+    IncrementalMode,
+    Page,
+    PageRequest,
+    PageShapeError,
+    next_offset,
+    offset_of,
+)
+from chm.ingestion.normalize import (
+    InvalidRun,
+    SourceRun,
+    duration_seconds,
+    error_text,
+    failure_text,
+    map_status,
+    parse_timestamp,
+    run_identity,
+    status_word,
+)
+from chm.models.run import TERMINAL_STATUSES, RunStatus
+
+PAGE_LIMIT = 200
+
+PREFECT_STATE = {
+    **dict.fromkeys(("scheduled", "pending"), RunStatus.queued),
+    # A paused run has started and waits to be resumed; a cancelling one has
+    # not stopped yet.
+    **dict.fromkeys(("running", "paused", "cancelling"), RunStatus.running),
+    "completed": RunStatus.success,
+    **dict.fromkeys(("failed", "crashed"), RunStatus.failed),
+    "cancelled": RunStatus.cancelled,
+}
+
+
+class PrefectConnector:
+    incremental: IncrementalMode | None = None
+
+    def __init__(
+        self,
+        source: PrefectSource,
+        deployment_id: str,
+        now: datetime,
+        since: datetime | None = None,
+    ) -> None:
+        try:
+            self.deployment_id = str(uuid.UUID(deployment_id))
+        except ValueError:
+            raise BadExternalId(
+                f"external_id {deployment_id!r} is not a Prefect deployment id (a UUID)"
+            ) from None
+        self.url = f"{source.base}/flow_runs/filter"
+
+    def page_request(self, cursor: str | None) -> PageRequest:
+        body = {
+            "flow_runs": {"deployment_id": {"any_": [self.deployment_id]}},
+            "sort": "ID_DESC",
+            "limit": PAGE_LIMIT,
+            "offset": offset_of(cursor),
+        }
+        return PageRequest("POST", self.url, json=body)
+
+    def read_page(self, fetched: Fetched) -> Page:
+        if not isinstance(fetched.body, list):
+            raise PageShapeError("the answer is not a JSON list of flow runs")
+        runs = fetched.body
+        return Page(runs, next_offset(fetched.cursor, len(runs), page_size=PAGE_LIMIT))
+
+    def map_run(self, raw: dict[str, Any]) -> SourceRun:
+        state = raw.get("state")
+        if state is not None and not isinstance(state, dict):
+            raise InvalidRun("state is not an object")
+        state = state or {}
+        state_type = status_word(raw.get("state_type") or state.get("type"), "state_type")
+        status = map_status(state_type, PREFECT_STATE)
+        name = raw.get("state_name") or state.get("name")
+        words = f"{state_type}/{status_word(name, 'state_name')}" if name else state_type
+        duration = None
+        if status in TERMINAL_STATUSES:
+            duration = duration_seconds(raw.get("total_run_time"), "total_run_time")
+        return SourceRun(
+            external_run_id=run_identity(raw.get("id"), "id"),
+            status=status,
+            source_status=words[:200],
+            started_at=parse_timestamp(raw.get("start_time"), "start_time"),
+            finished_at=parse_timestamp(raw.get("end_time"), "end_time"),
+            duration_seconds=duration,
+            error_message=failure_text(status, error_text(state.get("message"))),
+            source_updated_at=parse_timestamp(raw.get("updated"), "updated"),
+        )
