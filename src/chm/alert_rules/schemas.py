@@ -3,14 +3,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt
 
 from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel, text
 from chm.models.alert_rule import MAX_WINDOW_MINUTES, RuleType
 
 Destination = Annotated[str, text(500)]
-Threshold = Annotated[int, Field(ge=1, le=1_000_000)]
-WindowMinutes = Annotated[int, Field(ge=1, le=MAX_WINDOW_MINUTES)]
+# Strict: a JSON integer, not 5.0 or "5" (the schema says integer).
+Threshold = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+WindowMinutes = Annotated[StrictInt, Field(ge=1, le=MAX_WINDOW_MINUTES)]
 
 
 class AlertRuleCreate(RequestModel):
@@ -20,7 +21,7 @@ class AlertRuleCreate(RequestModel):
     destination: Destination
     threshold: Threshold | None = None
     window_minutes: WindowMinutes | None = None
-    is_enabled: bool = True
+    is_enabled: StrictBool = True
 
 
 class AlertRuleUpdate(RequestModel):
@@ -30,7 +31,7 @@ class AlertRuleUpdate(RequestModel):
     destination: Annotated[Destination | None, NotNull] = None
     threshold: Threshold | None = None
     window_minutes: WindowMinutes | None = None
-    is_enabled: Annotated[bool | None, NotNull] = None
+    is_enabled: Annotated[StrictBool | None, NotNull] = None
 
 
 class AlertRuleOut(ResponseModel):

@@ -3,6 +3,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+from pydantic import StrictBool
+
 from chm.core.schemas import EntityId, Name, NotNull, RequestModel, ResponseModel
 from chm.models.run import RunStatus
 from chm.runs.schemas import RunOut
@@ -10,12 +12,12 @@ from chm.runs.schemas import RunOut
 
 class ClientCreate(RequestModel):
     name: Name
-    is_active: bool = True
+    is_active: StrictBool = True
 
 
 class ClientUpdate(RequestModel):
     name: Annotated[Name | None, NotNull] = None
-    is_active: Annotated[bool | None, NotNull] = None
+    is_active: Annotated[StrictBool | None, NotNull] = None
 
 
 class ClientOut(ResponseModel):

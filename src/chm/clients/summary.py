@@ -3,7 +3,7 @@ in a time window, computed in the database."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,6 +19,7 @@ from chm.runs.schemas import RunOut
 from chm.runs.service import check_window
 
 DEFAULT_WINDOW = timedelta(hours=24)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def resolve_window(
@@ -28,7 +29,8 @@ def resolve_window(
     if until is None:
         until = utcnow()
     if since is None:
-        since = until - default
+        # Near the start of the calendar the window starts at its first instant.
+        since = until - default if until - _EARLIEST > default else _EARLIEST
     check_window(since, until)
     return since, until
 

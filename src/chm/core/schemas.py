@@ -23,12 +23,20 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,49}$"
 
 # Text may hold any character but NUL, which PostgreSQL cannot store.
 NO_NUL_PATTERN = r"^[^\x00]*$"
+# ... and a trimmed required text needs one character that trimming keeps: the
+# schema then says that a blank value ("\r", "  ") is invalid, as validation does.
+# The class lists the characters pydantic trims (Unicode White_Space), spelled
+# out because `\s` means another set in each regex dialect (Python's includes
+# \x1c-\x1f, which pydantic keeps).
+_TRIMMED = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK_PATTERN = rf"^[^\x00]*[^\x00{_TRIMMED}][^\x00]*$"
 
 
 def text(max_length: int, *, min_length: int = 1, strip: bool = True) -> StringConstraints:
     """Constraints for a free-text field: bounded, trimmed, no NUL."""
+    pattern = NOT_BLANK_PATTERN if strip and min_length > 0 else NO_NUL_PATTERN
     return StringConstraints(
-        strip_whitespace=strip, min_length=min_length, max_length=max_length, pattern=NO_NUL_PATTERN
+        strip_whitespace=strip, min_length=min_length, max_length=max_length, pattern=pattern
     )
 
 
@@ -116,8 +124,19 @@ def _rfc3339_only(value: object) -> object:
     )
 
 
+def _in_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a 422, not an OverflowError, when UTC has no such time
+    (0001-01-01T00:00:00+00:01 is before the first representable instant)."""
+    try:
+        return as_utc(value)
+    except OverflowError:
+        raise PydanticCustomError(
+            "out_of_range", "timestamp is out of range once converted to UTC"
+        ) from None
+
+
 # A request timestamp without an offset is read as UTC (contract: Conventions).
-UTCTimestamp = Annotated[datetime, BeforeValidator(_rfc3339_only), AfterValidator(as_utc)]
+UTCTimestamp = Annotated[datetime, BeforeValidator(_rfc3339_only), AfterValidator(_in_utc)]
 
 
 class RequestModel(BaseModel):

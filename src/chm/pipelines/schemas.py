@@ -3,6 +3,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+from pydantic import StrictBool
+
 from chm.core.schemas import EntityId, Name, NotNull, RequestModel, ResponseModel, Slug, text
 
 ExternalId = Annotated[str, text(500)]
@@ -15,7 +17,7 @@ class PipelineCreate(RequestModel):
     pipeline_type: Slug
     environment: Slug
     external_id: ExternalId | None = None
-    is_active: bool = True
+    is_active: StrictBool = True
 
 
 class PipelineUpdate(RequestModel):
@@ -24,7 +26,7 @@ class PipelineUpdate(RequestModel):
     pipeline_type: Annotated[Slug | None, NotNull] = None
     environment: Annotated[Slug | None, NotNull] = None
     external_id: ExternalId | None = None
-    is_active: Annotated[bool | None, NotNull] = None
+    is_active: Annotated[StrictBool | None, NotNull] = None
 
 
 class PipelineOut(ResponseModel):

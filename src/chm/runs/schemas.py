@@ -4,7 +4,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, FiniteFloat, PlainValidator, WithJsonSchema
+from pydantic import AfterValidator, Field, FiniteFloat, PlainValidator, Strict, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from chm.core.schemas import (
@@ -39,24 +39,35 @@ def _metric_value(value: Any) -> Any:
     )
 
 
+_METRIC_VALUE_SCHEMA = {
+    "anyOf": [
+        {"type": "number"},
+        {"type": "string", "maxLength": MAX_METRIC_TEXT, "pattern": NO_NUL_PATTERN},
+        {"type": "boolean"},
+        {"type": "null"},
+    ]
+}
+MAX_METRICS = 200
 # Metrics are flat: a name to a JSON scalar (rows, bytes, cost, a label...).
-MetricValue = Annotated[
-    Any,
-    PlainValidator(_metric_value),
+MetricValue = Annotated[Any, PlainValidator(_metric_value), WithJsonSchema(_METRIC_VALUE_SCHEMA)]
+Metrics = Annotated[
+    dict[MetricName, MetricValue],
+    Field(max_length=MAX_METRICS),
+    # pydantic would put the name's pattern in patternProperties, which leaves
+    # names that do not match it (a NUL) unconstrained: the names' rule goes to
+    # propertyNames and every value follows the metric value schema.
     WithJsonSchema(
         {
-            "anyOf": [
-                {"type": "number"},
-                {"type": "string", "maxLength": MAX_METRIC_TEXT, "pattern": NO_NUL_PATTERN},
-                {"type": "boolean"},
-                {"type": "null"},
-            ]
+            "type": "object",
+            "maxProperties": MAX_METRICS,
+            "propertyNames": {"minLength": 1, "maxLength": 200, "pattern": NO_NUL_PATTERN},
+            "additionalProperties": _METRIC_VALUE_SCHEMA,
         }
     ),
 ]
-Metrics = Annotated[dict[MetricName, MetricValue], Field(max_length=200)]
 ErrorMessage = Annotated[str, text(20_000, min_length=0, strip=False)]
-Duration = Annotated[FiniteFloat, Field(ge=0, le=10 * 365 * 86400)]
+# Strict: a JSON number, not "1.5" or true (an integer is a number too).
+Duration = Annotated[FiniteFloat, Strict(), Field(ge=0, le=10 * 365 * 86400)]
 
 
 class RunCreate(RequestModel):
