@@ -166,14 +166,12 @@ class SourceClient:
         assert exchange is not None
         request = PageRequest("POST", exchange.url, json=dict(exchange.body))
         try:
-            answer = self._retrying(request, f"{context} (token exchange)", authenticated=False)
+            answer = self._retrying(request, f"{context} (login)", authenticated=False)
         except SourceError as error:
-            raise SourceError(f"token exchange at {exchange.url} failed: {error}") from None
+            raise SourceError(f"could not log in (POST {exchange.url}): {error}") from None
         token = answer.body.get(exchange.token_key) if isinstance(answer.body, dict) else None
         if not isinstance(token, str) or not token:
-            raise SourceError(
-                f"token exchange at {exchange.url} answered no {exchange.token_key!r}"
-            )
+            raise SourceError(f"the login (POST {exchange.url}) answered no {exchange.token_key!r}")
         self.secrets = (*self.secrets, token)
         self._auth = {"Authorization": f"Bearer {token}"}
 

@@ -7,8 +7,9 @@ first; a page is ``{"data": [...], "status": {...}, "extra": {"filters":
 {...}, "order_by": "-id", "pagination": {"count": n, "total_count": N}}}``.
 The next offset is the previous one plus the runs returned, until the runs
 seen reach ``extra.pagination.total_count`` (or an empty page). A run
-created during the walk shifts the later pages by one: a run is then read
-twice, never missed, and the upsert absorbs the repeat.
+created during the walk goes first and shifts the later pages by one: a run
+is then read twice, never missed (the upsert absorbs the repeat), and the new
+run is read by the next ingestion.
 
 Per run: ``id``; ``status``, an integer (1 queued, 2 starting, 3 running,
 10 success, 20 error, 30 cancelled), kept with ``status_humanized`` as
