@@ -30,10 +30,11 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # schemathesis against the OpenAPI document with many more examples per
-# operation and mode than the suite's bounded run (both databases).
+# operation and mode than the suite's bounded run (both databases); -rP prints
+# the case counts of each database.
 FUZZ_EXAMPLES ?= 300
 fuzz: install
-	CHM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz.py -s -p no:cacheprovider $(PYTEST_ARGS)
+	CHM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz.py -rP -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench
