@@ -64,3 +64,13 @@ def test_timestamps_at_the_edge_of_the_calendar_never_cause_a_500(api) -> None:
     }  # fmt: skip
     after_utc = api.get(summary, params={"until": "9999-12-31T23:59:00-00:01"})
     assert after_utc.status_code == 422
+
+
+def test_a_payload_with_nul_characters_is_stored_without_them(api) -> None:
+    pipeline = make_pipeline(api, make_client(api))
+    payload = {"\u0000": None, "a\u0000b": [{"c": "x\u0000y"}], "token": "s\u0000"}
+    run = ok(api.post(f"{API}/pipelines/{pipeline['id']}/runs",
+                      json={"status": "failed", "source_payload": payload}), 201)  # fmt: skip
+    assert run["source_payload"] == {"": None, "ab": [{"c": "xy"}], "token": "[REDACTED]"}
+    stored = ok(api.get(f"{API}/runs/{run['id']}"))
+    assert stored["source_payload"] == run["source_payload"]

@@ -40,24 +40,6 @@ def text(max_length: int, *, min_length: int = 1, strip: bool = True) -> StringC
     )
 
 
-def reject_nul(value: Any, path: str = "") -> Any:
-    """For free-form JSON (payloads): no string or key anywhere may hold NUL."""
-    if isinstance(value, str) and "\x00" in value:
-        raise PydanticCustomError(
-            "nul_character",
-            "text must not contain NUL characters (at {path})",
-            {"path": path or "."},
-        )
-    if isinstance(value, dict):
-        for key, item in value.items():
-            reject_nul(key, f"{path}.{key}" if path else str(key))
-            reject_nul(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            reject_nul(item, f"{path}[{index}]")
-    return value
-
-
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 Name = Annotated[str, text(200)]
 

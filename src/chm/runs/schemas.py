@@ -14,12 +14,26 @@ from chm.core.schemas import (
     RequestModel,
     ResponseModel,
     UTCTimestamp,
-    reject_nul,
     text,
 )
 from chm.models.run import RunStatus
 
 ExternalRunId = Annotated[str, text(500)]
+
+
+def without_nul(value: Any) -> Any:
+    """A payload with the NUL characters of its keys and strings dropped, at any
+    depth: PostgreSQL cannot store them, and the schema, an object of anything,
+    accepts them (ingestion drops them from source payloads the same way)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
 MetricName = Annotated[str, text(200, strip=False)]
 MAX_METRIC_TEXT = 2000
 
@@ -78,7 +92,7 @@ class RunCreate(RequestModel):
     duration_seconds: Duration | None = None
     metrics: Metrics = Field(default_factory=dict)
     error_message: ErrorMessage | None = None
-    source_payload: Annotated[dict[str, Any], AfterValidator(reject_nul)] | None = None
+    source_payload: Annotated[dict[str, Any], AfterValidator(without_nul)] | None = None
 
 
 class RunUpdate(RequestModel):
