@@ -123,12 +123,15 @@ def ingest(
     client: Annotated[str | None, typer.Option(help="Only this client's pipelines (id)")] = None,
     pipeline: Annotated[str | None, typer.Option(help="Only this pipeline (id)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON on stdout")] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Re-read every run, not only what changed (backfill)")
+    ] = False,
 ) -> None:
     """Ingest the runs of every matching active pipeline from its source (CHM_CONFIG)."""
     from chm.ingestion.cli import run_ingest
 
     # run_ingest checks the sources file first (exit 2), then the database.
-    raise typer.Exit(run_ingest(get_settings(), client, pipeline, as_json))
+    raise typer.Exit(run_ingest(get_settings(), client, pipeline, as_json, full=full))
 
 
 @app.command()

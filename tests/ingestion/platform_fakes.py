@@ -48,7 +48,7 @@ class AirflowFake:
     dag_id: str
     version: str = "2"
     username: str = "chm"
-    password: str = "airflow-pw-Z9"  # noqa: S105 (a test fixture)
+    password: str = "airflow-pw-Z9"
     clamp: int = 100
     runs: list[dict[str, Any]] = field(default_factory=list)
     tokens_issued: int = 0

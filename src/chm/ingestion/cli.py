@@ -100,7 +100,12 @@ def _summary(report: IngestionReport) -> str:
 
 
 def run_ingest(
-    settings: Settings, client_id: str | None, pipeline_id: str | None, as_json: bool
+    settings: Settings,
+    client_id: str | None,
+    pipeline_id: str | None,
+    as_json: bool,
+    *,
+    full: bool = False,
 ) -> int:
     """Run ``chm ingest``; answers the exit code."""
     stderr = Console(stderr=True)
@@ -121,9 +126,9 @@ def run_ingest(
         if interactive:
             with TerminalProgress(stderr) as progress:
                 report = ingest(engine, sources, client_id=client, pipeline_id=pipeline,
-                                progress=progress)  # fmt: skip
+                                progress=progress, full=full)  # fmt: skip
         else:
-            report = ingest(engine, sources, client_id=client, pipeline_id=pipeline)
+            report = ingest(engine, sources, client_id=client, pipeline_id=pipeline, full=full)
     except (DatabaseNotMigrated, EnvironmentMismatch) as error:
         print(f"chm: {error}", file=sys.stderr)
         return EXIT_SOME_FAILED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from pydantic import Field
 
 from chm.core.errors import ChmError
 from chm.core.schemas import EntityId, RequestModel
@@ -25,6 +26,9 @@ class IngestionNotConfigured(ChmError):
 class IngestionRequest(RequestModel):
     client_id: EntityId | None = None
     pipeline_id: EntityId | None = None
+    full: bool = Field(
+        False, description="Re-read every run, not only what changed since the last ingestion"
+    )
 
 
 @router.post("", response_model=IngestionReport)
@@ -42,4 +46,10 @@ def run_ingestion(request: Request, body: IngestionRequest | None = None) -> Ing
         raise IngestionNotConfigured(str(error)) from None
     with request.app.state.read_sessions() as session:
         client_id, pipeline_id = resolve_scope(session, body.client_id, body.pipeline_id)
-    return ingest(request.app.state.engine, sources, client_id=client_id, pipeline_id=pipeline_id)
+    return ingest(
+        request.app.state.engine,
+        sources,
+        client_id=client_id,
+        pipeline_id=pipeline_id,
+        full=body.full,
+    )
