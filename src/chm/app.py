@@ -23,6 +23,7 @@ from chm.core.errors import (
     problem_responses,
 )
 from chm.core.settings import Environment, Settings, get_settings
+from chm.ingestion.lineage import router as lineage_router
 from chm.ingestion.router import router as ingestion_router
 from chm.pipelines.router import router as pipelines_router
 from chm.reports.router import router as reports_router
@@ -60,7 +61,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     install_error_handlers(app)
     if settings.env is Environment.production and settings.api_token is not None:
         app.add_middleware(
-            BearerTokenMiddleware, token=settings.api_token.get_secret_value(), prefix=API_PREFIX
+            BearerTokenMiddleware,
+            token=settings.api_token.get_secret_value(),
+            prefix=API_PREFIX,
+            exempt=(f"{API_PREFIX}/lineage",),
         )
 
     api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
@@ -70,6 +74,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         runs_router,
         alert_rules_router,
         ingestion_router,
+        lineage_router,
         reports_router,
     ):
         api.include_router(router)
