@@ -6,9 +6,10 @@ from fastapi import APIRouter, Query, Response
 
 from chm.clients import service, summary
 from chm.clients.schemas import ClientCreate, ClientOut, ClientSummary, ClientUpdate
-from chm.core.deps import ReadConnection, ReadSession, WriteSession
+from chm.core.deps import ReadSession, ReadSnapshot, WriteSession
 from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
-from chm.core.schemas import NO_NUL_PATTERN, UTCTimestamp, json_response
+from chm.core.schemas import NO_NUL_PATTERN, UTCTimestamp
+from chm.runs.serialize import json_bytes_response
 
 router = APIRouter(prefix="/clients", tags=["clients"])
 
@@ -61,9 +62,9 @@ def disable_client(client_id: str, session: WriteSession) -> ClientOut:
 @router.get("/{client_id}/summary", response_model=ClientSummary)
 async def client_summary(
     client_id: str,
-    conn: ReadConnection,
+    conn: ReadSnapshot,
     since: Annotated[UTCTimestamp | None, Query(description="Default: 24 h before until")] = None,
     until: Annotated[UTCTimestamp | None, Query(description="Default: now")] = None,
 ) -> Response:
     """Status counts and each active pipeline's latest run in a window (default: the last 24 h)."""
-    return json_response(await summary.client_summary(conn, client_id, since, until))
+    return json_bytes_response(await summary.client_summary(conn, client_id, since, until))

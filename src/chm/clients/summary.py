@@ -4,18 +4,19 @@ in a time window, computed in the database."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chm.clients.schemas import ClientRef, ClientSummary, PipelineHealth
 from chm.core.errors import NotFound
 from chm.core.ids import path_id
 from chm.core.timeutil import utcnow
+from chm.core.types import NullsLowKey
 from chm.models import Client, Pipeline, Run
 from chm.models.run import RunStatus
 from chm.runs.ordering import ORDER_BY
-from chm.runs.schemas import RunOut
+from chm.runs.serialize import RUN_COLUMNS, RUNS, run_document
 from chm.runs.service import check_window
 
 DEFAULT_WINDOW = timedelta(hours=24)
@@ -35,9 +36,41 @@ def resolve_window(
     return since, until
 
 
+def latest_run_in_window(since: datetime, until: datetime) -> sa.ColumnElement[int | None]:
+    """The id of ``Pipeline``'s latest run with its event time in [since, until), by
+    the ordering rule, as two probes of the ordering index (never a scan of the
+    window): a run with a start time always ranks before one without, and its
+    event time is its start time; only when the window holds no started run do
+    the runs without one (event time = finished, else created) decide."""
+    started_key = NullsLowKey(RUNS.c.started_at)
+    started = (
+        sa.select(RUNS.c.id)
+        .where(RUNS.c.pipeline_id == Pipeline.id, started_key >= since, started_key < until)
+        .order_by(*ORDER_BY)
+        .limit(1)
+        .correlate(Pipeline)
+        .scalar_subquery()
+    )
+    unstarted = (
+        sa.select(RUNS.c.id)
+        .where(
+            RUNS.c.pipeline_id == Pipeline.id,
+            started_key == NullsLowKey(sa.null()),
+            RUNS.c.event_at >= since,
+            RUNS.c.event_at < until,
+        )
+        .order_by(*ORDER_BY)
+        .limit(1)
+        .correlate(Pipeline)
+        .scalar_subquery()
+    )
+    return sa.func.coalesce(started, unstarted)
+
+
 async def client_summary(
     conn: AsyncConnection, client_id: str, since: datetime | None, until: datetime | None
-) -> ClientSummary:
+) -> dict[str, Any]:
+    """The summary as a ``ClientSummary``-shaped document (see chm.runs.serialize)."""
     client = (
         await conn.execute(
             sa.select(Client.id, Client.name).where(Client.id == path_id(client_id, "client"))
@@ -71,24 +104,12 @@ async def client_summary(
         counts.setdefault(pipeline_id, {})[status] = n
         status_counts[RunStatus(status)] += n
 
-    # Each pipeline's latest run in the window, by the ordering rule.
-    ranked = (
-        sa.select(
-            Run.id,
-            sa.func.row_number()
-            .over(partition_by=Run.pipeline_id, order_by=ORDER_BY)
-            .label("rank"),
-        )
-        .join(Pipeline, Pipeline.id == Run.pipeline_id)
-        .where(*in_window)
-        .subquery()
+    latest_ids = sa.select(latest_run_in_window(since, until)).where(
+        Pipeline.client_id == client.id, Pipeline.is_active.is_(True)
     )
-    runs = Run.__table__
     latest = {
         run.pipeline_id: run
-        for run in await conn.execute(
-            sa.select(runs).where(runs.c.id.in_(sa.select(ranked.c.id).where(ranked.c.rank == 1)))
-        )
+        for run in await conn.execute(sa.select(*RUN_COLUMNS).where(RUNS.c.id.in_(latest_ids)))
     }
 
     rows = []
@@ -96,22 +117,22 @@ async def client_summary(
         run = latest.get(pipeline.id)
         pipeline_counts = counts.get(pipeline.id, {})
         rows.append(
-            PipelineHealth(
-                pipeline_id=str(pipeline.id),
-                pipeline_name=pipeline.name,
-                platform=pipeline.platform,
-                environment=pipeline.environment,
-                latest_status=RunStatus(run.status) if run is not None else None,
-                latest_run=RunOut.model_validate(run) if run is not None else None,
-                runs_in_window=sum(pipeline_counts.values()),
-                failed_in_window=pipeline_counts.get(RunStatus.failed, 0),
-            )
+            {
+                "pipeline_id": str(pipeline.id),
+                "pipeline_name": pipeline.name,
+                "platform": pipeline.platform,
+                "environment": pipeline.environment,
+                "latest_status": run.status if run is not None else None,
+                "latest_run": run_document(run) if run is not None else None,
+                "runs_in_window": sum(pipeline_counts.values()),
+                "failed_in_window": pipeline_counts.get(RunStatus.failed, 0),
+            }
         )
-    return ClientSummary(
-        client=ClientRef(id=str(client.id), name=client.name),
-        since=since,
-        until=until,
-        total_runs=sum(status_counts.values()),
-        status_counts=status_counts,
-        pipelines=rows,
-    )
+    return {
+        "client": {"id": str(client.id), "name": client.name},
+        "since": since,
+        "until": until,
+        "total_runs": sum(status_counts.values()),
+        "status_counts": {status.value: n for status, n in status_counts.items()},
+        "pipelines": rows,
+    }

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
@@ -92,8 +93,12 @@ def create_db_engine(raw_url: str, **kwargs: Any) -> Engine:
 def create_async_db_engine(raw_url: str, **kwargs: Any) -> AsyncEngine:
     """The asynchronous engine of the hot read paths (latest run, history pages,
     client summary): no thread hop per request, psycopg's async mode on
-    PostgreSQL and aiosqlite on SQLite, with the same connection settings."""
+    PostgreSQL and aiosqlite on SQLite, with the same connection settings.
+    Its JSON columns come back unparsed (``orjson.Fragment``): its rows are
+    written to JSON by chm.runs.serialize, never handled as Python values."""
     url = normalize_database_url(raw_url)
+    # JSON columns stay their stored text, embedded as is when answering.
+    kwargs.setdefault("json_deserializer", orjson.Fragment)
     if url.get_backend_name() == "sqlite":
         engine = create_async_engine(
             url.set(drivername="sqlite+aiosqlite"),

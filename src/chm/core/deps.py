@@ -30,8 +30,22 @@ WriteSession = Annotated[Session, Depends(_write_session, scope="function")]
 async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
     engine = request.app.state.async_engine
     async with engine.connect() as connection:
+        # One statement, one snapshot: no BEGIN/ROLLBACK round trips.
         yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
+async def _read_snapshot(request: Request) -> AsyncIterator[AsyncConnection]:
+    engine = request.app.state.async_engine
+    async with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # Every statement of the request sees the same committed state.
+            await connection.execution_options(isolation_level="REPEATABLE READ")
+        async with connection.begin():
+            yield connection
+
+
 # Read-only requests on the hot paths: an async connection, no ORM session.
+# ReadConnection answers from single statements; ReadSnapshot holds one
+# consistent snapshot across several (a summary's counts and latest runs).
 ReadConnection = Annotated[AsyncConnection, Depends(_read_connection)]
+ReadSnapshot = Annotated[AsyncConnection, Depends(_read_snapshot)]

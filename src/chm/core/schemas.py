@@ -15,7 +15,6 @@ from pydantic import (
     StringConstraints,
 )
 from pydantic_core import PydanticCustomError, core_schema
-from starlette.responses import Response
 
 from chm.core.timeutil import as_utc
 
@@ -129,9 +128,3 @@ class RequestModel(BaseModel):
 
 class ResponseModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-
-
-def json_response(model: BaseModel, status_code: int = 200) -> Response:
-    """Serialize a response model once, in pydantic's Rust core: routes that
-    return this skip FastAPI's second validation of the ``response_model``."""
-    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")

@@ -1,17 +1,17 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
 from chm.core.deps import ReadConnection, WriteSession
-from chm.core.ids import filter_id
+from chm.core.ids import filter_id, path_id
 from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
-from chm.core.schemas import UTCTimestamp, json_response
+from chm.core.schemas import UTCTimestamp
 from chm.models.run import RunStatus
 from chm.runs import service
 from chm.runs.schemas import RunCreate, RunOut, RunUpdate
+from chm.runs.serialize import json_bytes_response, run_document, runs_page
 
 router = APIRouter(tags=["runs"])
 
@@ -21,12 +21,6 @@ StatusFilter = Annotated[
 ]
 Since = Annotated[UTCTimestamp | None, Query(description="Event time >= since (RFC 3339)")]
 Until = Annotated[UTCTimestamp | None, Query(description="Event time < until (RFC 3339)")]
-
-
-def _page(rows: Sequence[Any], next_cursor: str | None) -> Response:
-    return json_response(
-        Page[RunOut](items=[RunOut.model_validate(r) for r in rows], next_cursor=next_cursor)
-    )
 
 
 @router.post("/pipelines/{pipeline_id}/runs", status_code=201, response_model=RunOut)
@@ -48,20 +42,23 @@ async def list_pipeline_runs(
     """A pipeline's run history by the ordering rule, filtered by status and time window."""
     rows, next_cursor = await service.list_runs(
         conn,
-        pipeline_id=await service.require_pipeline(conn, pipeline_id),
+        pipeline_id=path_id(pipeline_id, "pipeline"),
         statuses=status or (),
         since=since,
         until=until,
         limit=limit,
         cursor=cursor,
     )
-    return _page(rows, next_cursor)
+    if not rows:
+        # An empty page must still tell an unknown pipeline (404) from a quiet one.
+        await service.require_pipeline(conn, pipeline_id)
+    return runs_page(rows, next_cursor)
 
 
 @router.get("/pipelines/{pipeline_id}/runs/latest", response_model=RunOut)
 async def latest_run(pipeline_id: str, conn: ReadConnection) -> Response:
     """The pipeline's latest run by the ordering rule; 404 when it has none."""
-    return json_response(RunOut.model_validate(await service.latest_run(conn, pipeline_id)))
+    return json_bytes_response(run_document(await service.latest_run(conn, pipeline_id)))
 
 
 @router.get("/runs", response_model=Page[RunOut])
@@ -86,13 +83,13 @@ async def list_runs(
         limit=limit,
         cursor=cursor,
     )
-    return _page(rows, next_cursor)
+    return runs_page(rows, next_cursor)
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
 async def get_run(run_id: str, conn: ReadConnection) -> Response:
     """One run."""
-    return json_response(RunOut.model_validate(await service.read_run(conn, run_id)))
+    return json_bytes_response(run_document(await service.read_run(conn, run_id)))
 
 
 @router.patch("/runs/{run_id}", response_model=RunOut)

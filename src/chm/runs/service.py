@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -16,12 +15,13 @@ from chm.core.changes import apply_changes
 from chm.core.errors import Conflict, NotFound, ValidationFailed
 from chm.core.ids import filter_id, path_id
 from chm.core.pagination import decode_cursor, encode_cursor
-from chm.core.redaction import redact
+from chm.core.redaction import redact, redact_text
 from chm.models import Pipeline, Run
 from chm.models.run import RunStatus, derived_duration
 from chm.pipelines.service import get_pipeline
 from chm.runs.ordering import ORDER_BY, after_cursor, cursor_key
 from chm.runs.schemas import RunCreate, RunUpdate
+from chm.runs.serialize import RUN_COLUMNS, RUNS, RunRow
 
 CURSOR_KIND = "runs"
 
@@ -84,7 +84,8 @@ def create_manual_run(session: Session, pipeline_id: str, data: RunCreate) -> Ru
         ),
         duration_from_source=from_source,
         metrics=data.metrics,
-        error_message=data.error_message,
+        # Failure text is shown and stored like a payload: credentials removed (SE-002).
+        error_message=None if data.error_message is None else redact_text(data.error_message),
         source_payload=redact(data.source_payload) if data.source_payload is not None else None,
     )
     session.add(run)
@@ -102,6 +103,8 @@ def update_run(session: Session, run_id: str, data: RunUpdate) -> Run:
     changes = data.model_dump(exclude_unset=True)
     if "status" in changes:
         changes["status"] = changes["status"].value
+    if changes.get("error_message") is not None:
+        changes["error_message"] = redact_text(changes["error_message"])
     started = changes.get("started_at", run.started_at)
     finished = changes.get("finished_at", run.finished_at)
     _check_times(started, finished)
@@ -114,8 +117,6 @@ def update_run(session: Session, run_id: str, data: RunUpdate) -> Run:
 
 # --- reads: async Core on the hot paths (see chm.core.deps.ReadConnection) ---
 
-RUNS = Run.__table__
-
 
 async def require_pipeline(conn: AsyncConnection, pipeline_id: str) -> int:
     """The pipeline's key, or a 404 when there is no such pipeline."""
@@ -126,17 +127,23 @@ async def require_pipeline(conn: AsyncConnection, pipeline_id: str) -> int:
     return pipeline_pk
 
 
-async def read_run(conn: AsyncConnection, run_id: str) -> sa.Row[Any]:
-    row = (await conn.execute(sa.select(RUNS).where(RUNS.c.id == path_id(run_id, "run")))).first()
+async def read_run(conn: AsyncConnection, run_id: str) -> RunRow:
+    query = sa.select(*RUN_COLUMNS).where(RUNS.c.id == path_id(run_id, "run"))
+    row = (await conn.execute(query)).first()
     if row is None:
         raise NotFound(f"run {run_id!r} not found")
     return row
 
 
-async def latest_run(conn: AsyncConnection, pipeline_id: str) -> sa.Row[Any]:
+async def latest_run(conn: AsyncConnection, pipeline_id: str) -> RunRow:
     """The first run by the ordering rule: one index probe (ix_runs_pipeline_order)."""
     pipeline_pk = path_id(pipeline_id, "pipeline")
-    query = sa.select(RUNS).where(RUNS.c.pipeline_id == pipeline_pk).order_by(*ORDER_BY).limit(1)
+    query = (
+        sa.select(*RUN_COLUMNS)
+        .where(RUNS.c.pipeline_id == pipeline_pk)
+        .order_by(*ORDER_BY)
+        .limit(1)
+    )
     row = (await conn.execute(query)).first()
     if row is None:
         await require_pipeline(conn, pipeline_id)
@@ -154,10 +161,10 @@ async def list_runs(
     until: datetime | None = None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[sa.Row[Any]], str | None]:
+) -> tuple[list[RunRow], str | None]:
     """A page of runs by the ordering rule; inactive inventory's history included (FR-018)."""
     check_window(since, until)
-    query = sa.select(RUNS)
+    query = sa.select(*RUN_COLUMNS)
     if pipeline_id is not None:
         query = query.where(RUNS.c.pipeline_id == pipeline_id)
     client_filter = filter_id(client_id, "client_id")
