@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export CHM_DATABASE_URL ?= sqlite:///./chm.db
 
-.PHONY: install run test test-sqlite test-postgres fuzz lint typecheck format lock clean
+.PHONY: install run test test-sqlite test-postgres fuzz lint typecheck format lock clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,21 @@ test: install
 FUZZ_EXAMPLES ?= 300
 fuzz: install
 	CHM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz.py -rP -p no:cacheprovider $(PYTEST_ARGS)
+
+# The performance benchmarks (bench/README.md), never part of `make test`:
+# installs wrk (Debian) when missing, starts the local PostgreSQL when down,
+# generates or reuses the cached data set, runs every benchmark on SQLite and
+# PostgreSQL and writes bench/results/. BENCH_SIZE=small is a quick smoke run.
+BENCH_SIZE ?= large
+BENCH_ARGS ?=
+bench: install
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	@command -v pg_ctlcluster >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
+		echo "PostgreSQL is down; starting it"; \
+		pg_ctlcluster --skip-systemctl-redirect "$$(ls /etc/postgresql | head -n 1)" main start || true; \
+		for _ in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; }
+	env -u CHM_DATABASE_URL $(BIN)/python -m bench.run --size $(BENCH_SIZE) $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench
