@@ -112,7 +112,7 @@ def test_a_database_refuses_processes_of_another_environment(tmp_path: Path) -> 
     sources = tmp_path / "sources.toml"
     sources.write_text(
         '[[sources]]\nname = "feed"\nplatform = "generic"\nenvironment = "prod"\n'
-        'base_url = "http://127.0.0.1:9"\n'
+        'base_url = "http://127.0.0.1:9"\nchm_env = "production"\n'
     )
     dev = clean_env(CHM_DATABASE_URL=url, CHM_LOG_LEVEL="WARNING")
     prod = clean_env(

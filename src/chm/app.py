@@ -36,6 +36,7 @@ API_PREFIX = "/api/v1"
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
+    settings.register_secrets()  # no log line of the server may show them
     owns_engine = engine is None
     engine = engine or create_db_engine(settings.effective_database_url)
     async_engine = create_async_db_engine(engine.url.render_as_string(hide_password=False))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -28,11 +29,27 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def configure_logging(level: str) -> None:
+    from chm.core.redaction import RedactingFilter
+
     logging.basicConfig(
         stream=sys.stderr,
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging (its access log shows each query string), every
+    handler behind the redacting filter (SE-002)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redact": {"()": "chm.core.redaction.RedactingFilter"}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["redact"]
+    return config
 
 
 def require_our_database(settings: Settings) -> None:
@@ -87,6 +104,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        log_config=uvicorn_log_config(),
     )
 
 

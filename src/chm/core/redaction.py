@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -79,3 +81,61 @@ def redact(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
                 text = text.replace(secret, REDACTED)
         return text
     return value
+
+
+# The secrets this process was configured with (API token, database password,
+# source tokens), removed from every log line by RedactingFilter.
+_known_secrets: set[str] = set()
+_known_lock = threading.Lock()
+# Shorter values would blank out ordinary words in the logs.
+_MIN_SECRET_LENGTH = 4
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a configured secret so that no log line of this process shows it."""
+    if value and len(value) >= _MIN_SECRET_LENGTH:
+        with _known_lock:
+            _known_secrets.add(value)
+
+
+def redact_known(text: str) -> str:
+    """``text`` with credentials and every registered secret removed."""
+    text = redact_text(text)
+    for secret in sorted(_known_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A handler filter: a record's message, arguments and traceback without
+    credentials or registered secrets, whoever logged it (CHM, uvicorn's
+    access log, httpx/httpcore at DEBUG, SQLAlchemy...). Arguments stay in
+    place, redacted one by one, for formatters that read them (uvicorn's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_known(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted_arg(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redacted_arg(arg) for key, arg in record.args.items()}
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_known(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact_known(record.exc_text)
+        return True
+
+
+def _redacted_arg(arg: Any) -> Any:
+    if isinstance(arg, (int, float, bool)) or arg is None:
+        return arg
+    text = (
+        arg
+        if isinstance(arg, str)
+        else repr(arg)
+        if isinstance(arg, (bytes, tuple, list, dict))
+        else str(arg)
+    )
+    cleaned = redact_known(text)
+    return arg if cleaned == text else cleaned

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +38,21 @@ class Settings(BaseSettings):
         if self.database_url is None:
             return DEFAULT_DATABASE_URL
         return self.database_url.get_secret_value()
+
+    def register_secrets(self) -> None:
+        """Tell the log filter this configuration's secrets: the API token and the
+        database password (``chm.core.redaction.RedactingFilter``)."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        from chm.core.redaction import register_secret
+
+        if self.api_token is not None:
+            register_secret(self.api_token.get_secret_value())
+        if self.database_url is not None:
+            # A malformed URL is refused elsewhere, with its own message.
+            with contextlib.suppress(ArgumentError, ValueError):
+                register_secret(make_url(self.database_url.get_secret_value()).password)
 
     def production_problems(self) -> list[str]:
         """Reasons this configuration must not serve in production (SE-004)."""

@@ -24,6 +24,7 @@ from chm.core.environment import (
     verify_database_environment,
 )
 from chm.core.errors import ValidationFailed
+from chm.core.redaction import RedactingFilter
 from chm.core.settings import Settings
 from chm.ingestion.config import ConfigError, load_sources
 from chm.ingestion.engine import ingest, resolve_scope
@@ -81,6 +82,7 @@ def _configure_logging(level: str, console: Console | None) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -111,6 +113,7 @@ def run_ingest(
     stderr = Console(stderr=True)
     interactive = stderr.is_terminal
     _configure_logging(settings.log_level, stderr if interactive else None)
+    settings.register_secrets()
     try:
         sources = load_sources(settings.config, settings.env)
     except ConfigError as error:

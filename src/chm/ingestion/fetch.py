@@ -42,7 +42,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from chm.core.redaction import redact_text
+from chm.core.redaction import redact_text, register_secret
 from chm.core.timeutil import utcnow
 from chm.ingestion.config import SourceBase
 from chm.ingestion.connectors.base import PageRequest
@@ -118,6 +118,8 @@ class SourceClient:
         self.credentials = credentials
         # Every secret value, for removal from anything this source sends back.
         self.secrets: tuple[str, ...] = tuple(s for s in credentials.secrets if s)
+        for secret in self.secrets:
+            register_secret(secret)  # no log line of this process may show it
         self._auth: dict[str, str] = dict(credentials.headers)
         self._client = httpx.Client(
             headers={"Accept": "application/json", "User-Agent": "chm-ingest"},
@@ -173,6 +175,7 @@ class SourceClient:
         if not isinstance(token, str) or not token:
             raise SourceError(f"the login (POST {exchange.url}) answered no {exchange.token_key!r}")
         self.secrets = (*self.secrets, token)
+        register_secret(token)
         self._auth = {"Authorization": f"Bearer {token}"}
 
     def _retrying(self, request: PageRequest, context: str, authenticated: bool = True) -> Answer:
