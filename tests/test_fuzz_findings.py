@@ -28,7 +28,9 @@ def test_a_blank_name_is_rejected_and_the_schema_says_so(api, blank) -> None:
         ("/alert-rules", {"rule_type": "failures_in_window", "destination": "x",
                           "threshold": "3", "window_minutes": 5}, "threshold"),
         ("/alert-rules", {"rule_type": "failures_in_window", "destination": "x",
-                          "threshold": 3, "window_minutes": 5.0}, "window_minutes"),
+                          "threshold": 3, "window_minutes": 5.5}, "window_minutes"),
+        ("/alert-rules", {"rule_type": "failures_in_window", "destination": "x",
+                          "threshold": True, "window_minutes": 5}, "threshold"),
     ],
 )  # fmt: skip
 def test_json_types_are_not_coerced(api, path, body, field) -> None:
@@ -74,3 +76,11 @@ def test_a_payload_with_nul_characters_is_stored_without_them(api) -> None:
     assert run["source_payload"] == {"": None, "ab": [{"c": "xy"}], "token": "[REDACTED]"}
     stored = ok(api.get(f"{API}/runs/{run['id']}"))
     assert stored["source_payload"] == run["source_payload"]
+
+
+def test_an_integer_may_be_written_with_a_zero_fraction(api) -> None:
+    """JSON Schema counts 5.0 as an integer: so does the API."""
+    body = {"rule_type": "failures_in_window", "destination": "x", "threshold": 3.0,
+            "window_minutes": 5.0, "client_id": make_client(api)["id"]}  # fmt: skip
+    rule = ok(api.post(f"{API}/alert-rules", json=body), 201)
+    assert (rule["threshold"], rule["window_minutes"]) == (3, 5)

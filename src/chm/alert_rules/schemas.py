@@ -3,15 +3,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictBool, StrictInt
+from pydantic import BeforeValidator, Field, StrictBool, StrictInt
 
 from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel, text
 from chm.models.alert_rule import MAX_WINDOW_MINUTES, RuleType
 
 Destination = Annotated[str, text(500)]
-# Strict: a JSON integer, not 5.0 or "5" (the schema says integer).
-Threshold = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
-WindowMinutes = Annotated[StrictInt, Field(ge=1, le=MAX_WINDOW_MINUTES)]
+
+
+def _integral_number(value: object) -> object:
+    """JSON Schema's integer: 5 and 5.0 (a number with a zero fraction) are both
+    integers; "5" and true are not (StrictInt refuses them after this)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInteger = Annotated[StrictInt, BeforeValidator(_integral_number)]
+Threshold = Annotated[JsonInteger, Field(ge=1, le=1_000_000)]
+WindowMinutes = Annotated[JsonInteger, Field(ge=1, le=MAX_WINDOW_MINUTES)]
 
 
 class AlertRuleCreate(RequestModel):
