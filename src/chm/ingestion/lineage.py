@@ -335,7 +335,7 @@ async def receive_lineage_event(request: Request) -> JSONResponse:
     and record the run it tells of; the bearer key is the namespace source's token."""
     settings = request.app.state.settings
     try:
-        sources = load_sources(settings.config)
+        sources = load_sources(settings.config, settings.env)
     except ConfigError as error:
         raise IngestionNotConfigured(str(error)) from None
     key = _bearer(request)
