@@ -37,13 +37,14 @@ PRODUCER = "https://github.com/OpenLineage/OpenLineage/tree/1.54.0/integration/s
 SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
 
 
-def lineage_sources(tmp_path: Path) -> Path:
+def lineage_sources(tmp_path: Path, chm_env: str = "development") -> Path:
     path = tmp_path / "sources.toml"
     path.write_text(toml_text(
         {"name": "acme-spark", "platform": "spark", "environment": "prod", "client": "Acme",
-         "openlineage_namespace": NAMESPACE, "token_env": "ACME_OL_KEY"},
+         "openlineage_namespace": NAMESPACE, "token_env": "ACME_OL_KEY", "chm_env": chm_env},
         {"name": "beta-spark", "platform": "spark", "environment": "prod", "client": "Beta",
-         "openlineage_namespace": "spark://beta-prod", "token_env": "BETA_OL_KEY"},
+         "openlineage_namespace": "spark://beta-prod", "token_env": "BETA_OL_KEY",
+         "chm_env": chm_env},
     ))  # fmt: skip
     return path
 
@@ -226,7 +227,7 @@ def test_a_production_server_takes_the_namespace_key_on_lineage_only(
         env=Environment.production,
         database_url=db_url,
         api_token="prod-api-token-1",
-        config=lineage_sources(tmp_path),
+        config=lineage_sources(tmp_path, chm_env="production"),
         _env_file=None,
     )  # type: ignore[call-arg]
     with TestClient(create_app(settings, engine), raise_server_exceptions=False) as api:
