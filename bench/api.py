@@ -26,8 +26,10 @@ requests while a ``before_cursor_execute`` listener records each statement
 and its parameters, exactly as handed to the driver), then replayed through
 the bare driver (psycopg or sqlite3, one connection, autocommit, every row
 fetched) in a tight loop for ``--seconds``. The API's overhead ratio is the
-API's p50 latency at one connection (wrk -c1, one worker) divided by the
-driver's p50 for the same statements of one request (target <= 2).
+API's p50 latency at one connection (one request after the other, one
+worker, timed by a bare socket client) divided by the driver's p50 for the
+same statements of one request (target <= 2). For scale, the HTTP floor: a
+bare ASGI app (``bench/floor.py``) under the same uvicorn, same clients.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -291,6 +294,89 @@ def time_driver(url: str, requests: list[list[Statement]], seconds: float) -> di
     }
 
 
+# --- one connection, one request at a time -------------------------------------------
+
+
+def sequential(base: str, endpoint: Endpoint, ids: list[int], seconds: float) -> dict[str, Any]:
+    """Latency at one connection, one request after the other, by a bare keep-alive
+    socket client (a few microseconds of its own): wrk's mean and upper
+    percentiles at one connection do not add up to its request count here."""
+    host, port = base.removeprefix("http://").split(":")
+    rng = random.Random(7)
+    latencies: list[float] = []
+    with socket.create_connection((host, int(port))) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            path = endpoint.path.replace("{id}", str(rng.choice(ids)))
+            request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+            started = time.perf_counter()
+            sock.sendall(request)
+            status = _read_response(sock)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if status != 200:
+                raise RuntimeError(f"{path} answered {status}")
+    ordered = sorted(latencies)
+    return {
+        "requests": len(ordered),
+        "rps": len(ordered) / seconds,
+        "p50_ms": statistics.median(ordered),
+        "p95_ms": ordered[max(0, -(-95 * len(ordered) // 100) - 1)],
+        "p99_ms": ordered[max(0, -(-99 * len(ordered) // 100) - 1)],
+        "mean_ms": statistics.fmean(ordered),
+        "errors": 0,
+    }
+
+
+def _read_response(sock: socket.socket) -> int:
+    data = b""
+    while (end := data.find(b"\r\n\r\n")) < 0:
+        data += sock.recv(65536)
+    head = data[:end].decode("latin-1").lower().split("\r\n")
+    length = next(int(h.split(":", 1)[1]) for h in head if h.startswith("content-length:"))
+    while len(data) < end + 4 + length:
+        data += sock.recv(65536)
+    return int(head[0].split()[1])
+
+
+# --- the HTTP floor -----------------------------------------------------------------------
+
+
+def http_floor(ids_file: Path, seconds: float, connections: int) -> dict[str, Any]:
+    """wrk against ``bench/floor.py`` (a bare ASGI app, one uvicorn process): the
+    per-request cost of the HTTP stack alone on this machine."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", "bench.floor:app"),
+            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(base, timeout=1)
+                break
+            except httpx.TransportError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the floor app did not start") from None
+                time.sleep(0.1)
+        floor = Endpoint("floor", "/floor/{id}", "pipelines", 0.0)
+        run_wrk(base, floor, ids_file, 1, connections)  # warm-up
+        return {
+            "c1": sequential(base, floor, [1, 2, 3], seconds),
+            f"c{connections}": run_wrk(base, floor, ids_file, seconds, connections),
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
 # --- the run -----------------------------------------------------------------------------
 
 
@@ -342,6 +428,14 @@ def run(
         "load": {},
     }
     with ids_files(ids) as files:
+        floor = http_floor(files["pipelines"], seconds, connections)
+        results["http_floor"] = floor
+        print(
+            f"  HTTP floor (bare ASGI app, 1 process): c=1 p50 {floor['c1']['p50_ms']:.3f} ms,"
+            f" c={connections} {floor[f'c{connections}']['rps']:,.0f} req/s"
+            f" p95 {floor[f'c{connections}']['p95_ms']:.2f} ms",
+            flush=True,
+        )
         for count in workers:
             per_endpoint: dict[str, Any] = {}
             with chm_server(url, _free_port(), count) as base:
@@ -355,7 +449,7 @@ def run(
                     per_endpoint[endpoint.name] = _summarise(runs)
                     _print_load(count, connections, endpoint, per_endpoint[endpoint.name])
                     if count == 1:  # the API at one connection, for the overhead ratio
-                        single = run_wrk(base, endpoint, files[endpoint.ids], seconds, 1)
+                        single = sequential(base, endpoint, ids[endpoint.ids], seconds)
                         per_endpoint[endpoint.name]["c1"] = single
                 rss = peak_rss_mib(pids)
                 print(f"  server peak RSS ({count} worker(s)): {rss}", flush=True)
