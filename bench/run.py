@@ -251,6 +251,16 @@ def _overhead(name: str) -> Any:
     return render
 
 
+def _floor(r: dict[str, Any], b: str) -> tuple[str, None]:
+    floor = r["api"][b]["http_floor"]
+    busy = next(v for k, v in floor.items() if k != "c1")
+    return (
+        f"c=1 p50 {floor['c1']['p50_ms']:.3f} ms; c=16 {busy['rps']:,.0f} req/s,"
+        f" p95 {_ms(busy['p95_ms'])} ms",
+        None,
+    )
+
+
 def _reports(scope: str, limit: float) -> Any:
     def render(r: dict[str, Any], b: str) -> tuple[str, bool]:
         timed = r["reports"][b]["reports"]
@@ -292,6 +302,7 @@ ROWS = [
     ("API overhead, latest run (p50 c=1 / driver p50)", "<= 2x", _overhead("latest run")),
     ("API overhead, history page", "<= 2x", _overhead("history page")),
     ("API overhead, client summary", "<= 2x", _overhead("client summary")),
+    ("HTTP floor: bare ASGI app, same uvicorn (context)", "-", _floor),
     ("Reports, one client, p95 (ms)", "< 100 ms each", _reports("one", 100.0)),
     ("Reports, all clients, p95 (ms)", "< 2,000 ms each", _reports("all", 2000.0)),
     ("Server peak RSS (VmHWM) during the load", "(reported)", _server_rss),
