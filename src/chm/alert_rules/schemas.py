@@ -19,9 +19,12 @@ def _integral_number(value: object) -> object:
     return value
 
 
-JsonInteger = Annotated[StrictInt, BeforeValidator(_integral_number)]
-Threshold = Annotated[JsonInteger, Field(ge=1, le=1_000_000)]
-WindowMinutes = Annotated[JsonInteger, Field(ge=1, le=MAX_WINDOW_MINUTES)]
+# The bounds go on the integer itself (before the validator wraps it), so the
+# schema shows them as minimum and maximum.
+Threshold = Annotated[StrictInt, Field(ge=1, le=1_000_000), BeforeValidator(_integral_number)]
+WindowMinutes = Annotated[
+    StrictInt, Field(ge=1, le=MAX_WINDOW_MINUTES), BeforeValidator(_integral_number)
+]
 
 
 class AlertRuleCreate(RequestModel):
