@@ -25,6 +25,7 @@ def test_a_blank_name_is_rejected_and_the_schema_says_so(api, blank) -> None:
     [
         ("/clients", {"name": "A", "is_active": 0.0}, "is_active"),
         ("/clients", {"name": "B", "is_active": "true"}, "is_active"),
+        ("/ingestions", {"full": 1}, "full"),
         ("/alert-rules", {"rule_type": "failures_in_window", "destination": "x",
                           "threshold": "3", "window_minutes": 5}, "threshold"),
         ("/alert-rules", {"rule_type": "failures_in_window", "destination": "x",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from chm.core.errors import ChmError
 from chm.core.schemas import EntityId, RequestModel
@@ -26,7 +26,8 @@ class IngestionNotConfigured(ChmError):
 class IngestionRequest(RequestModel):
     client_id: EntityId | None = None
     pipeline_id: EntityId | None = None
-    full: bool = Field(
+    # Strict: a JSON boolean, not 1 or "yes" (the schema says boolean).
+    full: StrictBool = Field(
         False, description="Re-read every run, not only what changed since the last ingestion"
     )
 
