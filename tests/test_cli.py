@@ -140,3 +140,13 @@ def test_serve_refuses_a_database_that_was_never_migrated(tmp_path: Path) -> Non
     result = run_chm("serve", "--port", str(free_port()), env=env)
     assert result.returncode == 1
     assert "chm db upgrade" in result.stderr
+
+
+def test_invalid_settings_are_a_plain_message_and_exit_2(tmp_path: Path) -> None:
+    for command in (("ingest", "--json"), ("status",), ("db", "upgrade"), ("serve",)):
+        result = run_chm(
+            *command,
+            env=clean_env(CHM_ENV="staging", CHM_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}"),
+        )
+        assert result.returncode == 2, (command, result.stderr)
+        assert "CHM_ENV" in result.stderr and "Traceback" not in result.stderr

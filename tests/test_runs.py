@@ -384,3 +384,33 @@ def test_timestamps_must_be_rfc3339_text(api, pipeline):
         assert response.status_code == 422, value
         assert response.json()["errors"][0]["code"] == "invalid_datetime"
     assert api.get(f"{API}/runs", params={"since": "1.0"}).status_code == 422
+
+
+def test_non_finite_numbers_in_a_payload_are_refused(api, pipeline):
+    for raw in (
+        b'{"status": "success", "source_payload": {"x": NaN}}',
+        b'{"status": "success", "source_payload": {"a": [1, {"y": Infinity}]}}',
+    ):
+        response = api.post(
+            f"{API}/pipelines/{pipeline['id']}/runs",
+            content=raw,
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "source_payload"
+    assert walk(api, f"/pipelines/{pipeline['id']}/runs") == []
+
+
+def test_a_signed_cursor_with_values_of_the_wrong_type_is_422(api, pipeline):
+    from chm.core.pagination import encode_cursor
+
+    for path, kind, key in (
+        ("/clients", "clients", [{"a": 1}, 1]),
+        ("/pipelines", "pipelines", ["x", "not-an-id"]),
+        (f"/pipelines/{pipeline['id']}/runs", "runs", ["2026-01-01", None, 1]),
+        ("/runs", "runs", [None, None, True]),
+        ("/alert-rules", "alert-rules", ["1"]),
+    ):
+        response = api.get(f"{API}{path}", params={"cursor": encode_cursor(kind, key)})
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["errors"][0]["field"] == "cursor"

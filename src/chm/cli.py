@@ -28,6 +28,19 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def load_settings() -> Settings:
+    """The CHM_* settings; an invalid one is a plain message and exit 2."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CHM_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise fail(f"invalid settings: {problems}") from None
+
+
 def configure_logging(level: str) -> None:
     from chm.core.redaction import RedactingFilter
 
@@ -87,7 +100,7 @@ def serve(
     """Serve the HTTP API (docs at /docs, schema at /openapi.json)."""
     import uvicorn
 
-    settings = get_settings()
+    settings = load_settings()
     problems = settings.production_problems()
     if problems:
         raise fail("; ".join(problems), code=1)
@@ -119,7 +132,7 @@ def db_upgrade(
     from chm.core.environment import EnvironmentMismatch
     from chm.core.migrate import upgrade
 
-    settings = get_settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     try:
         engine = create_db_engine(settings.effective_database_url)
@@ -149,7 +162,7 @@ def ingest(
     from chm.ingestion.cli import run_ingest
 
     # run_ingest checks the sources file first (exit 2), then the database.
-    raise typer.Exit(run_ingest(get_settings(), client, pipeline, as_json, full=full))
+    raise typer.Exit(run_ingest(load_settings(), client, pipeline, as_json, full=full))
 
 
 @app.command()
@@ -163,8 +176,9 @@ def status(
     """The status board: failing now, stuck runs, changes since yesterday, counts by status."""
     from chm.reports.board import run_status_board
 
-    require_our_database(get_settings())
-    raise typer.Exit(run_status_board(get_settings(), client, as_of, as_json))
+    settings = load_settings()
+    require_our_database(settings)
+    raise typer.Exit(run_status_board(settings, client, as_of, as_json))
 
 
 if __name__ == "__main__":

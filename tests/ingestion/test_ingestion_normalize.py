@@ -130,3 +130,11 @@ def test_payload_redaction_goes_through_nested_objects_lists_urls_and_known_toke
     assert redacted["message"] == "retrying with Bearer [REDACTED]"
     assert redacted["note"] == "the token was [REDACTED]"
     assert redacted["access_key"] == ""
+
+
+@pytest.mark.parametrize("raw", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+01:00"])
+def test_timestamps_past_utcs_calendar_are_an_invalid_run_not_a_crash(raw) -> None:
+    from chm.ingestion.normalize import InvalidRun, parse_timestamp
+
+    with pytest.raises(InvalidRun, match="out of range"):
+        parse_timestamp(raw, "started_at")

@@ -197,11 +197,7 @@ def list_rules(
     if is_enabled is not None:
         query = query.where(AlertRule.is_enabled.is_(is_enabled))
     if cursor is not None:
-        (last_id,) = decode_cursor(CURSOR_KIND, cursor, 1)
-        if not isinstance(last_id, int):
-            raise ValidationFailed.one(
-                "cursor", "invalid_cursor", "cursor was not issued by this server"
-            )
+        (last_id,) = decode_cursor(CURSOR_KIND, cursor, (int,))
         query = query.where(AlertRule.id > last_id)
     rows = list(session.scalars(query.order_by(AlertRule.id).limit(limit + 1)))
     next_cursor = None

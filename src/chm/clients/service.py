@@ -86,7 +86,7 @@ def list_clients(
     if name_contains:
         query = query.where(contains_ci(Client.name_key, name_key(name_contains)))
     if cursor is not None:
-        key = decode_cursor(CURSOR_KIND, cursor, 2)
+        key = decode_cursor(CURSOR_KIND, cursor, (str, int))
         query = query.where(after_key([Client.name_key, Client.id], key))
     rows = list(session.scalars(query.order_by(Client.name_key, Client.id).limit(limit + 1)))
     next_cursor = None

@@ -39,8 +39,7 @@ class Page(BaseModel, Generic[T]):
 
 
 def _sign(payload: bytes) -> bytes:
-    key = get_settings().cursor_secret.get_secret_value().encode()
-    return hmac.new(key, payload, hashlib.sha256).digest()[:12]
+    return hmac.new(get_settings().cursor_key, payload, hashlib.sha256).digest()[:12]
 
 
 def _encode_value(value: Any) -> Any:
@@ -61,8 +60,9 @@ def encode_cursor(kind: str, key: list[Any]) -> str:
     return token
 
 
-def decode_cursor(kind: str, token: str, arity: int) -> list[Any]:
-    """The key inside ``token``; a 422 on ``cursor`` for anything we did not issue."""
+def decode_cursor(kind: str, token: str, types: tuple[type | tuple[type, ...], ...]) -> list[Any]:
+    """The key inside ``token``, one value of each of ``types``; a 422 on
+    ``cursor`` for anything we did not issue (or that does not fit)."""
     bad = ValidationFailed.one("cursor", "invalid_cursor", "cursor was not issued by this server")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
@@ -76,6 +76,10 @@ def decode_cursor(kind: str, token: str, arity: int) -> list[Any]:
         values = [_decode_value(v) for v in data["v"]]
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         raise bad from None
-    if data.get("k") != kind or len(values) != arity:
+    if data.get("k") != kind or len(values) != len(types):
         raise bad
+    for value, expected in zip(values, types, strict=True):
+        # bool is an int to Python, never an id to us
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise bad
     return values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -30,8 +31,19 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Key for signing pagination cursors (not a security boundary: it lets the
     # server reject cursors it did not issue).
-    cursor_secret: SecretStr = SecretStr("chm-cursor-v1")
+    # Unset: derived from CHM_API_TOKEN when there is one (so a production
+    # server's cursors cannot be forged), else a fixed development key.
+    cursor_secret: SecretStr | None = None
     stuck_after_minutes: int = Field(default=360, ge=1)
+
+    @property
+    def cursor_key(self) -> bytes:
+        if self.cursor_secret is not None:
+            return self.cursor_secret.get_secret_value().encode()
+        if self.api_token is not None:
+            token = self.api_token.get_secret_value().encode()
+            return hashlib.sha256(b"chm-cursor-v1:" + token).digest()
+        return b"chm-cursor-v1"
 
     @property
     def effective_database_url(self) -> str:

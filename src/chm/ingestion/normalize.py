@@ -92,7 +92,10 @@ def run_identity(raw: Any, what: str = "run_id") -> str:
 
 
 def _checked(value: datetime, what: str) -> datetime:
-    value = as_utc(value)
+    try:
+        value = as_utc(value)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00: past UTC's calendar
+        raise InvalidRun(f"{what} is out of range") from None
     if value < EARLIEST:
         raise InvalidRun(f"{what} is before 1970-01-01")
     return value
@@ -137,9 +140,10 @@ def parse_timestamp(raw: Any, what: str) -> datetime | None:
     text = raw.strip()
     try:
         # Python 3.11 reads "Z", offsets and any number of fractional digits.
-        return _checked(datetime.fromisoformat(text), what)
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidRun(f"{what} {raw[:64]!r} is not an ISO 8601 timestamp") from None
+    return _checked(parsed, what)
 
 
 def duration_seconds(raw: Any, what: str, *, scale: float = 1.0) -> float | None:

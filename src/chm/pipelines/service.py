@@ -145,7 +145,7 @@ def list_pipelines(
     if not include_inactive:
         query = query.where(active_inventory())
     if cursor is not None:
-        key = decode_cursor(CURSOR_KIND, cursor, 2)
+        key = decode_cursor(CURSOR_KIND, cursor, (str, int))
         query = query.where(after_key([Pipeline.name_key, Pipeline.id], key))
     query = query.order_by(Pipeline.name_key, Pipeline.id).limit(limit + 1)
     rows = list(session.scalars(query))

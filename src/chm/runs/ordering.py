@@ -37,12 +37,6 @@ def cursor_key(run: Any) -> list[Any]:
 def after_cursor(key: list[Any]) -> sa.ColumnElement[bool]:
     """Runs strictly after ``key`` (a run's ``cursor_key``) in the ordering rule."""
     started, finished, run_id = key
-    if not (
-        (started is None or isinstance(started, datetime))
-        and (finished is None or isinstance(finished, datetime))
-        and isinstance(run_id, int)
-    ):
-        raise ValueError("malformed run cursor")
     # The bounds go through the same key expression, so a missing time in
     # the cursor becomes the same floor the index holds.
     started_bound = NullsLowKey(sa.literal(started, Run.started_at.type))

@@ -24,9 +24,15 @@ ExternalRunId = Annotated[str, text(500)]
 def without_nul(value: Any) -> Any:
     """A payload with the NUL characters of its keys and strings dropped, at any
     depth: PostgreSQL cannot store them, and the schema, an object of anything,
-    accepts them (ingestion drops them from source payloads the same way)."""
+    accepts them (ingestion drops them from source payloads the same way).
+    Non-finite numbers (NaN, Infinity: accepted by Python's JSON parser, not
+    JSON) are refused: neither database could give them back as JSON."""
     if isinstance(value, str):
         return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError(
+            "non_finite_number", "numbers must be finite (no NaN or Infinity)"
+        )
     if isinstance(value, dict):
         return {without_nul(k): without_nul(v) for k, v in value.items()}
     if isinstance(value, list):

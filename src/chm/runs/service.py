@@ -24,6 +24,8 @@ from chm.runs.schemas import RunCreate, RunUpdate
 from chm.runs.serialize import RUN_COLUMNS, RUNS, RunRow
 
 CURSOR_KIND = "runs"
+# started_at, finished_at (each may be missing), id
+RUN_CURSOR_TYPES = ((datetime, type(None)), (datetime, type(None)), int)
 
 
 class DuplicateExternalRunId(Conflict):
@@ -181,13 +183,8 @@ async def list_runs(
     if until is not None:
         query = query.where(RUNS.c.event_at < until)
     if cursor is not None:
-        key = decode_cursor(CURSOR_KIND, cursor, 3)
-        try:
-            query = query.where(after_cursor(key))
-        except ValueError:
-            raise ValidationFailed.one(
-                "cursor", "invalid_cursor", "cursor was not issued by this server"
-            ) from None
+        key = decode_cursor(CURSOR_KIND, cursor, RUN_CURSOR_TYPES)
+        query = query.where(after_cursor(key))
     rows = list((await conn.execute(query.order_by(*ORDER_BY).limit(limit + 1))).all())
     next_cursor = None
     if len(rows) > limit:
