@@ -337,7 +337,12 @@ async def receive_lineage_event(request: Request) -> JSONResponse:
     try:
         sources = load_sources(settings.config, settings.env)
     except ConfigError as error:
-        raise IngestionNotConfigured(str(error)) from None
+        # The caller is not authenticated yet: the details (file, fields) go
+        # to the log, the answer only says that no source can be checked.
+        logger.error("lineage event refused: %s", error)
+        raise IngestionNotConfigured(
+            "no OpenLineage source can be checked: the sources file is missing or invalid"
+        ) from None
     key = _bearer(request)
     keyed = _keyed_sources(sources, key) if key is not None else []
     if not keyed:
