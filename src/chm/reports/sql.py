@@ -119,8 +119,8 @@ def _now_sqlite(element: DatabaseNow, _compiler: Any, **_kw: Any) -> str:
     return text if element.floor is not None else f"({text} || '000')"
 
 
-class BucketStart(ColumnElement[datetime]):
-    """The UTC-aligned start of the ``bucket`` holding ``value``."""
+class _BucketTime(ColumnElement[datetime]):
+    """A time computed from ``value`` and a bucket width, compiled per dialect."""
 
     inherit_cache = True
     type = UTCDateTime()
@@ -136,6 +136,12 @@ class BucketStart(ColumnElement[datetime]):
     @property
     def _from_objects(self) -> list[Any]:
         return self.value._from_objects
+
+
+class BucketStart(_BucketTime):
+    """The UTC-aligned start of the ``bucket`` holding ``value``."""
+
+    inherit_cache = True
 
 
 @compiles(BucketStart, "postgresql")
@@ -148,23 +154,10 @@ def _bucket_start_sqlite(element: BucketStart, compiler: Any, **kw: Any) -> str:
     return f"strftime('{_SQLITE_FORMAT[element.bucket]}', {compiler.process(element.value, **kw)})"
 
 
-class NextBucket(ColumnElement[datetime]):
+class NextBucket(_BucketTime):
     """The start of the bucket after the one starting at ``value``."""
 
     inherit_cache = True
-    type = UTCDateTime()
-    _traverse_internals = [
-        ("value", InternalTraversal.dp_clauseelement),
-        ("bucket", InternalTraversal.dp_plain_obj),
-    ]
-
-    def __init__(self, value: ColumnLike, bucket: Bucket) -> None:
-        self.value = as_expression(value)
-        self.bucket = bucket
-
-    @property
-    def _from_objects(self) -> list[Any]:
-        return self.value._from_objects
 
 
 @compiles(NextBucket, "postgresql")
