@@ -152,11 +152,25 @@ def test_nul_characters_are_rejected_field_by_field(api):
     response = api.patch(f"{API}/clients/{client['id']}", json={"name": "a\u0000b"})
     assert_problem(response, 422)
     assert response.json()["errors"][0]["field"] == "name"
-    pipeline = api.post(f"{API}/pipelines", json={
-        "client_id": client["id"], "name": "p", "platform": "x", "pipeline_type": "y", "environment": "z"}).json()
-    response = api.post(f"{API}/pipelines/{pipeline['id']}/runs", json={
-        "status": "failed", "error_message": "x\u0000", "metrics": {"k": "\u0000"},
-        "source_payload": {"a": [{"b": "\u0000"}]}})
+    pipeline = api.post(
+        f"{API}/pipelines",
+        json={
+            "client_id": client["id"],
+            "name": "p",
+            "platform": "x",
+            "pipeline_type": "y",
+            "environment": "z",
+        },
+    ).json()
+    response = api.post(
+        f"{API}/pipelines/{pipeline['id']}/runs",
+        json={
+            "status": "failed",
+            "error_message": "x\u0000",
+            "metrics": {"k": "\u0000"},
+            "source_payload": {"a": [{"b": "\u0000"}]},
+        },
+    )
     body = assert_problem(response, 422)
     # A payload is an object of anything (the schema says so): its NULs are
     # dropped, not refused (tests/test_fuzz_findings.py).
