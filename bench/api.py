@@ -30,6 +30,8 @@ API's p50 latency at one connection (one request after the other, one
 worker, timed by a bare socket client) divided by the driver's p50 for the
 same statements of one request (target <= 2). For scale, the HTTP floor: a
 bare ASGI app (``bench/floor.py``) under the same uvicorn, same clients.
+With ``--sweep`` seconds, the largest worker count is also driven at 1, 2, 4,
+8 and 16 connections: where the p95 targets hold, and where throughput peaks.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ ENDPOINTS = (
     ),
 )
 TARGET_LATEST_RPS = 1000.0
+SWEEP_CONNECTIONS = (1, 2, 4, 8, 16)
 TARGET_OVERHEAD = 2.0
 
 
@@ -417,6 +420,7 @@ def run(
     warmup: float,
     repeat: int,
     samples: int = 200,
+    sweep: float = 0,
 ) -> dict[str, Any]:
     ids = sample_ids(url)
     results: dict[str, Any] = {
@@ -451,6 +455,16 @@ def run(
                     if count == 1:  # the API at one connection, for the overhead ratio
                         single = sequential(base, endpoint, ids[endpoint.ids], seconds)
                         per_endpoint[endpoint.name]["c1"] = single
+                if count == max(workers) and sweep:
+                    # How p95 and throughput move with the number of connections.
+                    per_endpoint["sweep"] = {
+                        endpoint.name: {
+                            f"c={c}": run_wrk(base, endpoint, files[endpoint.ids], sweep, c)
+                            for c in SWEEP_CONNECTIONS
+                        }
+                        for endpoint in ENDPOINTS
+                    }
+                    _print_sweep(count, per_endpoint["sweep"])
                 rss = peak_rss_mib(pids)
                 print(f"  server peak RSS ({count} worker(s)): {rss}", flush=True)
             results["load"][f"workers={count}"] = {"endpoints": per_endpoint, "peak_rss": rss}
@@ -485,6 +499,14 @@ def _print_load(workers: int, connections: int, endpoint: Endpoint, s: dict[str,
     )
 
 
+def _print_sweep(workers: int, sweep: dict[str, dict[str, dict[str, Any]]]) -> None:
+    for name, by_connections in sweep.items():
+        cells = "  ".join(
+            f"{c}: {r['rps']:,.0f}/s p95 {r['p95_ms']:.1f}" for c, r in by_connections.items()
+        )
+        print(f"  workers={workers} {name:15} {cells}", flush=True)
+
+
 def _print_overhead(endpoint: Endpoint, entry: dict[str, Any], example: list[Statement]) -> None:
     driver = entry["driver"]
     line = (
@@ -513,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--sweep", type=float, default=5, help="seconds per connection count (0: no sweep)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = parser.parse_args(argv)
     url = dataset.ensure(dataset.SIZES[args.size], args.database)
@@ -523,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=args.seconds,
         warmup=args.warmup,
         repeat=args.repeat,
+        sweep=args.sweep,
     )
     if args.json:
         print(json.dumps(results, indent=2, default=str))

@@ -53,12 +53,13 @@ class Profile:
     api_seconds: float
     api_warmup: float
     api_repeat: int
+    api_sweep: float
     report_repeat: int
 
 
 PROFILES = {
-    "small": Profile("small", 20_000, 1, (5_000, 20_000), 3, 1, 1, 3),
-    "large": Profile("large", 100_000, 3, (20_000, 100_000), 8, 3, 2, 5),
+    "small": Profile("small", 20_000, 1, (5_000, 20_000), 3, 1, 1, 2, 3),
+    "large": Profile("large", 100_000, 3, (20_000, 100_000), 8, 3, 2, 4, 5),
 }
 
 
@@ -170,6 +171,7 @@ def run(
             seconds=profile.api_seconds,
             warmup=profile.api_warmup,
             repeat=profile.api_repeat,
+            sweep=profile.api_sweep,
         )
 
         print(f"\n=== {backend}: reports ({spec.name}) ===", flush=True)
@@ -251,6 +253,18 @@ def _overhead(name: str) -> Any:
     return render
 
 
+def _sweep(name: str) -> Any:
+    def render(r: dict[str, Any], b: str) -> tuple[str, None]:
+        sweep = r["api"][b]["load"]["workers=2"]["endpoints"]["sweep"][name]
+        cells = [
+            f"{c.removeprefix('c=')}: {_ms(v['p95_ms'])} @ {v['rps']:,.0f}"
+            for c, v in sweep.items()
+        ]
+        return ", ".join(cells), None
+
+    return render
+
+
 def _floor(r: dict[str, Any], b: str) -> tuple[str, None]:
     floor = r["api"][b]["http_floor"]
     busy = next(v for k, v in floor.items() if k != "c1")
@@ -299,6 +313,9 @@ ROWS = [
     ("Latest run throughput, c=16", ">= 1,000 req/s (2 workers)", _rps),
     ("History page p95, c=16 (ms)", "< 20 ms", _p95("history page", 20.0)),
     ("Client summary p95, c=16 (ms)", "< 100 ms", _p95("client summary", 100.0)),
+    ("Latest run by connections, w2: p95 ms @ req/s", "(context)", _sweep("latest run")),
+    ("History page by connections, w2", "(context)", _sweep("history page")),
+    ("Client summary by connections, w2", "(context)", _sweep("client summary")),
     ("API overhead, latest run (p50 c=1 / driver p50)", "<= 2x", _overhead("latest run")),
     ("API overhead, history page", "<= 2x", _overhead("history page")),
     ("API overhead, client summary", "<= 2x", _overhead("client summary")),
