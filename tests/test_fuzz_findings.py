@@ -85,3 +85,13 @@ def test_an_integer_may_be_written_with_a_zero_fraction(api) -> None:
             "window_minutes": 5.0, "client_id": make_client(api)["id"]}  # fmt: skip
     rule = ok(api.post(f"{API}/alert-rules", json=body), 201)
     assert (rule["threshold"], rule["window_minutes"]) == (3, 5)
+
+
+def test_a_text_longer_than_its_maximum_as_sent_is_rejected_even_if_trimming_shortens_it(
+    api,
+) -> None:
+    too_long = api.post(f"{API}/clients", json={"name": "\t" + "x" * 200})
+    assert too_long.status_code == 422
+    assert too_long.json()["errors"][0]["code"] == "too_long"
+    longest = ok(api.post(f"{API}/clients", json={"name": " " + "y" * 198 + " "}), 201)
+    assert longest["name"] == "y" * 198

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,8 +13,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StringConstraints,
 )
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from chm.core.timeutil import as_utc
@@ -31,12 +35,56 @@ _TRIMMED = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\
 NOT_BLANK_PATTERN = rf"^[^\x00]*[^\x00{_TRIMMED}][^\x00]*$"
 
 
-def text(max_length: int, *, min_length: int = 1, strip: bool = True) -> StringConstraints:
-    """Constraints for a free-text field: bounded, trimmed, no NUL."""
-    pattern = NOT_BLANK_PATTERN if strip and min_length > 0 else NO_NUL_PATTERN
-    return StringConstraints(
-        strip_whitespace=strip, min_length=min_length, max_length=max_length, pattern=pattern
-    )
+# The same characters, for str.strip.
+_TRIMMED_CHARS = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(
+    chr(code) for code in range(0x2000, 0x200B)
+)
+
+
+@dataclass(frozen=True)
+class _Text:
+    """A free-text field: bounded as sent (the schema's maxLength is on the
+    text the client sends, so a longer one is refused even if trimming would
+    shorten it), then trimmed, and required texts must keep a character; never
+    NUL. The schema states the same rule with NOT_BLANK_PATTERN."""
+
+    max_length: int
+    min_length: int
+    strip: bool
+
+    def _trimmed(self, value: str) -> str:
+        value = value.strip(_TRIMMED_CHARS)
+        if len(value) < self.min_length:
+            raise PydanticCustomError(
+                "string_too_short",
+                "String should have at least {min_length} character once trimmed",
+                {"min_length": self.min_length},
+            )
+        return value
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        constraints = StringConstraints(
+            min_length=self.min_length, max_length=self.max_length, pattern=NO_NUL_PATTERN
+        )
+        schema = handler.generate_schema(Annotated[source, constraints])
+        if not self.strip:
+            return schema
+        return core_schema.no_info_after_validator_function(self._trimmed, schema)
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        if self.strip and self.min_length > 0:
+            json_schema["pattern"] = NOT_BLANK_PATTERN
+        return json_schema
+
+
+def text(max_length: int, *, min_length: int = 1, strip: bool = True) -> _Text:
+    """A free-text field: bounded as sent, trimmed, no NUL."""
+    return _Text(max_length, min_length, strip)
 
 
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
