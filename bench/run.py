@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.run [--size small|large] [--backend sqlite --backend postgresql]
     .venv/bin/python -m bench.run --table bench/results/latest.json   # the README table
+    .venv/bin/python -m bench.run --table A.json B.json   # each database from its last run
 
 ``make bench`` runs it (``BENCH_SIZE=small`` for a smoke run, ``large`` by
 default). In order, for each database:
@@ -328,6 +329,28 @@ ROWS = [
 ]
 
 
+PER_DATABASE = ("datasets", "ingestion", "api", "reports", "load_average")
+
+
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results document from several runs: each database's figures from the
+    last run that measured it."""
+    merged = dict(runs[-1])
+    for section in PER_DATABASE:
+        merged[section] = {}
+    dates: dict[str, str] = {}
+    for run_results in runs:
+        for backend in run_results["datasets"]:
+            for section in PER_DATABASE:
+                if backend in run_results.get(section, {}):
+                    merged[section][backend] = run_results[section][backend]
+            dates[backend] = f"{run_results['date'][:16]}Z ({run_results['commit']})"
+    if len(set(dates.values())) > 1:
+        merged["date"] = max(r["date"] for r in runs)
+        merged["commit"] = "; ".join(f"{b} {d}" for b, d in dates.items())
+    return merged
+
+
 def table(results: dict[str, Any]) -> str:
     m = results["machine"]
     sizes = {
@@ -370,10 +393,15 @@ def main(argv: list[str] | None = None) -> int:
         default=120,
         help="seconds to wait, per database, for the load average to fall below 1",
     )
-    parser.add_argument("--table", type=Path, help="print the table of a results file and stop")
+    parser.add_argument(
+        "--table",
+        type=Path,
+        nargs="+",
+        help="print the table of results files and stop (a later file's databases win)",
+    )
     args = parser.parse_args(argv)
     if args.table:
-        print(table(json.loads(args.table.read_text())))
+        print(table(merge([json.loads(path.read_text()) for path in args.table])))
         return 0
     backends = args.backend or ["sqlite", "postgresql"]
     results = run(args.size, backends, args.sqlite_size, args.wait_quiet)
