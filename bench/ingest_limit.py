@@ -44,6 +44,7 @@ from typing import Any
 
 import psycopg
 
+from bench.dataset import RUN_COLUMNS
 from bench.ingest import EXTERNAL_ID, feed, make_pages, measure, scratch_database
 from chm.core.db import create_db_engine, make_session_factory
 from chm.core.migrate import upgrade
@@ -57,22 +58,8 @@ STATUS_WORDS = {
     "queued": "queued",
     "cancelled": "cancelled",
 }
-COLUMNS = (
-    "pipeline_id",
-    "external_run_id",
-    "status",
-    "source_status",
-    "started_at",
-    "finished_at",
-    "duration_seconds",
-    "duration_from_source",
-    "metrics",
-    "error_message",
-    "source_payload",
-    "ingested_at",
-    "created_at",
-    "updated_at",
-)
+# The runs table's columns but the generated id, as bench.dataset loads them.
+COLUMNS = RUN_COLUMNS[1:]
 DATA = COLUMNS[2:11]  # what a replay compares, as CHM does
 UPDATE_SET = ", ".join(f"{c} = excluded.{c}" for c in (*DATA, "ingested_at", "updated_at"))
 
