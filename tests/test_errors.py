@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
+from chm.app import create_app
+from chm.core.settings import Settings
 from factories import API, make_client
 
 
@@ -64,6 +71,37 @@ def test_unknown_path_and_wrong_method(api):
     assert_problem(api.get("/nothing-here"), 404)
     assert_problem(api.put(f"{API}/clients"), 405)
     assert_problem(api.delete(f"{API}/runs/1"), 405)
+
+
+@pytest.fixture
+def bare_api(tmp_path: Path) -> Iterator[TestClient]:
+    """The app over a database it never opens: routing answers before any query."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'unused.db'}", _env_file=None)  # type: ignore[call-arg]
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def test_every_405_lists_every_method_of_the_path(bare_api):
+    """RFC 9110 §15.5.6: a 405 carries an Allow header with the methods the target
+    resource supports, all of them, not only those of the first route matched."""
+    paths = bare_api.get("/openapi.json").json()["paths"]
+    checked = 0
+    for template, operations in paths.items():
+        documented = {method.upper() for method in operations}
+        path = re.sub(r"{\w+}", "1", template)
+        for method in sorted(set(HTTP_METHODS) - documented):
+            response = bare_api.request(method, path)
+            assert response.status_code == 405, (method, template)
+            if method != "HEAD":  # a HEAD answer has no body
+                assert assert_problem(response, 405)["type"].endswith("/method-not-allowed")
+            allow = [m.strip() for m in response.headers["allow"].split(",")]
+            assert len(allow) == len(set(allow)), (method, template, allow)
+            assert set(allow) == documented, (method, template, allow)
+            checked += 1
+    assert len(paths) >= 20 and checked >= 3 * len(paths)
 
 
 def test_database_failure_is_a_problem_without_sql(api, monkeypatch):

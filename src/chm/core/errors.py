@@ -11,9 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 logger = logging.getLogger("chm.errors")
 
@@ -168,6 +170,24 @@ def issues_from_pydantic(raw_errors: Sequence[Any]) -> list[FieldIssue]:
     return issues
 
 
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this request's path (RFC 9110 §15.5.6).
+
+    The router answers a 405 from the first route whose path matches, which
+    knows only its own methods; the path may be served by several routes
+    (``GET`` and ``POST /clients`` are two)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        match, _ = route.matches(dict(request.scope))
+        if match is not Match.NONE and route.methods:
+            methods |= route.methods
+    rank = {method: i for i, method in enumerate(_METHOD_ORDER)}
+    return sorted(methods, key=lambda method: (rank.get(method, len(rank)), method))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ChmError)
     async def _chm_error(_request: Request, exc: ChmError) -> JSONResponse:
@@ -181,16 +201,19 @@ def install_error_handlers(app: FastAPI) -> None:
         return render_error(ValidationFailed(issues_from_pydantic(raw)))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}
         slugs = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}
         detail = exc.detail if isinstance(exc.detail, str) else titles.get(exc.status_code, "Error")
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return problem_response(
             exc.status_code,
             slugs.get(exc.status_code, "http-error"),
             titles.get(exc.status_code, "HTTP error"),
             detail,
-            headers=dict(exc.headers) if exc.headers else None,
+            headers=headers or None,
         )
 
     @app.exception_handler(IntegrityError)
