@@ -1,0 +1,54 @@
+"""``chm serve``: the HTTP API under uvicorn."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Annotated, Any
+
+import typer
+
+from chm.cli.runtime import EXIT_FAILED, configure_logging, fail, load_settings, open_database
+from chm.core.settings import Environment
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging (its access log shows each query string), every
+    handler behind the redacting filter (SE-002)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redact": {"()": "chm.core.redaction.RedactingFilter"}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["redact"]
+    return config
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on", min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes", min=1)] = 1,
+) -> None:
+    """Serve the HTTP API (docs at /docs, schema at /openapi.json)."""
+    import uvicorn
+
+    settings = load_settings()
+    problems = settings.production_problems()
+    if problems:
+        raise fail("; ".join(problems), code=EXIT_FAILED)
+    with open_database(settings):
+        pass  # only the check: migrated, and this environment's (SE-004)
+    configure_logging(settings.log_level)
+    if settings.env is Environment.development and settings.api_token is None:
+        logging.getLogger("chm").warning(
+            "development mode: the API accepts requests without a token"
+        )
+    uvicorn.run(
+        "chm.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        log_config=uvicorn_log_config(),
+    )

@@ -1,0 +1,177 @@
+"""``chm status``: the operators' terminal board (SC-001, SC-004).
+
+The data is ``chm.reports.board``'s; this module parses the options and draws
+it (a rich table per section, fitted to the terminal) or prints its JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from chm.cli.runtime import fail, load_settings, open_database
+from chm.core.timeutil import as_utc, utcnow
+
+if TYPE_CHECKING:
+    from chm.reports.board import StatusBoard
+    from chm.reports.schemas import StatusChangeRow
+
+COLUMN_GAP = 3  # padding on both sides of a column and the (blank) divider
+
+
+def parse_as_of(raw: str | None) -> datetime:
+    """``--as-of``: an RFC 3339 time in the reports' range; now when absent."""
+    from chm.reports.params import EARLIEST_REPORT_TIME, LATEST_REPORT_TIME
+
+    if raw is None:
+        return utcnow()
+    try:
+        value = as_utc(datetime.fromisoformat(raw))
+    except ValueError:
+        raise fail(
+            f"--as-of: {raw!r} is not a timestamp (RFC 3339, e.g. 2026-03-15T12:00:00Z)"
+        ) from None
+    if not EARLIEST_REPORT_TIME <= value < LATEST_REPORT_TIME:
+        raise fail("--as-of: must be between 1970-01-01 and 9000-01-01 (UTC)")
+    return value
+
+
+def _time(value: datetime | None) -> str:
+    return as_utc(value).strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+
+def _age(as_of: datetime, value: datetime) -> str:
+    minutes = max(0, int((as_of - value).total_seconds() // 60))
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{days}d {hours}h" if days else f"{hours}h {minutes:02d}m"
+
+
+def _table(*columns: str) -> Table:
+    """A borderless table whose text columns wrap rather than push past the width."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _section(title: str, body: RenderableType | None = None) -> list[RenderableType]:
+    return [Text(""), Text(title, style="bold"), *([body] if body is not None else [])]
+
+
+def _failing_section(board: StatusBoard, width: int) -> list[RenderableType]:
+    if not board.failing_now:
+        return _section("Failing now: none")
+    rows = [
+        (f.client_name, f.pipeline_name, f.platform, f.environment, _time(f.started_at))
+        for f in board.failing_now
+    ]
+    headers = ("Client", "Pipeline", "Platform", "Env", "Started (UTC)")
+    table = _table(*headers[:4])
+    table.add_column(headers[4], no_wrap=True)
+    # The error gets the width the other columns leave (each followed by a
+    # gap of COLUMN_GAP) and is cut short rather than wrapped: names stay whole.
+    used = sum(max(len(h), *(len(r[i]) for r in rows)) + COLUMN_GAP for i, h in enumerate(headers))
+    table.add_column("Error", overflow="ellipsis", no_wrap=True, width=max(12, width - used - 1))
+    for f, row in zip(board.failing_now, rows, strict=True):
+        table.add_row(*row[:1], Text(row[1], style="bold red"), *row[2:], f.error_message or "-")
+    return _section(f"Failing now ({len(board.failing_now)})", table)
+
+
+def _stuck_section(board: StatusBoard) -> list[RenderableType]:
+    limit = _age(board.as_of, board.as_of - board.stuck_after)
+    title = f"Stuck runs (queued or running for over {limit})"
+    stuck = board.stuck_runs.items
+    if not stuck:
+        return _section(f"{title}: none")
+    table = _table("Client", "Pipeline")
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Since (UTC)", no_wrap=True)
+    table.add_column("For", no_wrap=True)
+    table.add_column("Run", overflow="fold")
+    for row in stuck:
+        table.add_row(
+            row.client_name,
+            Text(row.pipeline_name, style="yellow"),
+            row.status.value,
+            _time(row.event_at),
+            _age(board.as_of, row.event_at),
+            row.run_id,
+        )
+    return _section(f"{title}: {len(stuck)}", table)
+
+
+def _changes_section(title: str, rows: list[StatusChangeRow], style: str) -> list[RenderableType]:
+    if not rows:
+        return _section(f"{title}: none")
+    table = _table("Client", "Pipeline", "Was", "Now")
+    table.add_column("At (UTC)", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row.client_name,
+            Text(row.pipeline_name, style=style),
+            row.previous_status.value if row.previous_status else "-",
+            row.current_status.value,
+            _time(row.changed_at),
+        )
+    return _section(f"{title} ({len(rows)})", table)
+
+
+def _counts_section(board: StatusBoard) -> list[RenderableType]:
+    table = _table("Status", "Pipelines")
+    for status, count in board.status_counts.items():
+        if count:
+            table.add_row(status.replace("_", " "), str(count))
+    return _section("Pipelines by latest status", table)
+
+
+def render_board(board: StatusBoard, console: Console) -> None:
+    scope = f"client {board.client.name}" if board.client else "all clients"
+    changes = board.changes
+    since = _time(changes.since)
+    other = len(changes.other)
+    parts: list[RenderableType] = [
+        Text(f"CHM status: {scope}, as of {_time(board.as_of)} UTC", style="bold"),
+        *_failing_section(board, console.width),
+        *_stuck_section(board),
+        *_changes_section(f"Newly failing since {since}", changes.newly_failing, "red"),
+        *_changes_section(f"Recovered since {since}", changes.recovered, "green"),
+        *([Text(f"Other status changes since {since}: {other}")] if other else []),
+        *_counts_section(board),
+    ]
+    console.print(Group(*parts))
+
+
+def status(
+    client: Annotated[str | None, typer.Option(help="Only this client (by name)")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="As of this time (RFC 3339; default: now)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The board as JSON on stdout")] = False,
+) -> None:
+    """The status board: failing now, stuck runs, changes since yesterday, counts by status."""
+    from chm.core.db import make_session_factory
+    from chm.reports.board import ClientNotOnBoard, build_board, find_client
+
+    settings = load_settings()
+    with open_database(settings) as engine:
+        when = parse_as_of(as_of)
+        with make_session_factory(engine)() as session:
+            try:
+                scope = find_client(session, client) if client is not None else None
+            except ClientNotOnBoard as exc:
+                raise fail(str(exc)) from None
+            stuck_after = timedelta(minutes=settings.stuck_after_minutes)
+            board = build_board(session, when, stuck_after, scope)
+    if as_json:
+        print(json.dumps(board.model_dump(mode="json"), indent=2))
+    else:
+        # Colour only on a terminal (rich decides; NO_COLOR is honoured).
+        render_board(board, Console(highlight=False))
