@@ -237,7 +237,7 @@ def durations(
     client_id: int | None = None,
     include_inactive: bool = False,
 ) -> dict[str, Any]:
-    """The duration report: summary figures and the non-empty histogram bins."""
+    """The duration report: summary figures and every histogram bin, empty ones 0."""
     pipelines = [
         p
         for p in pipelines_in_scope(data, client_id, include_inactive)
@@ -260,8 +260,7 @@ def durations(
         count = sum(
             1 for v in values if (lower is None or v > lower) and (edge is None or v <= edge)
         )
-        if count:
-            bins.append({"gt_seconds": lower, "le_seconds": edge, "count": count})
+        bins.append({"gt_seconds": lower, "le_seconds": edge, "count": count})
         lower = edge
     return {
         "count": n,

@@ -249,6 +249,13 @@ def test_failure_rate_by_platform(
     assert report(ref, "failure-rate-by-platform", **params)["items"] == expected(ref.data)
 
 
+# The histogram's fixed bins (gt_seconds, le_seconds), written out: the open one last.
+FIXED_BINS = [
+    (None, 1), (1, 5), (5, 10), (10, 30), (30, 60), (60, 120), (120, 300), (300, 600),
+    (600, 900), (900, 1800), (1800, 3600), (3600, 7200), (7200, 14400), (14400, 28800),
+    (28800, 86400), (86400, None),
+]  # fmt: skip
+
 DURATIONS: list[Case] = [
     ({}, lambda d: oracle.durations(d, AS_OF - 7 * DAY, AS_OF)),
     ({"since": AS_OF - 35 * DAY}, lambda d: oracle.durations(d, AS_OF - 35 * DAY, AS_OF)),
@@ -293,10 +300,11 @@ def test_duration_distribution_by_hand(ref: Any) -> None:
         120.0,
         120.0,
     )
-    assert body["items"] == [
-        {"gt_seconds": 30, "le_seconds": 60, "count": 6},
-        {"gt_seconds": 60, "le_seconds": 120, "count": 1},
-    ]
+    assert [(i["gt_seconds"], i["le_seconds"], i["count"]) for i in body["items"]] == [
+        (None, 1, 0), (1, 5, 0), (5, 10, 0), (10, 30, 0), (30, 60, 6), (60, 120, 1),
+        (120, 300, 0), (300, 600, 0), (600, 900, 0), (900, 1800, 0), (1800, 3600, 0),
+        (3600, 7200, 0), (7200, 14400, 0), (14400, 28800, 0), (28800, 86400, 0), (86400, None, 0),
+    ]  # fmt: skip
     empty = report(ref, "duration-distribution", pipeline_id="9")
     assert empty | {"since": None, "until": None, "as_of": None} == {
         "count": 0,
@@ -305,7 +313,9 @@ def test_duration_distribution_by_hand(ref: Any) -> None:
         "p95": None,
         "p99": None,
         "max": None,
-        "items": [],
+        "items": [
+            {"gt_seconds": lower, "le_seconds": upper, "count": 0} for lower, upper in FIXED_BINS
+        ],
         "since": None,
         "until": None,
         "as_of": None,
@@ -323,6 +333,26 @@ def test_duration_distribution_by_hand(ref: Any) -> None:
     payroll = report(ref, "duration-distribution", pipeline_id="10")
     assert payroll["max"] == 86400.5
     assert payroll["items"][-1] == {"gt_seconds": 86400, "le_seconds": None, "count": 1}
+
+
+@pytest.mark.parametrize(("params", "expected"), DURATIONS)
+def test_duration_histogram_has_every_bin_ending_with_the_open_one(
+    ref: Any, params: dict[str, Any], expected: Callable[[Dataset], Any]
+) -> None:
+    items = report(ref, "duration-distribution", **params)["items"]
+    assert [(i["gt_seconds"], i["le_seconds"]) for i in items] == FIXED_BINS
+    assert items[-1]["le_seconds"] is None
+    assert sum(i["count"] for i in items) == expected(ref.data)["count"]
+
+
+def test_an_empty_duration_bin_between_populated_ones_is_a_zero_row(ref: Any) -> None:
+    # payroll, 7 days: runs in (0, 1], (1, 5], (30, 60], (60, 120], (120, 300]
+    # and one of 86400.5 s; the bins in between hold nothing and are still there.
+    items = report(ref, "duration-distribution", pipeline_id="10")["items"]
+    counts = {(i["gt_seconds"], i["le_seconds"]): i["count"] for i in items}
+    assert counts[(1, 5)] > 0 and counts[(30, 60)] > 0 and counts[(86400, None)] == 1
+    assert counts[(5, 10)] == counts[(10, 30)] == 0
+    assert [counts[b] for b in FIXED_BINS[7:15]] == [0] * 8
 
 
 STATUS_CHANGES: list[Case] = [

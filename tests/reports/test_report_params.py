@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,6 +56,20 @@ def test_csv_of_an_empty_report_is_its_header(ref: Any) -> None:
     assert response.text == (
         "run_id,pipeline_id,pipeline_name,client_id,client_name,status,started_at,event_at\r\n"
     )
+
+
+def test_csv_of_an_empty_duration_window_has_every_bin_at_zero(ref: Any) -> None:
+    response = ref.api.get(
+        f"{API}/reports/duration-distribution",
+        params={"as_of": AS_OF_TEXT, "client_id": "999", "format": "csv"},
+    )
+    rows = list(csv.reader(io.StringIO(response.text)))
+    edges = ["", "1", "5", "10", "30", "60", "120", "300", "600", "900", "1800", "3600",
+             "7200", "14400", "28800", "86400", ""]  # fmt: skip
+    assert rows == [
+        ["gt_seconds", "le_seconds", "count"],
+        *([lower, upper, "0"] for lower, upper in itertools.pairwise(edges)),
+    ]
 
 
 def test_defaults_as_of_now_and_a_window_ending_there(ref: Any) -> None:

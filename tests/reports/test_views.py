@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -10,10 +13,11 @@ from typing import Any
 import oracle
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from reference import build_dataset
 from sqlalchemy import Engine
 
-from chm.core.migrate import MIGRATIONS_DIR
+from chm.core.migrate import MIGRATIONS_DIR, alembic_config, upgrade
 from chm.reports.views import (
     BEGIN_MARKER,
     VIEWS,
@@ -23,7 +27,7 @@ from chm.reports.views import (
     generated_block,
     view_sql,
 )
-from factories import API, ok
+from factories import API, make_client, make_pipeline, make_run, ok
 
 _SQLITE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$")
 CLOCK_COLUMNS = ("as_of", "since", "until")
@@ -152,6 +156,89 @@ def test_each_view_answers_what_the_api_answers(ref_now: Any, view: ViewSpec) ->
         assert durations["count"] == body["count"]
     else:
         assert items == body["items"]
+
+
+# The histogram's bins (gt_seconds, le_seconds), the open one last.
+_EDGES = [None, 1, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400, None]
+HISTOGRAM_BINS = list(itertools.pairwise(_EDGES))
+
+
+def _histogram_rows(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [
+            dict(row)
+            for row in conn.execute(sa.text("SELECT * FROM chm_duration_histogram")).mappings()
+        ]
+
+
+def test_the_histogram_view_of_an_empty_database_has_every_bin_at_zero(engine: Engine) -> None:
+    rows = _histogram_rows(engine)
+    assert [(r["gt_seconds"], r["le_seconds"], r["count"]) for r in rows] == [
+        (lower, upper, 0) for lower, upper in HISTOGRAM_BINS
+    ]
+
+
+def test_the_histogram_view_the_json_and_the_csv_agree_on_empty_bins(api, engine: Engine) -> None:
+    pipeline = make_pipeline(api, make_client(api))
+    started = datetime.now(UTC) - timedelta(hours=2)
+    for seconds in (0.5, 4000.0, 4000.0):
+        finished = started + timedelta(seconds=seconds)
+        make_run(api, pipeline, started_at=_iso(started), finished_at=_iso(finished),
+                 duration_seconds=seconds)  # fmt: skip
+    rows = _histogram_rows(engine)
+    counts = [0] * len(HISTOGRAM_BINS)
+    counts[0], counts[11] = 1, 2  # (0, 1] and (3600, 7200]: a gap of ten empty bins between
+    assert [(r["gt_seconds"], r["le_seconds"], r["count"]) for r in rows] == [
+        (lower, upper, n) for (lower, upper), n in zip(HISTOGRAM_BINS, counts, strict=True)
+    ]
+    params = {"as_of": _iso(rows[0]["as_of"])}
+    body = ok(api.get(f"{API}/reports/duration-distribution", params=params))
+    view = VIEWS_BY_NAME["chm_duration_histogram"]
+    assert body["items"] == [_api_form(view, row) for row in rows]
+    assert body["items"][-1] == {"gt_seconds": 86400, "le_seconds": None, "count": 0}
+    as_csv = api.get(f"{API}/reports/duration-distribution", params={**params, "format": "csv"})
+    assert list(csv.reader(io.StringIO(as_csv.text)))[1:] == [
+        ["" if r["gt_seconds"] is None else str(r["gt_seconds"]),
+         "" if r["le_seconds"] is None else str(r["le_seconds"]), str(r["count"])]
+        for r in rows
+    ]  # fmt: skip
+
+
+def test_downgrading_migration_0005_restores_the_histogram_of_non_empty_bins(
+    engine: Engine,
+) -> None:
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")
+    assert _histogram_rows(engine) == []  # the old view: empty bins left out
+    upgrade(engine)
+    assert len(_histogram_rows(engine)) == len(HISTOGRAM_BINS)
+
+
+@pytest.mark.postgres_only
+def test_migration_0005_keeps_the_grants_on_the_histogram_view(engine: Engine) -> None:
+    """PostgreSQL replaces the view in place: the BI role's SELECT survives."""
+    role = f"chm_bi_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} NOLOGIN")
+        conn.exec_driver_sql(f"GRANT SELECT ON chm_duration_histogram TO {role}")
+    try:
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0004")
+        upgrade(engine)
+        with engine.connect() as conn:
+            granted = conn.execute(
+                sa.text("SELECT has_table_privilege(:role, 'chm_duration_histogram', 'SELECT')"),
+                {"role": role},
+            ).scalar_one()
+        assert granted is True
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
 
 
 @pytest.mark.postgres_only

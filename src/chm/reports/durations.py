@@ -8,6 +8,7 @@ shows it run by run, so a BI tool can draw its own bins.
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,28 +74,54 @@ def duration_summary_query(durations: Query) -> Query:
     )
 
 
+def histogram_bins() -> sa.Subquery:
+    """The fixed bins as rows ``(bin, gt_seconds, le_seconds)``, the open one last.
+
+    Inline literals (a ``UNION ALL`` of one-row selects, which both databases
+    accept, unlike a named ``VALUES`` list on SQLite): the API and the view
+    run the very same text, and the first row's typed NULL gives PostgreSQL
+    the column type.
+    """
+    edges = (None, *HISTOGRAM_EDGES, None)
+
+    def edge(value: int | None) -> sa.ColumnElement[Any]:
+        if value is None:
+            return sa.cast(sa.null(), sa.Integer)
+        return sa.literal_column(str(value), sa.Integer)
+
+    rows = [
+        sa.select(
+            sa.literal_column(str(i), sa.Integer).label("bin"),
+            edge(lower).label("gt_seconds"),
+            edge(upper).label("le_seconds"),
+        )
+        for i, (lower, upper) in enumerate(itertools.pairwise(edges))
+    ]
+    return sa.union_all(*rows).subquery("bins")
+
+
 def duration_histogram_query(durations: Query) -> Query:
-    """One row per histogram bin holding durations, shortest bin first."""
+    """One row per bin of the fixed edges, shortest first, empty bins counted 0."""
     source = durations.subquery("durations")
     bin_index = sa.case(
         *((source.c.duration_seconds <= edge, i) for i, edge in enumerate(HISTOGRAM_EDGES)),
         else_=len(HISTOGRAM_EDGES),
     )
-    bins = sa.select(bin_index.label("bin")).subquery("bins")
-    lower = sa.case(
-        *((bins.c.bin == i + 1, edge) for i, edge in enumerate(HISTOGRAM_EDGES)),
-        else_=sa.null(),
+    # Grouped by the output column's name: the CASE is written once.
+    counts = (
+        sa.select(bin_index.label("bin"), sa.func.count().label("count"))
+        .group_by("bin")
+        .subquery("counts")
     )
-    upper = sa.case(
-        *((bins.c.bin == i, edge) for i, edge in enumerate(HISTOGRAM_EDGES)), else_=sa.null()
-    )
+    bins = histogram_bins()
     return (
         sa.select(
-            lower.label("gt_seconds"),
-            upper.label("le_seconds"),
-            sa.func.count().label("count"),
+            bins.c.gt_seconds,
+            bins.c.le_seconds,
+            sa.func.coalesce(counts.c.count, 0).label("count"),
         )
-        .group_by(bins.c.bin)
+        .select_from(bins)
+        .outerjoin(counts, counts.c.bin == bins.c.bin)
         .order_by(bins.c.bin)
     )
 

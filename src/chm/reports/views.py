@@ -162,7 +162,7 @@ VIEWS: tuple[ViewSpec, ...] = (
     ViewSpec(
         "chm_duration_histogram",
         "duration-distribution (items)",
-        "Histogram of the run durations of the last 7 days, non-empty bins only",
+        "Histogram of the run durations of the last 7 days: every bin, empty ones with count 0",
         DurationHistogramRow,
         lambda: durations.duration_histogram_query(_durations()),
         _window(_DURATION.since, _DURATION.until),
