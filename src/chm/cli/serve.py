@@ -51,4 +51,8 @@ def serve(
         workers=workers,
         log_level=settings.log_level.lower(),
         log_config=uvicorn_log_config(),
+        # On SIGTERM or Ctrl-C: stop accepting, let requests in flight finish
+        # for this long, then cancel them, so a stalled client or request
+        # cannot keep the process alive.
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # server's cursors cannot be forged), else a fixed development key.
     cursor_secret: SecretStr | None = None
     stuck_after_minutes: int = Field(default=360, ge=1)
+    # On SIGTERM (or Ctrl-C) chm serve lets requests in flight finish for at
+    # most this long, then cancels them and exits.
+    shutdown_timeout_s: int = Field(default=10, ge=0)
 
     @property
     def cursor_key(self) -> bytes:
