@@ -34,6 +34,9 @@ class Reply:
     trickle: int = 0
     trickle_delay: float = 0.0
     reset_after: int | None = None
+    # A fault before the body: the status line and headers sent one byte at
+    # a time, this many seconds apart.
+    head_trickle_delay: float = 0.0
 
 
 @dataclass
@@ -106,7 +109,10 @@ class FakeServer:
                     }.items():
                         self.send_header(name, value)
                     self.send_header("content-length", str(len(payload)))
-                    self.end_headers()
+                    if reply.head_trickle_delay:
+                        self._trickle_head(reply.head_trickle_delay)
+                    else:
+                        self.end_headers()
                     if reply.reset_after is not None:
                         self.wfile.write(payload[: reply.reset_after])
                         self.wfile.flush()
@@ -121,6 +127,17 @@ class FakeServer:
                         self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+
+            def _trickle_head(self, delay: float) -> None:
+                """``end_headers`` one byte at a time: the status line and headers
+                that ``send_response`` and ``send_header`` buffered, then the
+                blank line."""
+                head = b"".join(self._headers_buffer) + b"\r\n"
+                self._headers_buffer = []
+                for i in range(len(head)):
+                    self.wfile.write(head[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(delay)
 
             do_GET = do_POST = _serve  # noqa: N815
 

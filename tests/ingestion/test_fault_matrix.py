@@ -246,12 +246,20 @@ def stalled_headers() -> Reply:
     return Reply(200, PAGE_2_BODY, delay=TIMEOUT_S * 3)
 
 
+def trickled_headers() -> Reply:
+    # The status line and headers (about 130 bytes) one byte every 20 ms:
+    # each read is quick (under the 0.3 s read timeout), the head alone
+    # takes about 2.5 s.
+    return Reply(200, PAGE_2_BODY, head_trickle_delay=0.02)
+
+
 BROKEN_BODIES = {
     "connection reset mid-body": (reset_mid_body, "connection error ("),
     "truncated JSON": (truncated_json, "unreadable body (not JSON)"),
     "HTML error page with status 200": (html_error_page, "unreadable body (not JSON)"),
     "body trickled slower than the timeout": (trickled_body, f"request timed out after {TIMEOUT_S:g}s"),
     "no answer before the timeout": (stalled_headers, f"request timed out after {TIMEOUT_S:g}s"),
+    "headers trickled slower than the timeout": (trickled_headers, f"request timed out after {TIMEOUT_S:g}s"),
 }  # fmt: skip
 
 
@@ -284,6 +292,19 @@ def test_the_timeout_bounds_the_whole_body_not_each_read(api, engine, fake) -> N
     outcome = run_matrix_case(api, engine, fake, page_2=answers)
     assert outcome.victim_error is not None and "timed out" in outcome.victim_error
     # Three tries of 0.3 s each, where the trickle alone would take 3 x 1 s.
+    assert ATTEMPTS * TIMEOUT_S <= outcome.elapsed < ATTEMPTS * TIMEOUT_S + 3.0
+
+
+def test_the_timeout_bounds_the_headers_too_not_each_read(api, engine, fake) -> None:
+    """A server sending its status line and headers a byte at a time trips no
+    read timeout either: the deadline covers the whole exchange, headers
+    included, so each try ends after about ``timeout_s``."""
+    answers = tuple(trickled_headers() for _ in range(ATTEMPTS))
+    outcome = run_matrix_case(api, engine, fake, page_2=answers)
+    assert_failed(
+        outcome, f"gave up after {ATTEMPTS} attempts: request timed out after {TIMEOUT_S:g}s"
+    )
+    # Three tries of 0.3 s each, where the head alone would take 3 x 2.5 s.
     assert ATTEMPTS * TIMEOUT_S <= outcome.elapsed < ATTEMPTS * TIMEOUT_S + 3.0
 
 

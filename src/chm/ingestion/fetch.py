@@ -1,5 +1,10 @@
 """One source's HTTP: timeouts, retries with backoff and jitter, Retry-After (FR-015).
 
+Each try is bounded as a whole by the source's ``timeout_s``: connect,
+request, headers and body together (``chm.ingestion.deadline``), on top of
+httpx's own timeout for each connect, read and write; running out is a
+timeout, retried like any other.
+
 Connection errors, timeouts, 429, 5xx and unreadable bodies are retried up to
 ``max_retries`` times after the first try, with exponential backoff and
 jitter (tenacity); a ``Retry-After`` header, in seconds or as an HTTP date,
@@ -21,12 +26,9 @@ when the source answers 401 (an expired token).
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import logging
 import re
-import socket
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -47,6 +49,7 @@ from chm.core.timeutil import utcnow
 from chm.ingestion.config import SourceBase
 from chm.ingestion.connectors.base import PageRequest
 from chm.ingestion.credentials import Credentials
+from chm.ingestion.deadline import deadline, deadline_transport
 
 logger = logging.getLogger("chm.ingestion")
 
@@ -125,6 +128,7 @@ class SourceClient:
             headers={"Accept": "application/json", "User-Agent": "chm-ingest"},
             timeout=httpx.Timeout(source.timeout_s),
             follow_redirects=False,
+            transport=deadline_transport(),
         )
         self._sleep = sleep
         self._backoff = wait_exponential_jitter(
@@ -206,20 +210,24 @@ class SourceClient:
 
     def _fetch_once(self, request: PageRequest, authenticated: bool = True) -> Answer:
         timed_out = RetryableError(f"request timed out after {self.source.timeout_s:g}s")
-        deadline = time.monotonic() + self.source.timeout_s
         headers = {**request.headers, **(self._auth if authenticated else {})}
         try:
-            with self._client.stream(
-                request.method,
-                request.url,
-                params=request.params or None,
-                json=request.json,
-                headers=headers,
-            ) as response:
+            # One deadline for the whole exchange: a server trickling its
+            # headers or its body a byte at a time trips it too.
+            with (
+                deadline(self.source.timeout_s),
+                self._client.stream(
+                    request.method,
+                    request.url,
+                    params=request.params or None,
+                    json=request.json,
+                    headers=headers,
+                ) as response,
+            ):
                 status = response.status_code
                 self._raise_if_throttled(status, response.headers)
-                content = _read_before(response, deadline)
-        except (httpx.TimeoutException, _DeadlinePassed):
+                content = response.read()
+        except httpx.TimeoutException:
             raise timed_out from None
         except httpx.TransportError as error:
             raise RetryableError(f"connection error ({type(error).__name__})") from None
@@ -255,46 +263,3 @@ class SourceClient:
             )
         reason = f"HTTP {status}" + (" (rate limit spent)" if reset is not None else "")
         raise RetryableError(reason, retry_after=wait)
-
-
-class _DeadlinePassed(Exception):
-    """The whole body did not arrive within the request's timeout."""
-
-
-def _read_before(response: httpx.Response, deadline: float) -> bytes:
-    """The body of ``response``, or _DeadlinePassed once ``deadline`` (monotonic) passes.
-
-    httpx's read timeout bounds each read from the socket, not the body: a
-    server trickling a byte at a time never trips it. So the deadline is
-    checked as each chunk arrives, and a watchdog shuts the socket down at the
-    deadline so that a read blocked in between ends at once.
-    """
-    stream = response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    expired = threading.Event()
-
-    def cut() -> None:
-        expired.set()
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), cut)
-    watchdog.daemon = True
-    watchdog.start()
-    chunks = []
-    try:
-        for chunk in response.iter_bytes():
-            chunks.append(chunk)
-            if time.monotonic() > deadline:
-                raise _DeadlinePassed
-    except httpx.TransportError:
-        if expired.is_set():
-            raise _DeadlinePassed from None
-        raise
-    finally:
-        watchdog.cancel()
-    if expired.is_set():
-        # The socket may be half shut: the connection must not be reused.
-        raise _DeadlinePassed
-    return b"".join(chunks)
