@@ -47,6 +47,10 @@ class SourceRun:
     error_message: str | None = None
     # The source's own "last changed" time, for the no-regression rule.
     source_updated_at: datetime | None = None
+    # The source's marker of the run's current attempt, a number that grows
+    # with every new attempt of the same run (a re-run, a clear, a repair),
+    # for the no-regression rule; None when the source gives none.
+    attempt: int | None = None
 
 
 # The generic feed's words (contract: "The generic partner feed"), lower-cased.
@@ -155,6 +159,25 @@ def duration_seconds(raw: Any, what: str, *, scale: float = 1.0) -> float | None
     if raw < 0:
         raise InvalidRun(f"{what} is negative")
     return float(raw) * scale
+
+
+def attempt_number(raw: Any, what: str) -> int | None:
+    """A count of attempts the source keeps (GitHub's ``run_attempt``): a
+    non-negative integer, or None when absent."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise InvalidRun(f"{what} is not a non-negative integer")
+    return raw
+
+
+def attempt_time(moment: datetime | None) -> int | None:
+    """A time that moves with every new attempt (Airflow's ``queued_at``) as an
+    attempt marker: whole microseconds since 1970, so that markers compare
+    exactly whichever database stores them."""
+    if moment is None:
+        return None
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def metrics_object(raw: Any, what: str = "metrics") -> dict[str, Any]:

@@ -20,13 +20,19 @@ A replay of identical data therefore writes nothing: ``updated_at`` and
 - when both the stored run and the snapshot carry the source's own update
   time (``source_updated_at``) and the snapshot's is older, the snapshot is
   stale and ignored;
-- a snapshot that is not terminal (queued, running, unknown) never replaces a
-  terminal status (success, failed, cancelled, skipped), unless both carry an
-  update time and the snapshot's is strictly newer: the source shows the run
-  really restarted;
-- ``started_at`` is never lost once known: a snapshot without one keeps the
-  stored value; a terminal snapshot without ``finished_at`` keeps the stored
-  one too, and so does the source update time;
+- a snapshot of an earlier attempt of the run than the stored one is stale,
+  and one of a later attempt replaces it whatever the statuses, with the
+  new attempt's own times (``attempt_order``: the source's attempt markers,
+  ``source_attempt``, when both carry one; else a start after the stored
+  end, or an end before the stored start);
+- within one attempt, a snapshot that is not terminal (queued, running,
+  unknown) never replaces a terminal status (success, failed, cancelled,
+  skipped), unless both carry an update time and the snapshot's is strictly
+  newer: the source shows the run really restarted;
+- within one attempt ``started_at`` is never lost once known: a snapshot
+  without one keeps the stored value; a terminal snapshot without
+  ``finished_at`` keeps the stored one too; and so do the source update
+  time and the attempt marker;
 - the duration is the source's when it gave one, else finished - started.
 
 A stale snapshot counts as unchanged.
@@ -61,6 +67,7 @@ DATA_FIELDS = (
     "error_message",
     "source_payload",
     "source_updated_at",
+    "source_attempt",
 )
 _KEY_CHUNK = 1000
 # pg_advisory_xact_lock(class, object): "CHMI" marks ingestion's locks.
@@ -109,17 +116,42 @@ def snapshot_row(run: SourceRun, payload: dict[str, Any] | None) -> Row:
         "error_message": run.error_message,
         "source_payload": payload,
         "source_updated_at": run.source_updated_at,
+        "source_attempt": run.attempt,
     }
+
+
+def _before(earlier: datetime | None, later: datetime | None) -> bool:
+    return earlier is not None and later is not None and earlier < later
+
+
+def attempt_order(stored: Row, snapshot: Row) -> int:
+    """Whether ``snapshot`` shows a later attempt of the run than ``stored`` (1), an
+    earlier one (-1), or the same one, or no evidence either way (0).
+
+    The source's attempt markers decide when both carry one. Without them, only
+    times that one attempt cannot hold do: a start after the stored run's end
+    is a later attempt, an end before the stored run's start an earlier one.
+    """
+    new, old = snapshot["source_attempt"], stored["source_attempt"]
+    if new is not None and old is not None:
+        return int(new > old) - int(new < old)
+    if _before(stored["finished_at"], snapshot["started_at"]):
+        return 1
+    if _before(snapshot["finished_at"], stored["started_at"]):
+        return -1
+    return 0
 
 
 def is_stale(stored: Row, snapshot: Row) -> bool:
     """True when ``snapshot`` would move ``stored`` back in time (see the module rule)."""
     new, old = snapshot["source_updated_at"], stored["source_updated_at"]
-    if new is not None and old is not None and new < old:
+    if _before(new, old):
         return True
+    order = attempt_order(stored, snapshot)
+    if order != 0:
+        return order < 0
     if stored["status"] in TERMINAL_STATUSES and snapshot["status"] not in TERMINAL_STATUSES:
-        restarted = new is not None and old is not None and new > old
-        return not restarted
+        return not _before(old, new)  # restarted in place: a strictly newer update
     return False
 
 
@@ -130,10 +162,15 @@ def merge(stored: Row | None, snapshot: Row) -> Row | None:
     if is_stale(stored, snapshot):
         return None
     merged = dict(snapshot)
-    if merged["started_at"] is None:
-        merged["started_at"] = stored["started_at"]
-    if merged["finished_at"] is None and snapshot["status"] in TERMINAL_STATUSES:
-        merged["finished_at"] = stored["finished_at"]
+    if attempt_order(stored, snapshot) == 0:
+        # The same attempt: what is known of it is kept. A new attempt brings
+        # its own start and end (none yet while it is queued).
+        if merged["started_at"] is None:
+            merged["started_at"] = stored["started_at"]
+        if merged["finished_at"] is None and snapshot["status"] in TERMINAL_STATUSES:
+            merged["finished_at"] = stored["finished_at"]
+        if merged["source_attempt"] is None:
+            merged["source_attempt"] = stored["source_attempt"]
     if merged["source_updated_at"] is None:
         merged["source_updated_at"] = stored["source_updated_at"]
     started, finished = merged["started_at"], merged["finished_at"]
@@ -187,6 +224,7 @@ _RECORD_TYPES: dict[str, Any] = {
     "error_message": sa.Text(),
     "source_payload": postgresql.JSONB(),
     "source_updated_at": _TIMESTAMP,
+    "source_attempt": sa.BigInteger(),
     "ingested_at": _TIMESTAMP,
     "created_at": _TIMESTAMP,
     "updated_at": _TIMESTAMP,

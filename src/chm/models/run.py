@@ -86,6 +86,9 @@ class Run(IdMixin, TimestampMixin, Base):
     # The source's own "last changed" time, when it has one: lets ingestion
     # tell a real restart from a stale snapshot.
     source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The source's marker of the run's current attempt (GitHub run_attempt,
+    # Airflow 3 queued_at...): lets ingestion show a run started again.
+    source_attempt: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
     event_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), sa.Computed(EVENT_AT_SQL, persisted=True), nullable=False
     )

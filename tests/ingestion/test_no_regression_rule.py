@@ -1,0 +1,182 @@
+"""The no-regression rule as pure functions: which snapshot of a run may replace
+which, attempts included (``chm.ingestion.upsert``: ``attempt_order``,
+``is_stale``, ``merge``). No database: rows in, rows out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from chm.ingestion.upsert import attempt_order, is_stale, merge
+
+T0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def row(
+    status: str,
+    started: int | None = None,
+    finished: int | None = None,
+    *,
+    attempt: int | None = None,
+    updated: int | None = None,
+) -> dict[str, Any]:
+    """A run as ``snapshot_row`` builds it; times in minutes after ``T0``."""
+    started_at = None if started is None else at(started)
+    finished_at = None if finished is None else at(finished)
+    return {
+        "external_run_id": "r",
+        "status": status,
+        "source_status": status,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "duration_seconds": (finished_at - started_at).total_seconds()
+        if started_at and finished_at
+        else None,
+        "duration_from_source": False,
+        "metrics": {},
+        "error_message": None,
+        "source_payload": {"state": status},
+        "source_updated_at": None if updated is None else at(updated),
+        "source_attempt": attempt,
+    }
+
+
+# --- attempt_order ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stored", "snapshot", "order"),
+    [
+        (row("success", 0, 14, attempt=1), row("queued", attempt=2), 1),
+        (row("queued", attempt=2), row("success", 0, 14, attempt=1), -1),
+        (row("running", 0, attempt=3), row("success", 0, 14, attempt=3), 0),
+        # Equal markers: one attempt, whatever the times say.
+        (row("success", 0, 14, attempt=1), row("running", 30, attempt=1), 0),
+    ],
+)
+def test_the_sources_attempt_markers_decide_when_both_carry_one(stored, snapshot, order) -> None:
+    assert attempt_order(stored, snapshot) == order
+
+
+@pytest.mark.parametrize(
+    ("stored", "snapshot", "order"),
+    [
+        # Started after the stored end: a later attempt.
+        (row("success", 0, 14), row("running", 30), 1),
+        (row("failed", 0, 14, attempt=1), row("running", 30), 1),
+        # Ended before the stored start: an earlier attempt.
+        (row("running", 30), row("success", 0, 14), -1),
+        (row("failed", 30, 45), row("success", 0, 14), -1),
+        # Times one attempt can hold: no evidence.
+        (row("running", 0), row("success", 0, 14), 0),
+        (row("success", 0, 14), row("running", 0), 0),
+        (row("success", 0, 14), row("running", 14), 0),
+        (row("success", 0, 14), row("queued"), 0),
+        (row("queued"), row("running", 5), 0),
+    ],
+)
+def test_without_markers_only_times_one_attempt_cannot_hold_tell_attempts_apart(
+    stored, snapshot, order
+) -> None:
+    assert attempt_order(stored, snapshot) == order
+
+
+# --- is_stale and merge ----------------------------------------------------------------------
+
+
+def test_a_later_attempt_replaces_a_terminal_run_with_its_own_times() -> None:
+    stored = row("success", 0, 14, attempt=1)
+    queued = merge(stored, row("queued", attempt=2))
+    assert queued is not None
+    assert (queued["status"], queued["started_at"], queued["finished_at"]) == ("queued", None, None)
+    assert (queued["duration_seconds"], queued["source_attempt"]) == (None, 2)
+
+    running = merge(queued, row("running", 30, attempt=2))
+    assert running is not None
+    assert (running["status"], running["started_at"], running["finished_at"]) == (
+        "running", at(30), None,
+    )  # fmt: skip
+    failed = merge(running, row("failed", 30, 41, attempt=2))
+    assert failed is not None
+    assert (failed["finished_at"], failed["duration_seconds"]) == (at(41), 660.0)
+
+
+def test_a_start_after_the_stored_end_is_a_new_attempt_without_markers() -> None:
+    merged = merge(row("success", 0, 14), row("running", 30))
+    assert merged is not None
+    assert (merged["status"], merged["started_at"], merged["finished_at"]) == (
+        "running", at(30), None,
+    )  # fmt: skip
+    assert merged["duration_seconds"] is None
+
+
+@pytest.mark.parametrize(
+    ("stored", "old"),
+    [
+        # Old pages of the first attempt, read after the re-run was stored.
+        (row("queued", attempt=2), row("success", 0, 14, attempt=1)),
+        (row("running", 30, attempt=2), row("success", 0, 14, attempt=1)),
+        (row("running", 30, attempt=2), row("running", 0, attempt=1)),
+        (row("failed", 30, 41, attempt=2), row("success", 0, 14, attempt=1)),
+        # The same, where the source has no markers: the times tell.
+        (row("running", 30), row("success", 0, 14)),
+        (row("failed", 30, 41), row("success", 0, 14)),
+        # Older pages of the re-run itself.
+        (row("failed", 30, 41, attempt=2), row("queued", attempt=2)),
+        (row("failed", 30, 41, attempt=2), row("running", 30, attempt=2)),
+        (row("failed", 30, 41), row("running", 30)),
+    ],
+)
+def test_an_older_attempt_or_an_older_snapshot_never_moves_a_run_back(stored, old) -> None:
+    assert is_stale(stored, old)
+    assert merge(stored, old) is None
+
+
+def test_an_older_update_time_is_stale_even_for_a_later_attempt() -> None:
+    stored = row("success", 0, 14, attempt=1, updated=15)
+    assert is_stale(stored, row("queued", attempt=2, updated=10))
+    assert not is_stale(stored, row("queued", attempt=2, updated=15))
+
+
+def test_a_later_attempt_with_the_same_update_time_still_shows() -> None:
+    # GitHub's updated_at has whole seconds: a re-run asked in the second the
+    # run completed carries the same update time, and run_attempt decides.
+    stored = row("success", 0, 14, attempt=1, updated=14)
+    merged = merge(stored, row("queued", 14, attempt=2, updated=14))
+    assert merged is not None and merged["status"] == "queued"
+    assert merge(merged, row("success", 0, 14, attempt=1, updated=14)) is None
+
+
+def test_within_one_attempt_a_non_terminal_snapshot_needs_a_newer_update_time() -> None:
+    stored = row("failed", 0, 14, attempt=1)
+    assert is_stale(stored, row("running", 0, attempt=1))
+    assert is_stale(stored, row("queued"))
+    timed = row("failed", 0, 14, updated=14)
+    assert is_stale(timed, row("running", 0, updated=14))
+    assert not is_stale(timed, row("running", 0, updated=20))
+
+
+def test_a_replay_of_the_same_snapshot_changes_nothing() -> None:
+    for stored in (
+        row("success", 0, 14, attempt=1),
+        row("queued", attempt=2),
+        row("running", 30),
+        row("failed", 30, 41, updated=41),
+    ):
+        assert merge(stored, dict(stored)) == stored
+
+
+def test_within_one_attempt_what_is_known_is_kept() -> None:
+    merged = merge(row("running", 5, attempt=3, updated=6), row("success", None, 14))
+    assert merged is not None
+    assert merged["started_at"] == at(5)
+    assert (merged["source_attempt"], merged["source_updated_at"]) == (3, at(6))
+    assert merged["duration_seconds"] == 540.0
+    kept = merge(row("success", 0, 14), row("failed"))
+    assert kept is not None and kept["finished_at"] == at(14)
