@@ -6,18 +6,27 @@ filtering and authenticating as the platform documents: the tests change
 ``runs`` between ingestions and read ``server.requests`` to see what CHM
 asked. Keys starting with ``_`` are the fake's own bookkeeping (the time a
 run was last updated, for the time filters) and are never sent.
+
+Values a platform computes against its clock on every read (Prefect's
+``estimated_run_time``, dbt Cloud's ``"2 hours ago"``, Databricks'
+``run_duration`` of an active run, ADF's ``durationInMs`` in progress) are
+recomputed on every read too, against a fake clock that moves
+``READ_TICK`` per read: two reads of an unchanged run always differ there.
+Airflow's ``clear``/``start``/``finish`` and GitHub's ``rerun`` play a
+finished run started again under its id, as the platforms do.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from ingestion_fakes import FakeServer, Reply, Seen
+from ingestion_fakes import ADF_FACTORY, FakeServer, Reply, Seen
 
 
 def public(run: dict[str, Any]) -> dict[str, Any]:
@@ -34,6 +43,31 @@ def parsed(text: str) -> datetime:
 
 def scripted(server: FakeServer, path: str, key: str | None) -> Reply | None:
     return server.scripted(path, key)
+
+
+# The fakes' clock for values derived at read time: it moves this much per read.
+READ_TICK = timedelta(seconds=7)
+READ_EPOCH = datetime(2026, 3, 1, 10, 10, tzinfo=UTC)
+
+
+def clock_text(seconds: float) -> str:
+    """``HH:MM:SS``, as dbt Cloud writes durations."""
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def humanized(seconds: float, ago: bool = False) -> str:
+    """dbt Cloud's words for a duration (``"5 minutes"``, ``"3 hours ago"``)."""
+    value, unit = (seconds / 3600, "hour") if seconds >= 3600 else (seconds / 60, "minute")
+    if seconds < 60:
+        value, unit = seconds, "second"
+    text = f"{int(value)} {unit}{'' if int(value) == 1 else 's'}"
+    return f"{text} ago" if ago else text
+
+
+def snapshot(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs as a page would show them now: kept to serve later as an old page."""
+    return [public(copy.deepcopy(run)) for run in runs]
 
 
 # --- Airflow -------------------------------------------------------------------------------
@@ -98,6 +132,30 @@ class AirflowFake:
             self.token = "expired"
         return Reply(body={"dag_runs": [public(r) for r in page], "total_entries": len(matching)})
 
+    def run(self, dag_run_id: str) -> dict[str, Any]:
+        return next(run for run in self.runs if run["dag_run_id"] == dag_run_id)
+
+    def clear(self, dag_run_id: str, at: datetime) -> None:
+        """An operator clears a finished run: ``DagRun.set_state(QUEUED)``, a new
+        ``queued_at`` (v2 only shows it), no dates, no scheduling decision yet."""
+        run = self.run(dag_run_id)
+        run |= {"state": "queued", "start_date": None, "end_date": None,
+                "last_scheduling_decision": None, "_updated": at}  # fmt: skip
+        if self.version == "2":
+            run |= {"queued_at": iso(at), "duration": None}
+
+    def start(self, dag_run_id: str, at: datetime) -> None:
+        """The scheduler runs the queued run: ``set_state(RUNNING)`` sets a start."""
+        run = self.run(dag_run_id)
+        run |= {"state": "running", "start_date": iso(at), "last_scheduling_decision": iso(at),
+                "_updated": at}  # fmt: skip
+
+    def finish(self, dag_run_id: str, state: str, at: datetime) -> None:
+        run = self.run(dag_run_id)
+        run |= {"state": state, "end_date": iso(at), "_updated": at}
+        if self.version == "2":
+            run["duration"] = (at - parsed(run["start_date"])).total_seconds()
+
 
 def airflow_run(
     number: int, state: str = "success", version: str = "2", **fields: Any
@@ -153,6 +211,7 @@ class DbtCloudFake:
     clamp: int = 100
     runs: list[dict[str, Any]] = field(default_factory=list)
     on_page: Any = None
+    reads: int = 0
 
     def __post_init__(self) -> None:
         self.path = f"/api/v2/accounts/{self.account_id}/runs/"
@@ -180,10 +239,12 @@ class DbtCloudFake:
         )
         offset = int(seen.query.get("offset", 0))
         page = matching[offset : offset + min(limit, self.clamp)]
+        self.reads += 1
+        now = READ_EPOCH + self.reads * READ_TICK
         body = {
             "status": {"code": 200, "is_success": True, "user_message": "Success!",
                        "developer_message": ""},
-            "data": [public(r) for r in page],
+            "data": [public(r) | dbt_read_time(r, now) for r in page],
             "extra": {"filters": {"limit": limit, "offset": offset, "account_id": self.account_id},
                       "order_by": "-id",
                       "pagination": {"count": len(page), "total_count": len(matching)}},
@@ -191,6 +252,32 @@ class DbtCloudFake:
         if self.on_page is not None:
             self.on_page(offset)
         return Reply(body=body)
+
+
+def dbt_read_time(run: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """dbt Cloud's durations, counted up to ``now`` while the run is queued or
+    running, and its ``"... ago"`` words, for every run, as of ``now``."""
+
+    def at(key: str) -> datetime | None:
+        return datetime.fromisoformat(run[key]) if run.get(key) else None
+
+    created, started, finished = at("created_at"), at("started_at"), at("finished_at")
+    assert created is not None
+    end = finished or now
+    values = {
+        "duration": (end - created).total_seconds(),
+        "queued_duration": ((started or end) - created).total_seconds(),
+        "run_duration": (end - started).total_seconds() if started else 0.0,
+    }
+    words: dict[str, Any] = {}
+    for key, seconds in values.items():
+        words[key] = clock_text(seconds)
+        words[f"{key}_humanized"] = humanized(seconds)
+    words["created_at_humanized"] = humanized((now - created).total_seconds(), ago=True)
+    words["finished_at_humanized"] = (
+        humanized((now - finished).total_seconds(), ago=True) if finished else None
+    )
+    return words
 
 
 def dbt_run(run_id: int, status: int = 10, job_id: int = 77, **fields: Any) -> dict[str, Any]:
@@ -269,6 +356,21 @@ class GithubFake:
         body = {"total_count": len(matching), "workflow_runs": [public(r) for r in chunk]}
         return Reply(body=body, headers=headers)
 
+    def run(self, run_id: int) -> dict[str, Any]:
+        return next(run for run in self.runs if run["id"] == run_id)
+
+    def rerun(self, run_id: int, at: datetime) -> None:
+        """Re-run a completed run: the same id, ``run_attempt`` + 1, queued again,
+        ``run_started_at`` reset (``created_at`` kept)."""
+        run = self.run(run_id)
+        run |= {"status": "queued", "conclusion": None, "run_attempt": run["run_attempt"] + 1,
+                "run_started_at": iso(at), "updated_at": iso(at)}  # fmt: skip
+
+    def progress(
+        self, run_id: int, status: str, at: datetime, conclusion: str | None = None
+    ) -> None:
+        self.run(run_id).update(status=status, conclusion=conclusion, updated_at=iso(at))
+
 
 def github_run(
     run_id: int, status: str = "completed", conclusion: str | None = "success", **fields: Any
@@ -298,6 +400,7 @@ class PrefectFake:
     server: FakeServer
     token: str
     runs: list[dict[str, Any]] = field(default_factory=list)
+    reads: int = 0
 
     def __post_init__(self) -> None:
         self.path = "/api/flow_runs/filter"
@@ -322,7 +425,31 @@ class PrefectFake:
             reverse=True,
         )
         offset = body.get("offset", 0)
-        return Reply(body=[public(r) for r in matching[offset : offset + body["limit"]]])
+        self.reads += 1
+        now = READ_EPOCH + self.reads * READ_TICK
+        page = matching[offset : offset + body["limit"]]
+        return Reply(body=[public(r) | prefect_read_time(r, now) for r in page])
+
+
+def prefect_read_time(run: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """Prefect's ``FlowRun`` hybrid properties as the server computes them when it
+    reads the run: the run time so far while running, the lateness while late."""
+
+    def at(key: str) -> datetime | None:
+        return datetime.fromisoformat(run[key]) if run.get(key) else None
+
+    run_time = float(run["total_run_time"])
+    if run["state_type"] == "RUNNING":
+        run_time += (now - datetime.fromisoformat(run["state"]["timestamp"])).total_seconds()
+    started, expected = at("start_time"), at("expected_start_time")
+    late = 0.0
+    if started is not None and expected is not None and started > expected:
+        late = (started - expected).total_seconds()
+    elif started is None and expected is not None and expected < now and run["state_type"] not in (
+        "COMPLETED", "FAILED", "CANCELLED", "CRASHED"
+    ):  # fmt: skip
+        late = (now - expected).total_seconds()
+    return {"estimated_run_time": run_time, "estimated_start_time_delta": late}
 
 
 def prefect_run(
@@ -402,3 +529,67 @@ def dagster_run(number: int, status: str = "SUCCESS", **fields: Any) -> dict[str
         "updateTime": created + 92, "_id": number,
     }  # fmt: skip
     return run | fields
+
+
+# --- Databricks and Azure Data Factory, live --------------------------------------------------
+
+
+def _read_ms(reads: int) -> int:
+    return int((READ_EPOCH + reads * READ_TICK).timestamp() * 1000)
+
+
+@dataclass
+class DatabricksFake:
+    """``GET /api/2.2/jobs/runs/list`` of one job in one page; ``run_duration`` of an
+    active run and ``queue_duration`` of a queued one count up to the read."""
+
+    server: FakeServer
+    job_id: str
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    reads: int = 0
+
+    def __post_init__(self) -> None:
+        self.path = "/api/2.2/jobs/runs/list"
+        self.server.routes[("GET", self.path)] = self.answer
+
+    def answer(self, seen: Seen) -> Reply:
+        assert seen.query["job_id"] == self.job_id
+        self.reads += 1
+        now = _read_ms(self.reads)
+        page = []
+        for run in self.runs:
+            shown = public(run)
+            state = (run.get("status") or {}).get("state")
+            if state in ("QUEUED", "PENDING", "BLOCKED", "WAITING"):
+                shown["queue_duration"] = now - run["_queued_ms"]
+            elif state != "TERMINATED" and run.get("start_time"):
+                shown["run_duration"] = now - run["start_time"]
+            page.append(shown)
+        return Reply(body={"runs": page, "has_more": False})
+
+
+@dataclass
+class AdfFake:
+    """``POST .../queryPipelineRuns`` of one pipeline in one page; ``durationInMs`` of
+    a run in progress counts up to the read."""
+
+    server: FakeServer
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    reads: int = 0
+
+    def __post_init__(self) -> None:
+        self.path = f"{ADF_FACTORY}/queryPipelineRuns"
+        self.server.routes[("POST", self.path)] = self.answer
+
+    def answer(self, seen: Seen) -> Reply:
+        assert seen.query["api-version"] == "2018-06-01"
+        self.reads += 1
+        now = READ_EPOCH + self.reads * READ_TICK
+        page = []
+        for run in self.runs:
+            shown = public(run)
+            if run["status"] in ("Queued", "InProgress", "Canceling"):
+                started = datetime.fromisoformat(run["runStart"])
+                shown["durationInMs"] = int((now - started).total_seconds() * 1000)
+            page.append(shown)
+        return Reply(body={"value": page, "continuationToken": None})

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from ingestion_fakes import ADF_FACTORY, FakeServer, serve_adf, serve_databricks, source, sources
+from platform_fakes import AdfFake, DatabricksFake
 
 from chm.ingestion.config import AdfSource, DatabricksSource
 from chm.ingestion.connectors import Fetched
@@ -119,6 +120,37 @@ def test_databricks_run_moving_from_running_to_success_updates_the_same_run(
     report = ingest(engine, feeds)
     assert (report.runs_created, report.runs_updated) == (0, 1)
     assert runs_of(api, pipeline)["7"]["status"] == "success"
+
+
+def test_databricks_replay_is_a_no_op_though_active_runs_count_their_durations(
+    api, engine, fake
+) -> None:
+    pipeline = make_pipeline(api, make_client(api), platform="databricks", external_id="11")
+    dbx = DatabricksFake(fake, "11")
+    dbx.runs = [dbx_run(1), dbx_run(2, state="RUNNING", code=None, end_time=0),
+                dbx_run(3, state="QUEUED", code=None, start_time=0, end_time=0, _queued_ms=T0)]  # fmt: skip
+    feeds = sources(source(fake, "databricks"))
+    assert ingest(engine, feeds).runs_created == 3
+    stored = runs_of(api, pipeline)
+
+    replay = ingest(engine, feeds)
+    assert (replay.errors, replay.runs_updated, replay.runs_unchanged) == ([], 0, 3)
+    assert runs_of(api, pipeline) == stored
+    assert dbx.reads == 2  # run 2's run_duration and run 3's queue_duration differed
+    assert stored["1"]["duration_seconds"] == 90.0
+    for run in stored.values():
+        assert {"run_duration", "queue_duration"}.isdisjoint(run["source_payload"])
+
+
+def test_databricks_repairs_in_the_history_are_the_attempt_marker() -> None:
+    original = {"type": "ORIGINAL", "id": 0, "start_time": T0, "end_time": T0 + 90_000}
+    repair = {"type": "REPAIR", "id": 734650698524280, "start_time": T0 + 600_000}
+    assert databricks().map_run(dbx_run(1)).attempt is None
+    assert databricks().map_run(dbx_run(1, repair_history=[original])).attempt == 0
+    repaired = dbx_run(1, repair_history=[original, repair, repair], state="RUNNING")
+    assert databricks().map_run(repaired).attempt == 2
+    with pytest.raises(ValueError, match="repair_history is not a list"):
+        databricks().map_run(dbx_run(1, repair_history={"type": "REPAIR"}))
 
 
 def databricks() -> DatabricksConnector:
@@ -271,6 +303,26 @@ def test_adf_runs_reappearing_across_windows_are_upserted(api, engine, fake) -> 
     assert (report.runs_updated, report.runs_unchanged) == (0, 2)
     runs = runs_of(api, pipeline)
     assert len(runs) == 2 and runs["r"]["status"] == "success"
+
+
+def test_adf_replay_is_a_no_op_though_a_run_in_progress_counts_its_duration(
+    api, engine, fake
+) -> None:
+    pipeline = make_pipeline(api, make_client(api), platform="adf", external_id="CopyOrders")
+    factory = AdfFake(fake)
+    in_progress = adf_run("b", "InProgress", runEnd=None, lastUpdated="2026-03-01T10:00:05Z")
+    factory.runs = [adf_run("a"), in_progress]
+    feeds = sources(source(fake, "adf"))
+    assert ingest(engine, feeds).runs_created == 2
+    stored = runs_of(api, pipeline)
+
+    replay = ingest(engine, feeds)
+    assert (replay.errors, replay.runs_updated, replay.runs_unchanged) == ([], 0, 2)
+    assert runs_of(api, pipeline) == stored
+    assert factory.reads == 2  # run b's durationInMs differed
+    assert stored["a"]["duration_seconds"] == 28.105
+    assert "durationInMs" not in stored["a"]["source_payload"]
+    assert "durationInMs" not in stored["b"]["source_payload"]
 
 
 def adf() -> AdfConnector:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from ingestion_fakes import FakeServer, Reply, SleepRecorder, source, sources
-from platform_fakes import AirflowFake, airflow_run
+from platform_fakes import AirflowFake, airflow_run, snapshot
 
 from chm.ingestion.config import AirflowSource
 from chm.ingestion.connectors.airflow import AirflowConnector
@@ -119,3 +119,73 @@ def test_the_request_filters_on_updated_at_when_incremental() -> None:
     assert request.url == "https://airflow.example/api/v1/dags/my%20dag/dagRuns"
     assert request.params == {"limit": "100", "offset": "200", "order_by": "id",
                               "updated_at_gte": "2026-03-01T10:00:00Z"}  # fmt: skip
+
+
+# Run 1 of ``airflow_run`` ran on 2026-03-02 from 02:00 to 02:14; it is cleared later that day.
+CLEARED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def minutes(n: int) -> datetime:
+    return CLEARED + timedelta(minutes=n)
+
+
+def clock(n: int) -> Callable[[], datetime]:
+    return lambda: minutes(n)
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_a_cleared_run_is_shown_queued_then_running_then_with_its_new_outcome(
+    api, engine, fake, version
+) -> None:
+    pipeline = make_pipeline(api, make_client(api), platform="airflow", external_id="orders_daily")
+    airflow = AirflowFake(fake, "orders_daily", version=version)
+    airflow.runs = [airflow_run(1, version=version)]
+    run_id = airflow.runs[0]["dag_run_id"]
+    feeds = sources(airflow_source(fake, version))
+
+    def ingest_at(n: int):
+        report = ingest(engine, feeds, environ=PASSWORD_ENV, clock=clock(n))
+        assert report.errors == []
+        return report, runs_of(api, pipeline)[run_id]
+
+    _, first = ingest_at(-1)
+    assert (first["status"], first["finished_at"]) == ("success", "2026-03-02T02:14:00Z")
+    pages = [snapshot(airflow.runs)]
+
+    airflow.clear(run_id, minutes(1))
+    pages.append(snapshot(airflow.runs))
+    report, queued = ingest_at(2)
+    if version == "2":
+        # The new queued_at shows a new attempt: the old outcome and its dates go.
+        assert (report.runs_updated, queued["status"]) == (1, "queued")
+        assert (queued["started_at"], queued["finished_at"], queued["duration_seconds"]) == (
+            None, None, None,
+        )  # fmt: skip
+    else:
+        # v1 shows no queued_at (nor any update time): a queued re-run cannot be
+        # told from a snapshot older than the first run's end.
+        assert (report.runs_unchanged, queued) == (1, first)
+
+    airflow.start(run_id, minutes(3))
+    pages.append(snapshot(airflow.runs))
+    report, running = ingest_at(4)
+    assert (report.runs_updated, running["status"]) == (1, "running")
+    assert (running["started_at"], running["finished_at"]) == ("2026-03-02T09:03:00Z", None)
+
+    airflow.finish(run_id, "failed", minutes(10))
+    report, failed = ingest_at(11)
+    assert (report.runs_updated, failed["status"]) == (1, "failed")
+    assert (failed["started_at"], failed["finished_at"], failed["duration_seconds"]) == (
+        "2026-03-02T09:03:00Z", "2026-03-02T09:10:00Z", 420.0,
+    )  # fmt: skip
+    assert failed["id"] == first["id"]
+
+    report, replayed = ingest_at(12)
+    assert (report.runs_updated, report.runs_unchanged, replayed) == (0, 1, failed)
+
+    # Pages read before (the first run's, the re-run queued, then running) and
+    # stored after never move the run back.
+    for n, page in enumerate(pages, start=13):
+        fake.script(airflow.path, "0", Reply(body={"dag_runs": page, "total_entries": 1}))
+        report, after = ingest_at(n)
+        assert (report.runs_updated, report.runs_unchanged, after) == (0, 1, failed)

@@ -121,3 +121,30 @@ def test_durations_read_as_hh_mm_ss_and_bad_inputs_are_refused() -> None:
     assert request.url == "https://cloud.getdbt.com/api/v2/accounts/42/runs/"
     assert request.params == {"job_definition_id": "77", "order_by": "-id", "limit": "100",
                               "offset": "300"}  # fmt: skip
+
+
+READ_TIME = {"duration", "queued_duration", "run_duration", "duration_humanized",
+             "queued_duration_humanized", "run_duration_humanized", "created_at_humanized",
+             "finished_at_humanized"}  # fmt: skip
+
+
+def test_a_replay_is_a_no_op_though_dbt_cloud_recomputes_durations_and_ages(
+    api, engine, fake
+) -> None:
+    pipeline = make_pipeline(api, make_client(api), platform="dbt_cloud", external_id="77")
+    dbt = DbtCloudFake(fake, account_id=1, job_id=77, token=TOKEN)
+    dbt.runs = [dbt_run(101), dbt_run(102, 3), dbt_run(103, 1), dbt_run(104, 20)]
+    feeds = sources(dbt_source(fake))
+    first = ingest(engine, feeds, environ=ENV)
+    assert (first.errors, first.runs_created) == ([], 4)
+    stored = ok(api.get(f"{API}/pipelines/{pipeline['id']}/runs"))["items"]
+
+    replay = ingest(engine, feeds, environ=ENV)
+    assert (replay.runs_created, replay.runs_updated, replay.runs_unchanged) == (0, 0, 4)
+    assert ok(api.get(f"{API}/pipelines/{pipeline['id']}/runs"))["items"] == stored
+    assert dbt.reads == 2  # each read answered other ages, and durations of runs 102 and 103
+    by_id = {run["external_run_id"]: run for run in stored}
+    assert by_id["101"]["duration_seconds"] == 300.0  # run_duration, read before it is left out
+    for run in stored:
+        assert not READ_TIME & set(run["source_payload"])
+        assert run["source_payload"]["status_humanized"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from ingestion_fakes import FakeServer, Reply, SleepRecorder, source, sources
-from platform_fakes import GithubFake, github_run
+from platform_fakes import GithubFake, github_run, parsed, snapshot
 
 from chm.ingestion.config import GithubActionsSource
 from chm.ingestion.connectors.github_actions import GithubActionsConnector
@@ -129,3 +130,55 @@ def test_external_ids_name_owner_repo_and_workflow() -> None:
     assert request.url == "https://api.github.com/repos/acme/etl/actions/workflows/161335/runs"
     assert request.headers == {"Accept": "application/vnd.github+json",
                                "X-GitHub-Api-Version": "2022-11-28"}  # fmt: skip
+
+
+def test_a_rerun_is_shown_queued_then_running_then_with_its_new_outcome(api, engine, fake) -> None:
+    pipeline = make_pipeline(api, make_client(api), platform="github_actions", external_id=WORKFLOW)
+    gh = github(fake)
+    gh.runs = [github_run(7)]  # created 09:07:00, started 09:07:05, completed 09:07:45
+    feeds = sources(source(fake, "github_actions", token_env="GITHUB_TOKEN"))
+    completed = parsed(gh.runs[0]["updated_at"])
+
+    def ingest_at(seconds: int):
+        moment = completed + timedelta(seconds=seconds)
+        report = ingest(engine, feeds, environ=ENV, clock=lambda: moment)
+        assert report.errors == []
+        return report, runs_of(api, pipeline)["7"]
+
+    _, first = ingest_at(5)
+    assert (first["status"], first["finished_at"]) == ("success", "2026-03-01T09:07:45Z")
+    pages = [snapshot(gh.runs)]
+
+    # Re-run in the second the run completed: updated_at (whole seconds) does
+    # not move, run_attempt does.
+    gh.rerun(7, completed)
+    pages.append(snapshot(gh.runs))
+    report, queued = ingest_at(10)
+    assert (report.runs_updated, queued["status"], queued["source_status"]) == (
+        1,
+        "queued",
+        "queued",
+    )
+    assert (queued["started_at"], queued["finished_at"]) == ("2026-03-01T09:07:45Z", None)
+
+    gh.progress(7, "in_progress", completed + timedelta(seconds=20))
+    pages.append(snapshot(gh.runs))
+    report, running = ingest_at(30)
+    assert (report.runs_updated, running["status"], running["finished_at"]) == (1, "running", None)
+
+    gh.progress(7, "completed", completed + timedelta(minutes=3), "failure")
+    report, failed = ingest_at(200)
+    assert (report.runs_updated, failed["status"], failed["source_status"]) == (
+        1, "failed", "completed/failure",
+    )  # fmt: skip
+    assert (failed["started_at"], failed["finished_at"]) == (
+        "2026-03-01T09:07:45Z", "2026-03-01T09:10:45Z",
+    )  # fmt: skip
+    assert failed["source_payload"]["run_attempt"] == 2 and failed["id"] == first["id"]
+
+    report, replayed = ingest_at(210)
+    assert (report.runs_updated, report.runs_unchanged, replayed) == (0, 1, failed)
+    for n, page in enumerate(pages):
+        fake.script(gh.path, None, Reply(body={"total_count": 1, "workflow_runs": page}))
+        report, after = ingest_at(220 + n)
+        assert (report.runs_updated, report.runs_unchanged, after) == (0, 1, failed)

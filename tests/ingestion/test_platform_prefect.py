@@ -90,3 +90,24 @@ def test_the_deployment_id_must_be_a_uuid_and_the_url_is_the_api_url() -> None:
     assert request.url == "https://api.prefect.cloud/api/accounts/a/workspaces/w/flow_runs/filter"
     assert request.method == "POST" and request.json is not None
     assert (request.json["offset"], request.json["limit"]) == (400, 200)
+
+
+def test_a_replay_is_a_no_op_though_prefect_recomputes_its_estimates_on_every_read(
+    api, engine, fake
+) -> None:
+    pipeline = make_pipeline(api, make_client(api), platform="prefect", external_id=DEPLOYMENT)
+    prefect = PrefectFake(fake, TOKEN)
+    prefect.runs = [prefect_run(1, "RUNNING"), prefect_run(2, "SCHEDULED", "Late"),
+                    prefect_run(3), prefect_run(4, "FAILED")]  # fmt: skip
+    first = ingest(engine, sources(prefect_source(fake)), environ=ENV)
+    assert (first.errors, first.runs_created) == ([], 4)
+    stored = ok(api.get(f"{API}/pipelines/{pipeline['id']}/runs"))["items"]
+
+    replay = ingest(engine, sources(prefect_source(fake)), environ=ENV)
+    assert (replay.runs_created, replay.runs_updated, replay.runs_unchanged) == (0, 0, 4)
+    assert ok(api.get(f"{API}/pipelines/{pipeline['id']}/runs"))["items"] == stored
+    assert prefect.reads == 2  # each read answered other estimates for runs 1 and 2
+    for run in stored:
+        payload = run["source_payload"]
+        assert "estimated_run_time" not in payload and "estimated_start_time_delta" not in payload
+        assert payload["run_count"] == 1 and "total_run_time" in payload

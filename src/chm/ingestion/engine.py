@@ -56,6 +56,7 @@ from chm.ingestion.connectors import (
     SourceRejected,
     connector_for,
     incremental_mode,
+    without_read_time,
 )
 from chm.ingestion.fetch import SourceClient, SourceError
 from chm.ingestion.normalize import InvalidRun, canonical_json
@@ -358,7 +359,9 @@ class IngestionEngine:
         run.metrics = canonical_json(redact(run.metrics, secrets))
         if run.error_message is not None:
             run.error_message = client.safe(run.error_message)
-        return snapshot_row(run, canonical_json(redact(raw, secrets)))
+        # Values the platform computes at read time are no part of the run.
+        stable = without_read_time(raw, connector.read_time_keys)
+        return snapshot_row(run, canonical_json(redact(stable, secrets)))
 
 
 def _raw_identity(raw: Any, index: int) -> str:

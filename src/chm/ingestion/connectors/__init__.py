@@ -26,6 +26,7 @@ from chm.ingestion.connectors.base import (
     PageRequest,
     PageShapeError,
     SourceRejected,
+    without_read_time,
 )
 from chm.ingestion.connectors.dagster import DagsterConnector
 from chm.ingestion.connectors.databricks import DatabricksConnector
@@ -45,6 +46,7 @@ __all__ = [
     "SourceRejected",
     "connector_for",
     "incremental_mode",
+    "without_read_time",
 ]
 
 _CONNECTORS: dict[type, type] = {

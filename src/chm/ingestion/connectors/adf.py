@@ -12,6 +12,12 @@ Per run: ``runId``; ``status`` (Queued, InProgress, Canceling, Succeeded,
 Failed, Cancelled); ``runStart``/``runEnd`` in ISO 8601 with 7 fractional
 digits; ``durationInMs``; ``message``; ``lastUpdated``, the source's own
 update time used by the no-regression rule.
+
+Read-time value: ``durationInMs`` counts the time so far while a run is in
+progress: not stored (the duration of a finished run is kept as its
+duration). A rerun, whole or from the failed activity, is a new run with
+its own ``runId`` (``runGroupId`` ties them): ADF never starts a finished run
+again under the same id.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ ADF_STATUS = {
 
 class AdfConnector:
     incremental: IncrementalMode | None = "updated"
+    read_time_keys: frozenset[str] = frozenset({"durationInMs"})
 
     def __init__(
         self, source: AdfSource, pipeline_name: str, now: datetime, since: datetime | None = None

@@ -13,7 +13,17 @@ Incremental: ``updated_at_gte`` (Airflow 2.6+ and 3), the run's last update.
 
 Per run: ``dag_run_id``; ``state`` (``DagState``: queued, running, success,
 failed); ``start_date``/``end_date`` (ISO 8601, null until known);
-``duration`` in seconds (v2 only), kept once the run has ended.
+``duration`` in seconds (v2 only, ``end_date - start_date``), kept once the
+run has ended. Nothing in a DAG run is computed at read time
+(``last_scheduling_decision`` is written by the scheduler while the run is
+active: a real change).
+
+Clearing a finished DAG run starts it again under the same id: ``queued``
+with a new ``queued_at`` and no dates, then ``running`` with a new
+``start_date``. v2's ``queued_at`` is the attempt marker. v1 has no
+``queued_at`` (nor any update time): there the new attempt shows once it
+runs, by a ``start_date`` after the stored ``end_date``; while it is only
+queued it cannot be told from an old snapshot and the old outcome stays.
 Authentication (``chm.ingestion.credentials``): basic auth on v1, a JWT from
 ``POST /auth/token`` on v2, or a ready-made token as bearer.
 """
@@ -38,6 +48,7 @@ from chm.ingestion.connectors.base import (
 )
 from chm.ingestion.normalize import (
     SourceRun,
+    attempt_time,
     duration_seconds,
     map_status,
     parse_timestamp,
@@ -58,6 +69,7 @@ AIRFLOW_STATE = {
 
 class AirflowConnector:
     incremental: IncrementalMode | None = "updated"
+    read_time_keys: frozenset[str] = frozenset()
 
     def __init__(
         self, source: AirflowSource, dag_id: str, now: datetime, since: datetime | None = None
@@ -90,4 +102,5 @@ class AirflowConnector:
             started_at=parse_timestamp(raw.get("start_date"), "start_date"),
             finished_at=finished_at,
             duration_seconds=duration,
+            attempt=attempt_time(parse_timestamp(raw.get("queued_at"), "queued_at")),
         )

@@ -20,6 +20,13 @@ the run's start or creation (a run started before the filter and still
 active would be missed, so the engine holds the watermark at the start of
 the oldest active run). It is then built with ``since``, the lower bound to
 ask for, or None for a full read.
+
+**Values derived at read time.** Some platforms compute fields of a run
+against the clock each time it is read (Prefect's ``estimated_run_time``,
+dbt Cloud's ``"2 hours ago"``): kept in the stored payload, they would make
+every replay of an unchanged run look like a change. A connector names
+those top-level keys in ``read_time_keys``; the engine maps the run from the
+whole object, then leaves them out of the payload it stores.
 """
 
 from __future__ import annotations
@@ -76,6 +83,10 @@ class Page:
 
 
 class Connector(Protocol):
+    # The run's top-level keys the platform computes against the clock on
+    # every read: never stored, never a change.
+    read_time_keys: frozenset[str]
+
     def page_request(self, cursor: str | None) -> PageRequest:
         """The request for the first page (``cursor`` None) or the one after ``cursor``."""
         ...
@@ -87,6 +98,13 @@ class Connector(Protocol):
     def map_run(self, raw: dict[str, Any]) -> SourceRun:
         """One source run in canonical terms; InvalidRun when it cannot be stored."""
         ...
+
+
+def without_read_time(raw: dict[str, Any], read_time_keys: frozenset[str]) -> dict[str, Any]:
+    """The source run as stored: ``raw`` without the keys derived at read time."""
+    if not read_time_keys.intersection(raw):
+        return raw
+    return {key: value for key, value in raw.items() if key not in read_time_keys}
 
 
 def cursor_value(raw: Any, what: str) -> str | None:

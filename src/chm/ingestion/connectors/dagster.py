@@ -16,7 +16,10 @@ Incremental: ``RunsFilter.updatedAfter`` (epoch seconds), the run's last update.
 
 Per run: ``runId``; ``status`` (``RunStatus``: QUEUED, NOT_STARTED,
 MANAGED, STARTING, STARTED, SUCCESS, FAILURE, CANCELING, CANCELED);
-``startTime``/``endTime``/``updateTime`` in epoch seconds.
+``startTime``/``endTime``/``updateTime`` in epoch seconds. None of the fields
+asked for is computed at read time. A re-execution (from failure, or of
+chosen steps) is a new run with its own ``runId`` (``parentRunId`` names the
+old one): Dagster never starts a finished run again under the same id.
 Authentication: Dagster+ takes ``Dagster-Cloud-Api-Token: <token>``.
 """
 
@@ -71,6 +74,7 @@ DAGSTER_STATUS = {
 
 class DagsterConnector:
     incremental: IncrementalMode | None = "updated"
+    read_time_keys: frozenset[str] = frozenset()
 
     def __init__(
         self, source: DagsterSource, job_name: str, now: datetime, since: datetime | None = None

@@ -15,6 +15,18 @@ other word maps to ``unknown`` with the source's words kept.
 
 Incremental: ``start_time_from`` (epoch milliseconds, runs started at or
 after it).
+
+Read-time values: ``run_duration`` and ``queue_duration`` count the time so
+far while a run is active or queued: not stored (``run_duration`` of an ended
+run is kept as its duration).
+
+A repair re-runs tasks of a finished run under the same ``run_id``; the
+number of repairs in its ``repair_history`` is the attempt marker when the
+list answers one (``runs/get`` documents it behind ``include_history``).
+Without it, a repair shows once it ends, its outcome replacing the old one;
+while it runs, only a ``start_time`` after the stored end would tell it from
+an old snapshot. A retry (``max_retries``) is a new run with its own id
+(``attempt_number`` + 1, ``original_attempt_run_id``).
 """
 
 from __future__ import annotations
@@ -127,10 +139,21 @@ def run_status(raw: dict[str, Any]) -> tuple[RunStatus, str, str | None]:
     return mapped, life_cycle, message
 
 
+def repairs(raw: Any) -> int | None:
+    """How many repairs ``repair_history`` lists (its other item is the original
+    run), or None when the run carries no history."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise InvalidRun("repair_history is not a list")
+    return sum(1 for item in raw if isinstance(item, dict) and item.get("type") == "REPAIR")
+
+
 class DatabricksConnector:
     # start_time_from filters on the run's start: an older active run is held
     # by the engine's watermark rule.
     incremental: IncrementalMode | None = "started"
+    read_time_keys: frozenset[str] = frozenset({"run_duration", "queue_duration"})
 
     def __init__(
         self, source: DatabricksSource, job_id: str, since: datetime | None = None
@@ -176,4 +199,5 @@ class DatabricksConnector:
             finished_at=finished_at,
             duration_seconds=duration,
             error_message=failure_text(status, message),
+            attempt=repairs(raw.get("repair_history")),
         )

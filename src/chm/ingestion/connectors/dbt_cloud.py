@@ -20,6 +20,15 @@ failure text; ``updated_at`` as the source update time. The list has no time
 filter CHM can trust for incremental reads, so every ingestion reads the
 job's whole history (100 runs a request).
 Authentication: ``Authorization: Token <token>``.
+
+Read-time values, recomputed against the clock on every read and not stored:
+``duration``, ``queued_duration``, ``run_duration`` (``"HH:MM:SS"``, counted
+up to now while the run is queued or running) and their ``*_humanized``
+forms, ``created_at_humanized`` and ``finished_at_humanized`` (``"2 hours
+ago"``, for every run). ``run_duration`` still gives the duration of a
+finished run (read before the payload is stored). A rerun or a retry of a
+run is a new run with its own id: dbt Cloud never starts a finished run
+again under the same one.
 """
 
 from __future__ import annotations
@@ -66,6 +75,18 @@ DBT_STATUS = {
 
 class DbtCloudConnector:
     incremental: IncrementalMode | None = None
+    read_time_keys: frozenset[str] = frozenset(
+        {
+            "duration",
+            "queued_duration",
+            "run_duration",
+            "duration_humanized",
+            "queued_duration_humanized",
+            "run_duration_humanized",
+            "created_at_humanized",
+            "finished_at_humanized",
+        }
+    )
 
     def __init__(
         self, source: DbtCloudSource, job_id: str, now: datetime, since: datetime | None = None

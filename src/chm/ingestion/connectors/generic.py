@@ -36,6 +36,7 @@ from chm.ingestion.normalize import (
 
 class GenericConnector:
     incremental: IncrementalMode | None = None
+    read_time_keys: frozenset[str] = frozenset()
 
     def __init__(self, source: GenericSource, external_id: str) -> None:
         self.url = f"{source.base}/pipelines/{quote(external_id, safe='')}/runs"

@@ -12,7 +12,9 @@ the watermark at the oldest run still queued or in progress. GitHub answers
 at most 1,000 runs to a query with ``created``; a pipeline with more changes
 than that between two ingestions needs ``chm ingest --full``.
 
-Per run: ``id`` (a re-run keeps it and raises ``run_attempt``); ``status``
+Per run: ``id`` (a re-run keeps it and raises ``run_attempt``, the attempt
+marker: GitHub's ``updated_at`` has whole seconds, so a re-run asked in the
+second the run completed would not show as newer by it); ``status``
 (requested, queued, pending, waiting, in_progress, completed) and, once
 completed, ``conclusion`` (success, failure, neutral, cancelled, skipped,
 timed_out, action_required, stale, startup_failure), kept as
@@ -20,7 +22,7 @@ timed_out, action_required, stale, startup_failure), kept as
 ``created_at``) as the start; ``updated_at`` as the end of a completed run and
 as the source update time. Rate limits: a 403 or 429 with
 ``x-ratelimit-remaining: 0`` waits until ``x-ratelimit-reset`` (the engine's
-``fetch``).
+``fetch``). Nothing in a workflow run is computed at read time.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from chm.ingestion.connectors.base import (
 )
 from chm.ingestion.normalize import (
     SourceRun,
+    attempt_number,
     map_status,
     parse_timestamp,
     run_identity,
@@ -70,6 +73,7 @@ GITHUB_CONCLUSION = {
 
 class GithubActionsConnector:
     incremental: IncrementalMode | None = "started"
+    read_time_keys: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -124,4 +128,5 @@ class GithubActionsConnector:
             started_at=started_at,
             finished_at=updated_at if status in TERMINAL_STATUSES else None,
             source_updated_at=updated_at,
+            attempt=attempt_number(raw.get("run_attempt"), "run_attempt"),
         )

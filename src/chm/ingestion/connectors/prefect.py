@@ -15,6 +15,16 @@ status, and ``source_status`` keeps it with ``state_name`` (``"SCHEDULED/Late"``
 ``"FAILED/TimedOut"``); ``start_time``/``end_time``; ``total_run_time``
 (seconds) once the run is final; ``state.message`` as the failure text;
 ``updated`` as the source update time.
+
+Read-time values: ``estimated_run_time`` (while running, the run time so far
+against the server's clock) and ``estimated_start_time_delta`` (while late,
+how late against the clock) are recomputed on every read: not stored.
+
+A retry of the same flow run (automatic, or "Retry" on a failed run) goes
+back to ``SCHEDULED/AwaitingRetry`` then ``RUNNING`` (``run_count`` + 1),
+each a write that moves ``updated``: the update time already orders every
+snapshot, so no attempt marker is needed. Prefect keeps ``start_time`` as the
+first start and clears ``end_time`` when the run leaves a final state.
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ PREFECT_STATE = {
 
 class PrefectConnector:
     incremental: IncrementalMode | None = None
+    read_time_keys: frozenset[str] = frozenset({"estimated_run_time", "estimated_start_time_delta"})
 
     def __init__(
         self,
