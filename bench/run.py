@@ -5,7 +5,8 @@
     .venv/bin/python -m bench.run --table A.json B.json   # each database from its last run
 
 ``make bench`` runs it (``BENCH_SIZE=small`` for a smoke run, ``large`` by
-default). In order, for each database:
+default). First, once (no database), credential redaction on adversarial
+text of 20 KB to 1 MB (``bench/redaction.py``); then, in order, for each database:
 
 1. the data set of that size (``bench/dataset.py``; generated once, then cached);
 2. ingestion against the raw driver limit and the ingester's peak RSS
@@ -36,7 +37,7 @@ from typing import Any
 
 import psycopg
 
-from bench import api, dataset, ingest_limit, reports
+from bench import api, dataset, ingest_limit, redaction, reports
 from chm.core.db import create_db_engine
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -146,6 +147,10 @@ def run(
         "reports": {},
         "load_average": {},
     }
+    # No database: once per run, before the databases' benchmarks.
+    print("\n=== redaction of adversarial text (no database) ===", flush=True)
+    results["redaction"] = redaction.run()
+    print(redaction.table(results["redaction"]), flush=True)
     for backend in backends:
         where = "sqlite" if backend == "sqlite" else PG_ADMIN
         spec = dataset.SIZES[(sqlite_size or profile.dataset) if backend == "sqlite" else size]
@@ -373,6 +378,8 @@ def table(results: dict[str, Any]) -> str:
             mark = "" if met is None else " ✅" if met else " ❌"
             cells.append(text + mark)
         lines.append(f"| {name} | {target} | {cells[0]} | {cells[1]} |")
+    if "redaction" in results:
+        lines += ["", redaction.summary(results["redaction"])]
     return "\n".join(lines)
 
 

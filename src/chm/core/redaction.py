@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
 from functools import lru_cache
 from typing import Any
+
+import orjson
 
 REDACTED = "[REDACTED]"
 
@@ -29,23 +32,49 @@ _SECRET_KEY_PARTS = (
     "cookie",
     "signature",
 )
+# Every pattern below runs in time linear in the text, whatever the text (a
+# megabyte of letters, of "a://", of "token=", of spaces after "Bearer"): a
+# match may only start where its first token starts (a word boundary, or the
+# start of a run of scheme characters), and its quantifiers are possessive,
+# so no start position rescans what another one already scanned.
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
-_BEARER = re.compile(r"\b(?P<kind>Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
+# "scheme://userinfo@": the scheme (RFC 3986: a letter, then letters, digits,
+# "+", "-", ".") is the run of scheme characters before "://" from its first
+# letter on. The match starts at the start of that run (the lookbehind), steps
+# over the run's leading non-letters, and keeps them: the output is the same as
+# a match starting at the first letter, but a run of n letters costs n steps
+# once instead of n steps from each of its n positions.
+_URL_USERINFO = re.compile(
+    r"(?<![a-zA-Z0-9+.-])(?P<scheme>[0-9+.-]*+[a-zA-Z][a-zA-Z0-9+.-]*+://)(?P<userinfo>[^/\s@]++)@"
+)
+_BEARER = re.compile(r"\b(?P<kind>Bearer|Basic|Token)\s++[A-Za-z0-9._~+/=-]{6,}+", re.IGNORECASE)
 # Secret assignments inside URLs and connection strings: an Azure SAS
 # "?sv=...&sig=...", "access_token=...", "...;AccountKey=...;" (ADF and
 # Databricks payloads carry such strings in their parameters).
 _SECRET_ASSIGNMENT = re.compile(
     r"(?P<name>\b(?:sig|signature|access_token|id_token|refresh_token|token|api_key|apikey"
     r"|password|pwd|client_secret|secret|AccountKey|SharedAccessKey|SharedAccessSignature))"
-    r"=(?P<value>[^&;\s\"']+)",
+    r"=(?P<value>[^&;\s\"']++)",
     re.IGNORECASE,
 )
 
 
+# Keys longer than this are judged each time instead of remembered: a
+# payload's odd long key must not pin megabytes in the cache.
+_CACHED_KEY_LENGTH = 200
+
+
+def is_secret_key(key: str) -> bool:
+    return _is_secret_key_cached(key) if len(key) <= _CACHED_KEY_LENGTH else _judge_key(key)
+
+
 # Payloads repeat the same few keys over and over: remember each key's verdict.
 @lru_cache(maxsize=4096)
-def is_secret_key(key: str) -> bool:
+def _is_secret_key_cached(key: str) -> bool:
+    return _judge_key(key)
+
+
+def _judge_key(key: str) -> bool:
     normalized = _CAMEL_BOUNDARY.sub("_", key).lower().replace("-", "_").replace(" ", "_")
     compact = normalized.replace("_", "")
     return any(part in normalized or part.replace("_", "") in compact for part in _SECRET_KEY_PARTS)
@@ -81,6 +110,67 @@ def redact(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
                 text = text.replace(secret, REDACTED)
         return text
     return value
+
+
+# --- what CHM stores of a run: redacted, then capped ----------------------------------
+#
+# One rule for every path that stores a run (manual POST/PATCH, ingestion,
+# OpenLineage events): credentials are removed first and the result is capped
+# after, so a secret that the cap would cut in half (and so hide from the
+# patterns) is already gone. Redaction is linear, so the order costs nothing.
+
+# A failure text longer than this many characters is cut to this length,
+# ending with TRUNCATION_MARKER (the marker counts in the length).
+MAX_STORED_TEXT = 20_000
+TRUNCATION_MARKER = "… [truncated, {length} characters]"
+# A payload (source_payload, an ingested run's metrics) larger than this as
+# compact JSON (UTF-8 bytes) is replaced by {"_chm_truncated": true,
+# "original_bytes": <its size>}.
+MAX_STORED_PAYLOAD_BYTES = 1024 * 1024
+TRUNCATED_KEY = "_chm_truncated"
+
+
+def cap_text(text: str, limit: int = MAX_STORED_TEXT) -> str:
+    """``text`` itself when it has at most ``limit`` characters, else its start and
+    the marker "… [truncated, N characters]" (N: the whole text's length), in
+    ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    marker = TRUNCATION_MARKER.format(length=len(text))
+    return text[: max(limit - len(marker), 0)] + marker
+
+
+def json_size(value: Any) -> int:
+    """The size of ``value`` as compact JSON, in UTF-8 bytes."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        # What orjson refuses (an integer past 64 bits, a non-string key) the
+        # database's own JSON serializer writes: measure it the same way.
+        return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def cap_payload(value: Any, limit: int = MAX_STORED_PAYLOAD_BYTES) -> Any:
+    """``value`` itself when its JSON has at most ``limit`` bytes, else the marker
+    object ``{"_chm_truncated": true, "original_bytes": <size>}``."""
+    if value is None:
+        return None
+    size = json_size(value)
+    if size <= limit:
+        return value
+    return {TRUNCATED_KEY: True, "original_bytes": size}
+
+
+def stored_text(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
+    """A failure text as CHM stores it: credentials and ``extra_secrets`` removed,
+    then capped at MAX_STORED_TEXT characters."""
+    return cap_text(redact(text, extra_secrets))
+
+
+def stored_payload(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
+    """A payload as CHM stores it: secret keys' values, credentials and
+    ``extra_secrets`` removed, then capped at MAX_STORED_PAYLOAD_BYTES."""
+    return cap_payload(redact(value, extra_secrets))
 
 
 # The secrets this process was configured with (API token, database password,

@@ -1,0 +1,218 @@
+"""Credential redaction and the caps of what CHM stores of a run (SE-002, issue 10 §7).
+
+Redaction runs in time linear in the text (``bench/redaction.py`` times it on
+adversarial inputs up to 1 MB; no test here times anything). These tests pin
+what it does: on short texts it redacts exactly what the original,
+backtracking patterns redacted; in long adversarial texts no constructed
+credential survives; and the caps apply after redaction, so a secret the cut
+would halve never shows.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chm.core import redaction
+from chm.core.redaction import (
+    MAX_STORED_PAYLOAD_BYTES,
+    MAX_STORED_TEXT,
+    REDACTED,
+    cap_payload,
+    cap_text,
+    is_secret_key,
+    redact,
+    redact_text,
+    stored_payload,
+    stored_text,
+)
+
+# The patterns as they were before they were made linear (quadratic on long
+# runs of letters): the reference for what redaction must still catch.
+_OLD_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
+_OLD_BEARER = re.compile(r"\b(?P<kind>Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
+_OLD_SECRET_ASSIGNMENT = re.compile(
+    r"(?P<name>\b(?:sig|signature|access_token|id_token|refresh_token|token|api_key|apikey"
+    r"|password|pwd|client_secret|secret|AccountKey|SharedAccessKey|SharedAccessSignature))"
+    r"=(?P<value>[^&;\s\"']+)",
+    re.IGNORECASE,
+)
+
+
+def old_redact_text(text: str) -> str:
+    text = _OLD_URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
+    text = _OLD_SECRET_ASSIGNMENT.sub(lambda m: f"{m.group('name')}={REDACTED}", text)
+    return _OLD_BEARER.sub(lambda m: f"{m.group('kind')} {REDACTED}", text)
+
+
+# Pieces that make the patterns start, stop and restart: scheme characters,
+# "://", "@", "=", separators, keywords, case variants, non-ASCII letters.
+PIECES = st.sampled_from(
+    [
+        *"aZ1+.-:/@=&;'\" \t\n_é",
+        "://",
+        "a://",
+        "1a://",
+        "https://",
+        "u:p@",
+        "token=",
+        "TOKEN=",
+        "sig=",
+        "AccountKey=",
+        "Bearer ",
+        "basic\t",
+        "Token  ",
+        "abcdef",
+        "xyz123",
+    ]
+)
+SHORT_TEXTS = st.lists(PIECES, max_size=40).map("".join)
+
+
+@given(text=SHORT_TEXTS)
+@settings(max_examples=2000, deadline=None)
+def test_redaction_catches_exactly_what_the_backtracking_patterns_caught(text: str) -> None:
+    assert redact_text(text) == old_redact_text(text)
+
+
+@given(text=st.text(alphabet=string.printable + "é", max_size=200))
+@settings(max_examples=1000, deadline=None)
+def test_redaction_of_any_short_printable_text_is_unchanged(text: str) -> None:
+    assert redact_text(text) == old_redact_text(text)
+
+
+# Long adversarial noise: runs of one piece repeated thousands of times (the
+# inputs that were quadratic), mixed with any pieces.
+NOISE_PIECES = st.sampled_from(
+    ["a", "1a", "a1", "a://", "a://b:", "@", "=", "token=", "Bearer ", " ", "-", "x@", "é"]
+)
+
+
+@st.composite
+def long_noise(draw: st.DrawFn) -> str:
+    piece = draw(NOISE_PIECES)
+    repeat = draw(st.integers(1_000, 20_000))
+    return piece * repeat + draw(SHORT_TEXTS)
+
+
+# The secret's characters never occur in the noise: "Q" marks it.
+SECRETS = st.text(alphabet="Q0123456789", min_size=12, max_size=40).map(lambda s: "Q" + s)
+CREDENTIALS = st.sampled_from(
+    [
+        "https://svc-user:{secret}@warehouse.example.com/db",
+        "postgresql+psycopg://etl:{secret}@db:5432/x",
+        "https://host/path?sv=2024&sig={secret}&se=2027",
+        "Server=tcp:x;AccountKey={secret};EndpointSuffix=core",
+        "password={secret}",
+        "access_token={secret}",
+        "Authorization: Bearer {secret}",
+        "Basic {secret}",
+        "token {secret}",
+    ]
+)
+
+
+@given(
+    before=long_noise(),
+    after=long_noise(),
+    credential=CREDENTIALS,
+    secret=SECRETS,
+    separator=st.sampled_from([" ", "\n", "&", ";", "\t"]),
+)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_no_constructed_credential_survives_in_long_adversarial_text(
+    before: str, after: str, credential: str, secret: str, separator: str
+) -> None:
+    text = before + separator + credential.format(secret=secret) + separator + after
+    redacted = redact_text(text)
+    assert "Q" not in redacted
+    assert REDACTED in redacted
+
+
+def test_a_megabyte_of_letters_is_returned_unchanged() -> None:
+    for text in ("a" * 1_000_000, "a1" * 500_000, "a://" + "b" * 1_000_000):
+        assert redact_text(text) == text
+
+
+def test_leading_digits_of_a_scheme_run_are_kept_and_its_credentials_removed() -> None:
+    assert redact_text("see 12+svn+ssh://bob:pw@host") == f"see 12+svn+ssh://{REDACTED}@host"
+    assert redact_text("123://bob:pw@host") == "123://bob:pw@host"  # no scheme without a letter
+
+
+def test_long_keys_are_judged_but_not_remembered() -> None:
+    cache = redaction._is_secret_key_cached
+    cache.cache_clear()
+    assert is_secret_key("x" * 10_000 + "password")
+    assert not is_secret_key("y" * 10_000)
+    assert cache.cache_info().currsize == 0
+    assert is_secret_key("dbPassword")
+    assert cache.cache_info().currsize == 1
+
+
+# --- the caps -------------------------------------------------------------------------
+
+
+def test_a_text_within_the_cap_is_stored_as_is() -> None:
+    text = "e" * MAX_STORED_TEXT
+    assert cap_text(text) is text
+
+
+def test_a_longer_text_is_cut_with_a_marker_telling_its_length() -> None:
+    capped = cap_text("e" * 1_048_576)
+    assert len(capped) == MAX_STORED_TEXT
+    assert capped.endswith("… [truncated, 1048576 characters]")
+    assert capped.startswith("e" * 19_000)
+
+
+def test_a_payload_within_the_cap_is_stored_as_is() -> None:
+    payload = {"blob": "b" * (MAX_STORED_PAYLOAD_BYTES - 20)}
+    assert len(orjson.dumps(payload)) <= MAX_STORED_PAYLOAD_BYTES
+    assert cap_payload(payload) is payload
+    assert cap_payload(None) is None
+
+
+def test_a_larger_payload_is_replaced_by_a_marker_with_its_size() -> None:
+    payload = {"blob": "b" * MAX_STORED_PAYLOAD_BYTES}
+    size = len(orjson.dumps(payload))
+    assert cap_payload(payload) == {"_chm_truncated": True, "original_bytes": size}
+    # Its size is that of compact JSON in UTF-8, whatever the serializer can write.
+    huge_int = {"n": 10**40, "é": "é" * MAX_STORED_PAYLOAD_BYTES}
+    expected = len(f'{{"n":{10**40},"é":"'.encode()) + 2 * MAX_STORED_PAYLOAD_BYTES + len('"}')
+    assert cap_payload(huge_int) == {"_chm_truncated": True, "original_bytes": expected}
+
+
+def cut_at(length: int) -> int:
+    """Where cap_text cuts a text of ``length`` characters."""
+    return MAX_STORED_TEXT - len(f"… [truncated, {length} characters]")
+
+
+def test_a_secret_at_the_cut_is_removed_before_the_text_is_cut() -> None:
+    # The password straddles the cut and its "@" lies past it: cut first, the
+    # patterns would no longer see a credential and half of the password
+    # would be stored.
+    password = "Q7d9f2a4c6e8b0Q7d9f2a4c6e8b0"
+    prefix = "e" * (cut_at(MAX_STORED_TEXT + 100) - len(" https://svc:") - 6)
+    text = prefix + f" https://svc:{password}@warehouse/db "
+    text += "e" * (MAX_STORED_TEXT + 100 - len(text))
+    assert "Q7d9f2" in cap_text(text)  # what cutting first would store
+    stored = stored_text(text)
+    assert len(stored) == MAX_STORED_TEXT
+    assert "Q" not in stored
+    assert stored.endswith(f"… [truncated, {len(redact_text(text))} characters]")
+    payload = stored_payload({"message": text, "password": password, "n": 1})
+    assert payload == {"message": redact_text(text), "password": REDACTED, "n": 1}
+
+
+def test_extra_secrets_are_removed_before_the_cut_too() -> None:
+    token = "Q-configured-token-0042"
+    text = "e" * (cut_at(MAX_STORED_TEXT + 100) - 8) + token
+    text += "e" * (MAX_STORED_TEXT + 100 - len(text))
+    assert "Q-config" in cap_text(text)  # what cutting first would store
+    stored = stored_text(text, (token,))
+    assert len(stored) == MAX_STORED_TEXT
+    assert "Q" not in stored
+    assert redact({"note": token}, (token,)) == {"note": REDACTED}
