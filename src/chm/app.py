@@ -15,6 +15,7 @@ from chm import __version__
 from chm.alert_rules.router import router as alert_rules_router
 from chm.clients.router import router as clients_router
 from chm.core.auth import BearerTokenMiddleware
+from chm.core.body_limit import BodyLimitMiddleware
 from chm.core.db import create_async_db_engine, create_db_engine, make_session_factory
 from chm.core.errors import (
     PROBLEM_RESPONSES,
@@ -67,6 +68,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             prefix=API_PREFIX,
             exempt=(f"{API_PREFIX}/lineage",),
         )
+    # Outermost: an oversized body is refused before anything else reads it.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     for router in (

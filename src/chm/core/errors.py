@@ -81,6 +81,12 @@ class BadRequest(ChmError):
     title = "Malformed request"
 
 
+class PayloadTooLarge(ChmError):
+    status = 413
+    type_slug = "payload-too-large"
+    title = "Payload too large"
+
+
 class ServiceUnavailable(ChmError):
     status = 503
     type_slug = "service-unavailable"
@@ -202,8 +208,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}
-        slugs = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}
+        titles = {
+            404: "Not found",
+            405: "Method not allowed",
+            401: "Unauthorized",
+            413: PayloadTooLarge.title,
+        }
+        slugs = {
+            404: "not-found",
+            405: "method-not-allowed",
+            401: "unauthorized",
+            413: PayloadTooLarge.type_slug,
+        }
         detail = exc.detail if isinstance(exc.detail, str) else titles.get(exc.status_code, "Error")
         headers = dict(exc.headers) if exc.headers else {}
         if exc.status_code == 405:
@@ -247,6 +263,7 @@ _DESCRIPTIONS = {
     401: "Missing or wrong API token",
     404: "Unknown id or path",
     409: "Uniqueness or state conflict",
+    413: "Request body larger than CHM_MAX_BODY_BYTES",
     422: "Validation failed",
     503: "Database unreachable or busy",
 }
@@ -257,7 +274,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Problem, "description": _DESCRIPTIONS[status]} for status in statuses}
 
 
-PROBLEM_RESPONSES = problem_responses(400, 401, 404, 409, 422, 503)
+PROBLEM_RESPONSES = problem_responses(400, 401, 404, 409, 413, 422, 503)
 
 
 def install_problem_openapi(app: FastAPI) -> None:

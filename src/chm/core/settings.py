@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     # server's cursors cannot be forged), else a fixed development key.
     cursor_secret: SecretStr | None = None
     stuck_after_minutes: int = Field(default=360, ge=1)
+    # A request body past this many bytes is refused with a 413 before it is
+    # read whole (chm.core.body_limit); OpenLineage events, gzipped or not, may
+    # be this large once inflated. 5 MiB: the largest OpenLineage event CHM
+    # took before the limit existed.
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     # On SIGTERM (or Ctrl-C) chm serve lets requests in flight finish for at
     # most this long, then cancels them and exits.
     shutdown_timeout_s: int = Field(default=10, ge=0)

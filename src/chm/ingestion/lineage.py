@@ -34,7 +34,8 @@ in order, once.
 changed nothing, 202 when the job maps to no pipeline (ignored, counted and
 logged), 401 for a missing or wrong key, 422 (problem+json) for a body that
 is not a valid RunEvent, 400 for a body that is not JSON (or not gzip when
-it says so), 413 past 5 MiB.
+it says so), 413 past ``CHM_MAX_BODY_BYTES`` (5 MiB by default) as sent or
+once inflated.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chm.core.errors import (
     BadRequest,
-    ChmError,
     FieldIssue,
+    PayloadTooLarge,
     Unauthorized,
     ValidationFailed,
     issues_from_pydantic,
@@ -83,8 +84,6 @@ logger = logging.getLogger("chm.ingestion.lineage")
 
 router = APIRouter(prefix="/lineage", tags=["lineage"])
 
-MAX_BODY_BYTES = 5 * 1024 * 1024
-
 EVENT_STATUS = {
     "START": RunStatus.running,
     "RUNNING": RunStatus.running,
@@ -93,12 +92,6 @@ EVENT_STATUS = {
     "ABORT": RunStatus.cancelled,
 }
 TERMINAL_EVENTS = ("COMPLETE", "FAIL", "ABORT")
-
-
-class PayloadTooLarge(ChmError):
-    status = 413
-    type_slug = "payload-too-large"
-    title = "Payload too large"
 
 
 class _OpenModel(BaseModel):
@@ -196,11 +189,13 @@ def _keyed_sources(sources: Sources, key: str) -> list[AnySource]:
 
 
 async def _body(request: Request) -> bytes:
+    # The body as sent is bounded by chm.core.body_limit; inflated, by the same limit.
+    limit: int = request.app.state.settings.max_body_bytes
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"the event is larger than {MAX_BODY_BYTES} bytes")
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"the event is larger than {limit} bytes")
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return bytes(raw)
@@ -208,11 +203,11 @@ async def _body(request: Request) -> bytes:
         raise BadRequest(f"Content-Encoding {encoding!r} is not supported (gzip is)")
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
-        body = inflater.decompress(bytes(raw), MAX_BODY_BYTES + 1)
+        body = inflater.decompress(bytes(raw), limit + 1)
     except zlib.error:
         raise BadRequest("the body is not valid gzip") from None
-    if len(body) > MAX_BODY_BYTES or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"the event is larger than {MAX_BODY_BYTES} bytes uncompressed")
+    if len(body) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"the event is larger than {limit} bytes uncompressed")
     if not inflater.eof:
         raise BadRequest("the body is not valid gzip (truncated)")
     return body
