@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export CHM_DATABASE_URL ?= sqlite:///./chm.db
 
-.PHONY: install run test test-sqlite test-postgres fuzz lint typecheck format lock clean bench
+.PHONY: install run test check fuzz lint typecheck imports format lock clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,13 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+
+# The import rules of docs/architecture.md (import-linter contracts in pyproject.toml).
+imports: install
+	$(BIN)/lint-imports --no-cache
+
+# Everything CI checks besides the tests: ruff, mypy --strict, the import rules.
+check: lint typecheck imports
 
 format: install
 	$(BIN)/ruff format src tests bench
