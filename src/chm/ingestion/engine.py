@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from chm.core.db import make_session_factory
 from chm.core.errors import ValidationFailed
 from chm.core.ids import body_id
-from chm.core.redaction import redact
+from chm.core.redaction import stored_payload, stored_text
 from chm.core.timeutil import utcnow
 from chm.ingestion.config import AnySource, SourceBase, Sources, TokenMissing
 from chm.ingestion.connectors import (
@@ -355,13 +355,15 @@ class IngestionEngine:
         if not isinstance(raw, dict):
             raise InvalidRun("the run is not a JSON object")
         run = connector.map_run(raw)
+        # Redacted, then capped: the one rule of every path that stores runs
+        # (chm.core.redaction.stored_text / stored_payload).
         secrets = client.secrets
-        run.metrics = canonical_json(redact(run.metrics, secrets))
+        run.metrics = canonical_json(stored_payload(run.metrics, secrets))
         if run.error_message is not None:
-            run.error_message = client.safe(run.error_message)
+            run.error_message = stored_text(run.error_message, secrets)
         # Values the platform computes at read time are no part of the run.
         stable = without_read_time(raw, connector.read_time_keys)
-        return snapshot_row(run, canonical_json(redact(stable, secrets)))
+        return snapshot_row(run, canonical_json(stored_payload(stable, secrets)))
 
 
 def _raw_identity(raw: Any, index: int) -> str:

@@ -63,7 +63,7 @@ from chm.core.errors import (
     issues_from_pydantic,
     problem_responses,
 )
-from chm.core.redaction import redact
+from chm.core.redaction import stored_payload, stored_text
 from chm.core.timeutil import utcnow
 from chm.ingestion.config import AnySource, ConfigError, Sources, TokenMissing, load_sources
 from chm.ingestion.normalize import (
@@ -245,7 +245,10 @@ def _snapshot(event: RunEvent, document: dict[str, Any], key: str) -> Row:
             error_message=error_text(message) if kind in ("FAIL", "ABORT") else None,
             source_updated_at=moment,
         )
-        payload = canonical_json(redact(document, (key,)))
+        # Redacted, then capped, as every path that stores runs does.
+        if run.error_message is not None:
+            run.error_message = stored_text(run.error_message, (key,))
+        payload = canonical_json(stored_payload(document, (key,)))
         return snapshot_row(run, payload)
     except InvalidRun as invalid:
         field = "eventTime" if "eventTime" in str(invalid) else "run.runId"
@@ -344,12 +347,14 @@ async def receive_lineage_event(request: Request) -> JSONResponse:
         raise Unauthorized("A valid 'Authorization: Bearer <key>' of an OpenLineage source is "
                            "required")  # fmt: skip
     assert key is not None
-    event, document = _parse(await _body(request))
+    # Parsing, redaction and capping are CPU work on up to CHM_MAX_BODY_BYTES:
+    # in a worker thread, not on the event loop every other request waits on.
+    event, document = await run_in_threadpool(_parse, await _body(request))
     source = next((s for s in keyed if s.openlineage_namespace == event.job.namespace), None)
     if source is None:
         raise Unauthorized(f"this key may not write namespace {event.job.namespace[:200]!r}")
     row = None
     if event.eventType not in (None, "OTHER"):
-        row = _snapshot(event, document, key)
+        row = await run_in_threadpool(_snapshot, event, document, key)
     status, answer = await run_in_threadpool(_store, request, sources, source, event, row)
     return JSONResponse(answer.model_dump(mode="json", exclude_none=True), status_code=status)

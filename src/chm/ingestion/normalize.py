@@ -20,7 +20,6 @@ from chm.models.run import RunStatus
 
 MAX_EXTERNAL_RUN_ID = 500
 MAX_SOURCE_STATUS = 200
-MAX_ERROR_MESSAGE = 20_000
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH = EARLIEST
 # Numbers at or above this are epoch milliseconds, below it epoch seconds:
@@ -190,13 +189,15 @@ def metrics_object(raw: Any, what: str = "metrics") -> dict[str, Any]:
 
 
 def error_text(raw: Any) -> str | None:
-    """Failure text: a string, or the JSON of whatever else the source sent."""
+    """Failure text: a string, or the JSON of whatever else the source sent. Whole:
+    the engine caps it once its credentials are removed (a cut here could leave
+    half a secret the patterns no longer recognize)."""
     if raw is None:
         return None
     if not isinstance(raw, str):
         raw = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS).decode()
     text = clean_text(raw).strip()
-    return text[:MAX_ERROR_MESSAGE] or None
+    return text or None
 
 
 def clean_text(text: str) -> str:

@@ -15,7 +15,7 @@ from chm.core.changes import apply_changes
 from chm.core.errors import Conflict, NotFound, ValidationFailed
 from chm.core.ids import filter_id, path_id
 from chm.core.pagination import decode_cursor, encode_cursor
-from chm.core.redaction import redact, redact_text
+from chm.core.redaction import stored_payload, stored_text
 from chm.models import Pipeline, Run
 from chm.models.run import RunStatus, derived_duration
 from chm.pipelines.service import get_pipeline
@@ -59,6 +59,12 @@ def get_run(session: Session, run_id: str) -> Run:
 
 
 def create_manual_run(session: Session, pipeline_id: str, data: RunCreate) -> Run:
+    # Failure text and payload are stored like ingested ones: credentials
+    # removed (SE-002), then capped. Done before the first statement: a write
+    # session's first statement takes SQLite's write lock (BEGIN IMMEDIATE),
+    # which no request holds while it works on its own body.
+    error_message = None if data.error_message is None else stored_text(data.error_message)
+    source_payload = stored_payload(data.source_payload)
     pipeline = get_pipeline(session, pipeline_id)
     if not pipeline.is_active:
         raise InactivePipeline(f"pipeline {pipeline_id!r} is inactive; enable it to record runs")
@@ -86,9 +92,8 @@ def create_manual_run(session: Session, pipeline_id: str, data: RunCreate) -> Ru
         ),
         duration_from_source=from_source,
         metrics=data.metrics,
-        # Failure text is shown and stored like a payload: credentials removed (SE-002).
-        error_message=None if data.error_message is None else redact_text(data.error_message),
-        source_payload=redact(data.source_payload) if data.source_payload is not None else None,
+        error_message=error_message,
+        source_payload=source_payload,
     )
     session.add(run)
     try:
@@ -101,12 +106,13 @@ def create_manual_run(session: Session, pipeline_id: str, data: RunCreate) -> Ru
 
 
 def update_run(session: Session, run_id: str, data: RunUpdate) -> Run:
-    run = get_run(session, run_id)
     changes = data.model_dump(exclude_unset=True)
     if "status" in changes:
         changes["status"] = changes["status"].value
     if changes.get("error_message") is not None:
-        changes["error_message"] = redact_text(changes["error_message"])
+        # As on create: redacted and capped before the first statement.
+        changes["error_message"] = stored_text(changes["error_message"])
+    run = get_run(session, run_id)
     started = changes.get("started_at", run.started_at)
     finished = changes.get("finished_at", run.finished_at)
     _check_times(started, finished)
