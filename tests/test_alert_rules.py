@@ -62,11 +62,19 @@ def test_references_must_exist(api, acme):
             "rule_type": "on_failure",
             "destination": "x",
             "client_id": "999999",
-            "pipeline_id": "nope",
+            "pipeline_id": "999998",
         },
     )
     assert response.status_code == 422
     assert fields_of(response) == ["client_id", "pipeline_id"]
+    # A text that cannot be an id is refused where the body is parsed, with the
+    # same code as an id that does not exist.
+    body = {"rule_type": "on_failure", "destination": "x", "client_id": acme["id"]}
+    malformed = api.post(f"{API}/alert-rules", json=body | {"pipeline_id": "nope"})
+    assert malformed.status_code == 422
+    assert [(e["field"], e["code"]) for e in malformed.json()["errors"]] == [
+        ("pipeline_id", "not_found")
+    ]
 
 
 def test_pipeline_scope_takes_precedence_and_must_belong_to_client(api, acme, orders):

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Response
 from chm.alert_rules import service
 from chm.alert_rules.schemas import AlertRuleCreate, AlertRuleOut, AlertRuleUpdate
 from chm.core.deps import ReadSession, WriteSession
+from chm.core.ids import AlertRuleID, IdFilter
 from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
 from chm.models import RuleType
 
@@ -20,8 +21,8 @@ def create_rule(body: AlertRuleCreate, session: WriteSession) -> AlertRuleOut:
 @router.get("", response_model=Page[AlertRuleOut])
 def list_rules(
     session: ReadSession,
-    client_id: str | None = None,
-    pipeline_id: str | None = None,
+    client_id: IdFilter | None = None,
+    pipeline_id: IdFilter | None = None,
     rule_type: RuleType | None = None,
     is_enabled: bool | None = None,
     limit: LimitParam = DEFAULT_LIMIT,
@@ -43,31 +44,31 @@ def list_rules(
 
 
 @router.get("/{rule_id}", response_model=AlertRuleOut)
-def get_rule(rule_id: str, session: ReadSession) -> AlertRuleOut:
+def get_rule(rule_id: AlertRuleID, session: ReadSession) -> AlertRuleOut:
     """One alert rule."""
     return AlertRuleOut.model_validate(service.get_rule(session, rule_id))
 
 
 @router.patch("/{rule_id}", response_model=AlertRuleOut)
-def update_rule(rule_id: str, body: AlertRuleUpdate, session: WriteSession) -> AlertRuleOut:
+def update_rule(rule_id: AlertRuleID, body: AlertRuleUpdate, session: WriteSession) -> AlertRuleOut:
     """Change any writable field; the rule is validated as a whole after the change."""
     return AlertRuleOut.model_validate(service.update_rule(session, rule_id, body))
 
 
 @router.post("/{rule_id}/enable", response_model=AlertRuleOut)
-def enable_rule(rule_id: str, session: WriteSession) -> AlertRuleOut:
+def enable_rule(rule_id: AlertRuleID, session: WriteSession) -> AlertRuleOut:
     """Enable a rule (409 if an enabled duplicate exists)."""
     return AlertRuleOut.model_validate(service.set_enabled(session, rule_id, True))
 
 
 @router.post("/{rule_id}/disable", response_model=AlertRuleOut)
-def disable_rule(rule_id: str, session: WriteSession) -> AlertRuleOut:
+def disable_rule(rule_id: AlertRuleID, session: WriteSession) -> AlertRuleOut:
     """Disable a rule."""
     return AlertRuleOut.model_validate(service.set_enabled(session, rule_id, False))
 
 
 @router.delete("/{rule_id}", status_code=204, response_class=Response)
-def delete_rule(rule_id: str, session: WriteSession) -> Response:
+def delete_rule(rule_id: AlertRuleID, session: WriteSession) -> Response:
     """Delete a rule for good."""
     service.delete_rule(session, rule_id)
     return Response(status_code=204)

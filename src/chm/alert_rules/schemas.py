@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, StrictBool, StrictInt
 
+from chm.core.ids import ClientRef, PipelineRef
 from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel, text
 from chm.models.alert_rule import MAX_WINDOW_MINUTES, RuleType
 
@@ -29,8 +30,8 @@ WindowMinutes = Annotated[
 
 class AlertRuleCreate(RequestModel):
     rule_type: RuleType
-    client_id: EntityId | None = None
-    pipeline_id: EntityId | None = None
+    client_id: ClientRef | None = None
+    pipeline_id: PipelineRef | None = None
     destination: Destination
     threshold: Threshold | None = None
     window_minutes: WindowMinutes | None = None
@@ -39,8 +40,8 @@ class AlertRuleCreate(RequestModel):
 
 class AlertRuleUpdate(RequestModel):
     rule_type: Annotated[RuleType | None, NotNull] = None
-    client_id: EntityId | None = None
-    pipeline_id: EntityId | None = None
+    client_id: ClientRef | None = None
+    pipeline_id: PipelineRef | None = None
     destination: Annotated[Destination | None, NotNull] = None
     threshold: Threshold | None = None
     window_minutes: WindowMinutes | None = None

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from chm.alert_rules.schemas import AlertRuleCreate, AlertRuleUpdate
 from chm.core.changes import apply_changes
 from chm.core.errors import Conflict, FieldIssue, NotFound, ValidationFailed
-from chm.core.ids import filter_id, parse_id, path_id
 from chm.core.pagination import decode_cursor, encode_cursor
 from chm.models import AlertRule, Client, Pipeline, RuleType
 
@@ -26,11 +25,11 @@ class DuplicateAlertRule(Conflict):
 
 @dataclass
 class RuleValues:
-    """A rule as it would be stored, ids still as sent."""
+    """A rule as it would be stored."""
 
     rule_type: RuleType
-    client_id: str | None
-    pipeline_id: str | None
+    client_id: int | None
+    pipeline_id: int | None
     destination: str
     threshold: int | None
     window_minutes: int | None
@@ -48,19 +47,17 @@ def _resolve(session: Session, values: RuleValues) -> dict[str, Any]:
         ]
     client = pipeline = None
     if values.client_id is not None:
-        client_pk = parse_id(values.client_id)
-        client = session.get(Client, client_pk) if client_pk is not None else None
+        client = session.get(Client, values.client_id)
         if client is None:
             issues.append(
-                FieldIssue("client_id", "not_found", f"client {values.client_id!r} does not exist")
+                FieldIssue("client_id", "not_found", f"client '{values.client_id}' does not exist")
             )
     if values.pipeline_id is not None:
-        pipeline_pk = parse_id(values.pipeline_id)
-        pipeline = session.get(Pipeline, pipeline_pk) if pipeline_pk is not None else None
+        pipeline = session.get(Pipeline, values.pipeline_id)
         if pipeline is None:
             issues.append(
                 FieldIssue(
-                    "pipeline_id", "not_found", f"pipeline {values.pipeline_id!r} does not exist"
+                    "pipeline_id", "not_found", f"pipeline '{values.pipeline_id}' does not exist"
                 )
             )
     if client is not None and pipeline is not None and pipeline.client_id != client.id:
@@ -68,7 +65,7 @@ def _resolve(session: Session, values: RuleValues) -> dict[str, Any]:
             FieldIssue(
                 "pipeline_id",
                 "not_of_client",
-                f"pipeline {values.pipeline_id!r} does not belong to client {values.client_id!r}",
+                f"pipeline '{values.pipeline_id}' does not belong to client '{values.client_id}'",
             )
         )
     if values.rule_type is RuleType.failures_in_window:
@@ -76,7 +73,9 @@ def _resolve(session: Session, values: RuleValues) -> dict[str, Any]:
             if getattr(values, field) is None:
                 issues.append(
                     FieldIssue(
-                        field, "required", f"{field} is required for failures_in_window rules"
+                        field,
+                        "required",
+                        f"{field} is required for failures_in_window rules",
                     )
                 )
     if issues:
@@ -127,10 +126,10 @@ def _flush_or_conflict(session: Session) -> None:
         ) from None
 
 
-def get_rule(session: Session, rule_id: str) -> AlertRule:
-    rule = session.get(AlertRule, path_id(rule_id, "alert rule"))
+def get_rule(session: Session, rule_id: int) -> AlertRule:
+    rule = session.get(AlertRule, rule_id)
     if rule is None:
-        raise NotFound(f"alert rule {rule_id!r} not found")
+        raise NotFound(f"alert rule '{rule_id}' not found")
     return rule
 
 
@@ -146,8 +145,8 @@ def create_rule(session: Session, data: AlertRuleCreate) -> AlertRule:
 def _current_values(rule: AlertRule) -> dict[str, Any]:
     return {
         "rule_type": RuleType(rule.rule_type),
-        "client_id": str(rule.client_id) if rule.client_id is not None else None,
-        "pipeline_id": str(rule.pipeline_id) if rule.pipeline_id is not None else None,
+        "client_id": rule.client_id,
+        "pipeline_id": rule.pipeline_id,
         "destination": rule.destination,
         "threshold": rule.threshold,
         "window_minutes": rule.window_minutes,
@@ -155,7 +154,7 @@ def _current_values(rule: AlertRule) -> dict[str, Any]:
     }
 
 
-def update_rule(session: Session, rule_id: str, data: AlertRuleUpdate) -> AlertRule:
+def update_rule(session: Session, rule_id: int, data: AlertRuleUpdate) -> AlertRule:
     """Apply a partial change, then validate the rule as a whole."""
     rule = get_rule(session, rule_id)
     merged = _current_values(rule) | data.model_dump(exclude_unset=True)
@@ -166,11 +165,11 @@ def update_rule(session: Session, rule_id: str, data: AlertRuleUpdate) -> AlertR
     return rule
 
 
-def set_enabled(session: Session, rule_id: str, enabled: bool) -> AlertRule:
+def set_enabled(session: Session, rule_id: int, enabled: bool) -> AlertRule:
     return update_rule(session, rule_id, AlertRuleUpdate(is_enabled=enabled))
 
 
-def delete_rule(session: Session, rule_id: str) -> None:
+def delete_rule(session: Session, rule_id: int) -> None:
     session.delete(get_rule(session, rule_id))
     session.flush()
 
@@ -178,20 +177,18 @@ def delete_rule(session: Session, rule_id: str) -> None:
 def list_rules(
     session: Session,
     *,
-    client_id: str | None,
-    pipeline_id: str | None,
+    client_id: int | None,
+    pipeline_id: int | None,
     rule_type: RuleType | None,
     is_enabled: bool | None,
     limit: int,
     cursor: str | None,
 ) -> tuple[list[AlertRule], str | None]:
     query = sa.select(AlertRule)
-    client_filter = filter_id(client_id, "client_id")
-    if client_filter is not None:
-        query = query.where(AlertRule.client_id == client_filter)
-    pipeline_filter = filter_id(pipeline_id, "pipeline_id")
-    if pipeline_filter is not None:
-        query = query.where(AlertRule.pipeline_id == pipeline_filter)
+    if client_id is not None:
+        query = query.where(AlertRule.client_id == client_id)
+    if pipeline_id is not None:
+        query = query.where(AlertRule.pipeline_id == pipeline_id)
     if rule_type is not None:
         query = query.where(AlertRule.rule_type == rule_type.value)
     if is_enabled is not None:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Response
 from chm.clients import service, summary
 from chm.clients.schemas import ClientCreate, ClientOut, ClientSummary, ClientUpdate
 from chm.core.deps import ReadSession, ReadSnapshot, WriteSession
+from chm.core.ids import ClientID
 from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
 from chm.core.schemas import NO_NUL_PATTERN, UTCTimestamp
 from chm.runs.serialize import json_bytes_response
@@ -42,26 +43,26 @@ def list_clients(
 
 
 @router.get("/{client_id}", response_model=ClientOut)
-def get_client(client_id: str, session: ReadSession) -> ClientOut:
+def get_client(client_id: ClientID, session: ReadSession) -> ClientOut:
     """One client, active or not."""
     return ClientOut.model_validate(service.get_client(session, client_id))
 
 
 @router.patch("/{client_id}", response_model=ClientOut)
-def update_client(client_id: str, body: ClientUpdate, session: WriteSession) -> ClientOut:
+def update_client(client_id: ClientID, body: ClientUpdate, session: WriteSession) -> ClientOut:
     """Rename or (de)activate a client."""
     return ClientOut.model_validate(service.update_client(session, client_id, body))
 
 
 @router.delete("/{client_id}", response_model=ClientOut)
-def disable_client(client_id: str, session: WriteSession) -> ClientOut:
+def disable_client(client_id: ClientID, session: WriteSession) -> ClientOut:
     """Soft disable: the client stays, inactive, with all its history."""
     return ClientOut.model_validate(service.disable_client(session, client_id))
 
 
 @router.get("/{client_id}/summary", response_model=ClientSummary)
 async def client_summary(
-    client_id: str,
+    client_id: ClientID,
     conn: ReadSnapshot,
     since: Annotated[UTCTimestamp | None, Query(description="Default: 24 h before until")] = None,
     until: Annotated[UTCTimestamp | None, Query(description="Default: now")] = None,

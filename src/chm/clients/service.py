@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 from chm.clients.schemas import ClientCreate, ClientUpdate
 from chm.core.changes import apply_changes
 from chm.core.errors import Conflict, NotFound
-from chm.core.ids import path_id
 from chm.core.pagination import decode_cursor, encode_cursor
 from chm.core.query import after_key, contains_ci
 from chm.models import Client
@@ -38,10 +37,10 @@ def _flush_or_conflict(session: Session, name: str) -> None:
         raise DuplicateClientName(f"a client named {name!r} already exists") from None
 
 
-def get_client(session: Session, client_id: str) -> Client:
-    client = session.get(Client, path_id(client_id, "client"))
+def get_client(session: Session, client_id: int) -> Client:
+    client = session.get(Client, client_id)
     if client is None:
-        raise NotFound(f"client {client_id!r} not found")
+        raise NotFound(f"client '{client_id}' not found")
     return client
 
 
@@ -54,7 +53,7 @@ def create_client(session: Session, data: ClientCreate) -> Client:
     return client
 
 
-def update_client(session: Session, client_id: str, data: ClientUpdate) -> Client:
+def update_client(session: Session, client_id: int, data: ClientUpdate) -> Client:
     client = get_client(session, client_id)
     changes = data.model_dump(exclude_unset=True)
     if "name" in changes and _name_taken(session, changes["name"], exclude_id=client.id):
@@ -64,7 +63,7 @@ def update_client(session: Session, client_id: str, data: ClientUpdate) -> Clien
     return client
 
 
-def disable_client(session: Session, client_id: str) -> Client:
+def disable_client(session: Session, client_id: int) -> Client:
     """Soft delete (FR-018): the client and its history stay; the name stays taken."""
     client = get_client(session, client_id)
     apply_changes(client, {"is_active": False})

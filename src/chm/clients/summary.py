@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chm.core.errors import NotFound
-from chm.core.ids import path_id
 from chm.core.timeutil import utcnow
 from chm.core.types import NullsLowKey
 from chm.models import Client, Pipeline, Run
@@ -68,16 +67,14 @@ def latest_run_in_window(since: datetime, until: datetime) -> sa.ColumnElement[i
 
 
 async def client_summary(
-    conn: AsyncConnection, client_id: str, since: datetime | None, until: datetime | None
+    conn: AsyncConnection, client_id: int, since: datetime | None, until: datetime | None
 ) -> dict[str, Any]:
     """The summary as a ``ClientSummary``-shaped document (see chm.runs.serialize)."""
     client = (
-        await conn.execute(
-            sa.select(Client.id, Client.name).where(Client.id == path_id(client_id, "client"))
-        )
+        await conn.execute(sa.select(Client.id, Client.name).where(Client.id == client_id))
     ).first()
     if client is None:
-        raise NotFound(f"client {client_id!r} not found")
+        raise NotFound(f"client '{client_id}' not found")
     since, until = resolve_window(since, until)
 
     pipelines = (

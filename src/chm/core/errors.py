@@ -204,6 +204,11 @@ def install_error_handlers(app: FastAPI) -> None:
         raw = exc.errors()
         if any(e.get("type") == "json_invalid" for e in raw):
             return render_error(BadRequest("The request body is not valid JSON"))
+        path_errors = [e for e in raw if tuple(e.get("loc", ()))[:1] == ("path",)]
+        if path_errors:
+            # Path parameters are ids (chm.core.ids): a text that cannot be one
+            # of ours names no resource, like a well-formed id that does not exist.
+            return render_error(NotFound(str(path_errors[0].get("msg", "Not found"))))
         return render_error(ValidationFailed(issues_from_pydantic(raw)))
 
     @app.exception_handler(StarletteHTTPException)

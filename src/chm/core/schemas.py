@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
+from chm.core.ids import ID_DESCRIPTION, ID_PATTERN
 from chm.core.timeutil import as_utc
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,49}$"
@@ -95,11 +96,12 @@ def _id_to_str(value: object) -> object:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-# Ids are integers in the database and opaque strings on the wire.
+# An id in a response: an integer in the database, a string on the wire. (Ids
+# sent by clients are parsed by the types of chm.core.ids.)
 EntityId = Annotated[
     str,
     BeforeValidator(_id_to_str),
-    Field(description="Opaque server-generated id", max_length=40),
+    Field(description=ID_DESCRIPTION, pattern=ID_PATTERN),
 ]
 
 

@@ -43,7 +43,6 @@ from sqlalchemy.orm import Session
 
 from chm.core.db import make_session_factory
 from chm.core.errors import ValidationFailed
-from chm.core.ids import body_id
 from chm.core.redaction import stored_payload, stored_text
 from chm.core.timeutil import utcnow
 from chm.ingestion.config import AnySource, SourceBase, Sources, TokenMissing
@@ -111,28 +110,28 @@ class WalkWatermark:
 
 
 def resolve_scope(
-    session: Session, client_id: str | None, pipeline_id: str | None
+    session: Session, client_id: int | None, pipeline_id: int | None
 ) -> tuple[int | None, int | None]:
-    """The ``client_id``/``pipeline_id`` filters as ids; a 422 on the field naming a
-    client or pipeline that does not exist, or a pipeline not of that client."""
+    """The ``client_id``/``pipeline_id`` filters, checked: a 422 on the field naming
+    a client or pipeline that does not exist, or a pipeline not of that client."""
     client = pipeline = None
     if client_id is not None:
-        client = session.get(Client, body_id(client_id, "client_id", "client"))
+        client = session.get(Client, client_id)
         if client is None:
             raise ValidationFailed.one(
-                "client_id", "not_found", f"client {client_id!r} does not exist"
+                "client_id", "not_found", f"client '{client_id}' does not exist"
             )
     if pipeline_id is not None:
-        pipeline = session.get(Pipeline, body_id(pipeline_id, "pipeline_id", "pipeline"))
+        pipeline = session.get(Pipeline, pipeline_id)
         if pipeline is None:
             raise ValidationFailed.one(
-                "pipeline_id", "not_found", f"pipeline {pipeline_id!r} does not exist"
+                "pipeline_id", "not_found", f"pipeline '{pipeline_id}' does not exist"
             )
         if client is not None and pipeline.client_id != client.id:
             raise ValidationFailed.one(
                 "pipeline_id",
                 "not_of_client",
-                f"pipeline {pipeline_id!r} does not belong to client {client_id!r}",
+                f"pipeline '{pipeline_id}' does not belong to client '{client_id}'",
             )
     return (client.id if client else None, pipeline.id if pipeline else None)
 

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 from pydantic import Field, StrictBool
 
 from chm.core.errors import ChmError
-from chm.core.schemas import EntityId, RequestModel
+from chm.core.ids import ClientRef, PipelineRef
+from chm.core.schemas import RequestModel
 from chm.core.settings import Settings
 from chm.ingestion.config import ConfigError, load_sources
 from chm.ingestion.engine import ingest, resolve_scope
@@ -24,8 +25,8 @@ class IngestionNotConfigured(ChmError):
 
 
 class IngestionRequest(RequestModel):
-    client_id: EntityId | None = None
-    pipeline_id: EntityId | None = None
+    client_id: ClientRef | None = None
+    pipeline_id: PipelineRef | None = None
     # Strict: a JSON boolean, not 1 or "yes" (the schema says boolean).
     full: StrictBool = Field(
         False, description="Re-read every run, not only what changed since the last ingestion"

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from chm.core.deps import ReadSession, WriteSession
+from chm.core.ids import IdFilter, PipelineID
 from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
 from chm.core.schemas import Slug
 from chm.pipelines import service
@@ -20,7 +21,7 @@ def create_pipeline(body: PipelineCreate, session: WriteSession) -> PipelineOut:
 @router.get("", response_model=Page[PipelineOut])
 def list_pipelines(
     session: ReadSession,
-    client_id: str | None = None,
+    client_id: IdFilter | None = None,
     platform: Slug | None = None,
     environment: Slug | None = None,
     include_inactive: bool = False,
@@ -43,18 +44,20 @@ def list_pipelines(
 
 
 @router.get("/{pipeline_id}", response_model=PipelineOut)
-def get_pipeline(pipeline_id: str, session: ReadSession) -> PipelineOut:
+def get_pipeline(pipeline_id: PipelineID, session: ReadSession) -> PipelineOut:
     """One pipeline, active or not."""
     return PipelineOut.model_validate(service.get_pipeline(session, pipeline_id))
 
 
 @router.patch("/{pipeline_id}", response_model=PipelineOut)
-def update_pipeline(pipeline_id: str, body: PipelineUpdate, session: WriteSession) -> PipelineOut:
+def update_pipeline(
+    pipeline_id: PipelineID, body: PipelineUpdate, session: WriteSession
+) -> PipelineOut:
     """Change any field but the id, the client and the timestamps."""
     return PipelineOut.model_validate(service.update_pipeline(session, pipeline_id, body))
 
 
 @router.delete("/{pipeline_id}", response_model=PipelineOut)
-def disable_pipeline(pipeline_id: str, session: WriteSession) -> PipelineOut:
+def disable_pipeline(pipeline_id: PipelineID, session: WriteSession) -> PipelineOut:
     """Soft disable: the pipeline stays, inactive, and so do its runs."""
     return PipelineOut.model_validate(service.disable_pipeline(session, pipeline_id))

@@ -5,13 +5,14 @@ from typing import Annotated
 
 from pydantic import StrictBool
 
+from chm.core.ids import ClientRef
 from chm.core.schemas import EntityId, Name, NotNull, RequestModel, ResponseModel, Slug, text
 
 ExternalId = Annotated[str, text(500)]
 
 
 class PipelineCreate(RequestModel):
-    client_id: EntityId
+    client_id: ClientRef
     name: Name
     platform: Slug
     pipeline_type: Slug

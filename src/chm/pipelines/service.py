@@ -8,7 +8,6 @@ from sqlalchemy.orm import Session
 
 from chm.core.changes import apply_changes
 from chm.core.errors import Conflict, NotFound, ValidationFailed
-from chm.core.ids import filter_id, parse_id, path_id
 from chm.core.pagination import decode_cursor, encode_cursor
 from chm.core.query import after_key
 from chm.models import Client, Pipeline
@@ -23,10 +22,10 @@ class DuplicatePipeline(Conflict):
     type_slug = "duplicate-name"
 
 
-def get_pipeline(session: Session, pipeline_id: str) -> Pipeline:
-    pipeline = session.get(Pipeline, path_id(pipeline_id, "pipeline"))
+def get_pipeline(session: Session, pipeline_id: int) -> Pipeline:
+    pipeline = session.get(Pipeline, pipeline_id)
     if pipeline is None:
-        raise NotFound(f"pipeline {pipeline_id!r} not found")
+        raise NotFound(f"pipeline '{pipeline_id}' not found")
     return pipeline
 
 
@@ -64,15 +63,14 @@ def _flush_or_conflict(session: Session) -> None:
 
 
 def create_pipeline(session: Session, data: PipelineCreate) -> Pipeline:
-    client_id = parse_id(data.client_id)
-    client = session.get(Client, client_id) if client_id is not None else None
+    client = session.get(Client, data.client_id)
     if client is None:
         raise ValidationFailed.one(
-            "client_id", "not_found", f"client {data.client_id!r} does not exist"
+            "client_id", "not_found", f"client '{data.client_id}' does not exist"
         )
     if not client.is_active:
         raise ValidationFailed.one(
-            "client_id", "inactive", f"client {data.client_id!r} is inactive"
+            "client_id", "inactive", f"client '{data.client_id}' is inactive"
         )
     _check_unique(
         session,
@@ -95,7 +93,7 @@ def create_pipeline(session: Session, data: PipelineCreate) -> Pipeline:
     return pipeline
 
 
-def update_pipeline(session: Session, pipeline_id: str, data: PipelineUpdate) -> Pipeline:
+def update_pipeline(session: Session, pipeline_id: int, data: PipelineUpdate) -> Pipeline:
     pipeline = get_pipeline(session, pipeline_id)
     changes = data.model_dump(exclude_unset=True)
     _check_unique(
@@ -111,7 +109,7 @@ def update_pipeline(session: Session, pipeline_id: str, data: PipelineUpdate) ->
     return pipeline
 
 
-def disable_pipeline(session: Session, pipeline_id: str) -> Pipeline:
+def disable_pipeline(session: Session, pipeline_id: int) -> Pipeline:
     """Soft delete (FR-018): the pipeline and all its runs stay."""
     pipeline = get_pipeline(session, pipeline_id)
     apply_changes(pipeline, {"is_active": False})
@@ -127,7 +125,7 @@ def active_inventory() -> sa.ColumnElement[bool]:
 def list_pipelines(
     session: Session,
     *,
-    client_id: str | None,
+    client_id: int | None,
     platform: str | None,
     environment: str | None,
     include_inactive: bool,
@@ -135,9 +133,8 @@ def list_pipelines(
     cursor: str | None,
 ) -> tuple[list[Pipeline], str | None]:
     query = sa.select(Pipeline).join(Client, Client.id == Pipeline.client_id)
-    client_filter = filter_id(client_id, "client_id")
-    if client_filter is not None:
-        query = query.where(Pipeline.client_id == client_filter)
+    if client_id is not None:
+        query = query.where(Pipeline.client_id == client_id)
     if platform is not None:
         query = query.where(Pipeline.platform == platform)
     if environment is not None:

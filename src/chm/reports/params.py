@@ -16,7 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from chm.clients.summary import resolve_window
 from chm.core.errors import ValidationFailed
-from chm.core.ids import parse_id
+from chm.core.ids import IdFilter
 from chm.core.schemas import UTCTimestamp
 from chm.core.timeutil import as_utc, isoformat_z, utcnow
 from chm.reports.schemas import Report
@@ -50,21 +50,6 @@ UntilParam = Annotated[
 ]
 
 
-def _entity_id(value: str) -> str:
-    if parse_id(value) is None:
-        raise PydanticCustomError("invalid_id", "{value} is not a valid id", {"value": value})
-    return value
-
-
-# An id used as a report filter: malformed is a 422 (reported together with
-# any other invalid parameter), unknown simply matches nothing.
-IdFilter = Annotated[str, AfterValidator(_entity_id)]
-
-
-def id_filter(value: str | None) -> int | None:
-    return None if value is None else parse_id(value)
-
-
 class OutputFormat(StrEnum):
     json = "json"
     csv = "csv"
@@ -92,9 +77,7 @@ class ReportContext:
 
 def report_context(
     as_of: AsOfParam = None,
-    client_id: Annotated[
-        IdFilter | None, Query(description="Only this client's pipelines", max_length=40)
-    ] = None,
+    client_id: Annotated[IdFilter | None, Query(description="Only this client's pipelines")] = None,
     include_inactive: Annotated[
         bool, Query(description="Also cover inactive pipelines and clients")
     ] = False,
@@ -104,7 +87,7 @@ def report_context(
 ) -> ReportContext:
     return ReportContext(
         as_of=as_of if as_of is not None else utcnow(),
-        scope=Scope(client_id=id_filter(client_id), include_inactive=include_inactive),
+        scope=Scope(client_id=client_id, include_inactive=include_inactive),
         output=output,
     )
 

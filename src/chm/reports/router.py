@@ -14,17 +14,16 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from chm.core.deps import ReadSession
+from chm.core.ids import IdFilter
 from chm.core.schemas import SLUG_PATTERN
 from chm.core.settings import Settings
 from chm.models.run import RunStatus
 from chm.reports import durations, failures, flaky, status
 from chm.reports.params import (
-    IdFilter,
     ReportContext,
     ReportTime,
     SinceParam,
     UntilParam,
-    id_filter,
     render,
     report_context,
 )
@@ -118,11 +117,11 @@ def duration_distribution(
     since: SinceParam = None,
     until: UntilParam = None,
     platform: Annotated[str | None, Query(pattern=SLUG_PATTERN)] = None,
-    pipeline_id: Annotated[IdFilter | None, Query(max_length=40)] = None,
+    pipeline_id: Annotated[IdFilter | None, Query(description="Only this pipeline")] = None,
 ) -> Response:
     """Nearest-rank percentiles and a histogram of run durations (default: 7 days)."""
     report = durations.duration_distribution_report(
-        session, ctx, since, until, platform, id_filter(pipeline_id)
+        session, ctx, since, until, platform, pipeline_id
     )
     return render(report, DurationHistogramRow, ctx.output, "duration-distribution")
 

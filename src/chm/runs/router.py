@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from chm.core.deps import ReadConnection, WriteSession
-from chm.core.ids import filter_id, path_id
+from chm.core.ids import IdFilter, PipelineID, RunID
 from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
 from chm.core.schemas import UTCTimestamp
 from chm.models.run import RunStatus
@@ -24,14 +24,14 @@ Until = Annotated[UTCTimestamp | None, Query(description="Event time < until (RF
 
 
 @router.post("/pipelines/{pipeline_id}/runs", status_code=201, response_model=RunOut)
-def record_run(pipeline_id: str, body: RunCreate, session: WriteSession) -> RunOut:
+def record_run(pipeline_id: PipelineID, body: RunCreate, session: WriteSession) -> RunOut:
     """Record a manual run; an omitted `external_run_id` is generated."""
     return RunOut.model_validate(service.create_manual_run(session, pipeline_id, body))
 
 
 @router.get("/pipelines/{pipeline_id}/runs", response_model=Page[RunOut])
 async def list_pipeline_runs(
-    pipeline_id: str,
+    pipeline_id: PipelineID,
     conn: ReadConnection,
     status: StatusFilter = None,
     since: Since = None,
@@ -42,7 +42,7 @@ async def list_pipeline_runs(
     """A pipeline's run history by the ordering rule, filtered by status and time window."""
     rows, next_cursor = await service.list_runs(
         conn,
-        pipeline_id=path_id(pipeline_id, "pipeline"),
+        pipeline_id=pipeline_id,
         statuses=status or (),
         since=since,
         until=until,
@@ -56,7 +56,7 @@ async def list_pipeline_runs(
 
 
 @router.get("/pipelines/{pipeline_id}/runs/latest", response_model=RunOut)
-async def latest_run(pipeline_id: str, conn: ReadConnection) -> Response:
+async def latest_run(pipeline_id: PipelineID, conn: ReadConnection) -> Response:
     """The pipeline's latest run by the ordering rule; 404 when it has none."""
     return json_bytes_response(run_document(await service.latest_run(conn, pipeline_id)))
 
@@ -64,8 +64,8 @@ async def latest_run(pipeline_id: str, conn: ReadConnection) -> Response:
 @router.get("/runs", response_model=Page[RunOut])
 async def list_runs(
     conn: ReadConnection,
-    client_id: str | None = None,
-    pipeline_id: str | None = None,
+    client_id: IdFilter | None = None,
+    pipeline_id: IdFilter | None = None,
     status: StatusFilter = None,
     since: Since = None,
     until: Until = None,
@@ -75,7 +75,7 @@ async def list_runs(
     """Runs across pipelines, by the ordering rule, with the same filters."""
     rows, next_cursor = await service.list_runs(
         conn,
-        pipeline_id=filter_id(pipeline_id, "pipeline_id"),
+        pipeline_id=pipeline_id,
         client_id=client_id,
         statuses=status or (),
         since=since,
@@ -87,12 +87,12 @@ async def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-async def get_run(run_id: str, conn: ReadConnection) -> Response:
+async def get_run(run_id: RunID, conn: ReadConnection) -> Response:
     """One run."""
     return json_bytes_response(run_document(await service.read_run(conn, run_id)))
 
 
 @router.patch("/runs/{run_id}", response_model=RunOut)
-def update_run(run_id: str, body: RunUpdate, session: WriteSession) -> RunOut:
+def update_run(run_id: RunID, body: RunUpdate, session: WriteSession) -> RunOut:
     """Correct a run's status, times, metrics or error message."""
     return RunOut.model_validate(service.update_run(session, run_id, body))

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 
 from chm.core.changes import apply_changes
 from chm.core.errors import Conflict, NotFound, ValidationFailed
-from chm.core.ids import filter_id, path_id
 from chm.core.pagination import decode_cursor, encode_cursor
 from chm.core.redaction import stored_payload, stored_text
 from chm.models import Pipeline, Run
@@ -51,14 +50,14 @@ def _check_times(started_at: datetime | None, finished_at: datetime | None) -> N
         )
 
 
-def get_run(session: Session, run_id: str) -> Run:
-    run = session.get(Run, path_id(run_id, "run"))
+def get_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
     if run is None:
-        raise NotFound(f"run {run_id!r} not found")
+        raise NotFound(f"run '{run_id}' not found")
     return run
 
 
-def create_manual_run(session: Session, pipeline_id: str, data: RunCreate) -> Run:
+def create_manual_run(session: Session, pipeline_id: int, data: RunCreate) -> Run:
     # Failure text and payload are stored like ingested ones: credentials
     # removed (SE-002), then capped. Done before the first statement: a write
     # session's first statement takes SQLite's write lock (BEGIN IMMEDIATE),
@@ -67,7 +66,7 @@ def create_manual_run(session: Session, pipeline_id: str, data: RunCreate) -> Ru
     source_payload = stored_payload(data.source_payload)
     pipeline = get_pipeline(session, pipeline_id)
     if not pipeline.is_active:
-        raise InactivePipeline(f"pipeline {pipeline_id!r} is inactive; enable it to record runs")
+        raise InactivePipeline(f"pipeline '{pipeline_id}' is inactive; enable it to record runs")
     _check_times(data.started_at, data.finished_at)
     # FR-019: a manual run without an identity still gets a unique one.
     external_run_id = data.external_run_id or f"manual-{uuid.uuid4().hex}"
@@ -76,7 +75,7 @@ def create_manual_run(session: Session, pipeline_id: str, data: RunCreate) -> Ru
     )
     if session.scalar(taken) is not None:
         raise DuplicateExternalRunId(
-            f"pipeline {pipeline_id!r} already has a run {external_run_id!r}"
+            f"pipeline '{pipeline_id}' already has a run {external_run_id!r}"
         )
     from_source = data.duration_seconds is not None
     run = Run(
@@ -100,12 +99,12 @@ def create_manual_run(session: Session, pipeline_id: str, data: RunCreate) -> Ru
         session.flush()
     except IntegrityError:
         raise DuplicateExternalRunId(
-            f"pipeline {pipeline_id!r} already has a run {external_run_id!r}"
+            f"pipeline '{pipeline_id}' already has a run {external_run_id!r}"
         ) from None
     return run
 
 
-def update_run(session: Session, run_id: str, data: RunUpdate) -> Run:
+def update_run(session: Session, run_id: int, data: RunUpdate) -> Run:
     changes = data.model_dump(exclude_unset=True)
     if "status" in changes:
         changes["status"] = changes["status"].value
@@ -126,36 +125,33 @@ def update_run(session: Session, run_id: str, data: RunUpdate) -> Run:
 # --- reads: async Core on the hot paths (see chm.core.deps.ReadConnection) ---
 
 
-async def require_pipeline(conn: AsyncConnection, pipeline_id: str) -> int:
-    """The pipeline's key, or a 404 when there is no such pipeline."""
-    pipeline_pk = path_id(pipeline_id, "pipeline")
-    found = await conn.scalar(sa.select(Pipeline.id).where(Pipeline.id == pipeline_pk))
+async def require_pipeline(conn: AsyncConnection, pipeline_id: int) -> None:
+    """A 404 when there is no such pipeline."""
+    found = await conn.scalar(sa.select(Pipeline.id).where(Pipeline.id == pipeline_id))
     if found is None:
-        raise NotFound(f"pipeline {pipeline_id!r} not found")
-    return pipeline_pk
+        raise NotFound(f"pipeline '{pipeline_id}' not found")
 
 
-async def read_run(conn: AsyncConnection, run_id: str) -> RunRow:
-    query = sa.select(*RUN_COLUMNS).where(RUNS.c.id == path_id(run_id, "run"))
+async def read_run(conn: AsyncConnection, run_id: int) -> RunRow:
+    query = sa.select(*RUN_COLUMNS).where(RUNS.c.id == run_id)
     row = (await conn.execute(query)).first()
     if row is None:
-        raise NotFound(f"run {run_id!r} not found")
+        raise NotFound(f"run '{run_id}' not found")
     return row
 
 
-async def latest_run(conn: AsyncConnection, pipeline_id: str) -> RunRow:
+async def latest_run(conn: AsyncConnection, pipeline_id: int) -> RunRow:
     """The first run by the ordering rule: one index probe (ix_runs_pipeline_order)."""
-    pipeline_pk = path_id(pipeline_id, "pipeline")
     query = (
         sa.select(*RUN_COLUMNS)
-        .where(RUNS.c.pipeline_id == pipeline_pk)
+        .where(RUNS.c.pipeline_id == pipeline_id)
         .order_by(*ORDER_BY)
         .limit(1)
     )
     row = (await conn.execute(query)).first()
     if row is None:
         await require_pipeline(conn, pipeline_id)
-        raise NotFound(f"pipeline {pipeline_id!r} has no runs")
+        raise NotFound(f"pipeline '{pipeline_id}' has no runs")
     return row
 
 
@@ -163,7 +159,7 @@ async def list_runs(
     conn: AsyncConnection,
     *,
     pipeline_id: int | None = None,
-    client_id: str | None = None,
+    client_id: int | None = None,
     statuses: Sequence[RunStatus] = (),
     since: datetime | None = None,
     until: datetime | None = None,
@@ -175,12 +171,9 @@ async def list_runs(
     query = sa.select(*RUN_COLUMNS)
     if pipeline_id is not None:
         query = query.where(RUNS.c.pipeline_id == pipeline_id)
-    client_filter = filter_id(client_id, "client_id")
-    if client_filter is not None:
+    if client_id is not None:
         query = query.where(
-            RUNS.c.pipeline_id.in_(
-                sa.select(Pipeline.id).where(Pipeline.client_id == client_filter)
-            )
+            RUNS.c.pipeline_id.in_(sa.select(Pipeline.id).where(Pipeline.client_id == client_id))
         )
     if statuses:
         query = query.where(RUNS.c.status.in_(sorted({s.value for s in statuses})))
