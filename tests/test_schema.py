@@ -245,3 +245,17 @@ def test_the_database_records_its_environment_and_refuses_others(engine: Engine)
         upgrade(engine, environment=Environment.production)
     with engine.connect() as conn:
         assert recorded_environment(conn) == "development"
+
+
+def test_the_environment_record_is_described_as_the_settings_table_is() -> None:
+    """chm.core.environment reads chm_settings through its own Core description
+    (core imports no model): each column it names is the model's, same type."""
+    from chm.core.environment import _SETTINGS
+    from chm.models import DatabaseSetting
+
+    table = DatabaseSetting.__table__
+    assert _SETTINGS.name == table.name
+    for column in _SETTINGS.columns:
+        assert column.name in table.c, column.name
+        assert type(column.type) is type(table.c[column.name].type), column.name
+        assert repr(column.type) == repr(table.c[column.name].type), column.name

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from ingestion_fakes import source, sources
 
 from chm.core.db import make_session_factory
+from chm.core.status import TERMINAL_STATUSES, RunStatus
 from chm.ingestion.connectors.adf import ADF_STATUS, AdfConnector
 from chm.ingestion.connectors.databricks import (
     LIFE_CYCLE_STATE,
@@ -44,7 +45,6 @@ from chm.ingestion.normalize import (
 )
 from chm.ingestion.upsert import snapshot_row, upsert_page
 from chm.models import Run
-from chm.models.run import TERMINAL_STATUSES, RunStatus
 from factories import make_client, make_pipeline
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 from pydantic import StrictBool
 
 from chm.core.schemas import EntityId, Name, NotNull, RequestModel, ResponseModel
-from chm.models.run import RunStatus
+from chm.core.status import RunStatus
 from chm.runs.schemas import RunOut
 
 

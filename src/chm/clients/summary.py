@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chm.core.errors import NotFound
+from chm.core.status import RunStatus
 from chm.core.timeutil import utcnow
 from chm.core.types import NullsLowKey
 from chm.models import Client, Pipeline, Run
-from chm.models.run import RunStatus
 from chm.runs.ordering import ORDER_BY
 from chm.runs.serialize import RUN_COLUMNS, RUNS, run_document
 from chm.runs.service import check_window

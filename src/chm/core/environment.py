@@ -4,6 +4,13 @@ The first ``chm db upgrade`` records the CHM environment (``CHM_ENV``) in the
 database. From then on a process of another environment refuses to use it:
 a development shell pointed by mistake at the production database, or the
 reverse, stops with a clear message instead of reading, writing or migrating.
+
+The record is a row of ``chm_settings`` (migration 0003), read here through a
+Core description of the columns this module uses, not through the ORM
+model (``chm.models.settings``): it is the database's own bookkeeping, as
+Alembic's ``alembic_version`` is, read before the schema is known to exist
+(``has_table``) and around the migrations themselves, where the models may
+be ahead of the database. Core knows no table of the domain.
 """
 
 from __future__ import annotations
@@ -14,9 +21,18 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from chm.core.settings import Environment
 from chm.core.timeutil import utcnow
-from chm.models.settings import DatabaseSetting
+from chm.core.types import UTCDateTime
 
 ENVIRONMENT_KEY = "environment"
+
+# The columns of chm_settings this module reads and writes (the table is the
+# migrations'; chm.models.settings maps it for the schema check).
+_SETTINGS = sa.table(
+    "chm_settings",
+    sa.column("key", sa.String(100)),
+    sa.column("value", sa.String(500)),
+    sa.column("created_at", UTCDateTime()),
+)
 
 
 class EnvironmentMismatch(Exception):
@@ -29,11 +45,9 @@ class DatabaseNotMigrated(Exception):
 
 def recorded_environment(connection: Connection) -> str | None:
     """The environment the database belongs to; None before its first upgrade."""
-    if not sa.inspect(connection).has_table(DatabaseSetting.__tablename__):
+    if not sa.inspect(connection).has_table(_SETTINGS.name):
         return None
-    return connection.scalar(
-        sa.select(DatabaseSetting.value).where(DatabaseSetting.key == ENVIRONMENT_KEY)
-    )
+    return connection.scalar(sa.select(_SETTINGS.c.value).where(_SETTINGS.c.key == ENVIRONMENT_KEY))
 
 
 def ensure_same_environment(recorded: str | None, environment: Environment) -> None:
@@ -48,7 +62,7 @@ def claim_environment(connection: Connection, environment: Environment) -> None:
     """Record ``environment`` unless the database already has one; then check it."""
     insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     connection.execute(
-        insert(DatabaseSetting)
+        insert(_SETTINGS)
         .values(key=ENVIRONMENT_KEY, value=environment.value, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["key"])
     )

@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from chm.core.db import make_session_factory
 from chm.core.errors import ValidationFailed
 from chm.core.redaction import stored_payload, stored_text
+from chm.core.status import TERMINAL_STATUSES
 from chm.core.timeutil import utcnow
 from chm.ingestion.config import AnySource, SourceBase, Sources, TokenMissing
 from chm.ingestion.connectors import (
@@ -76,7 +77,6 @@ from chm.ingestion.upsert import (
     upsert_page,
 )
 from chm.models import Client, Pipeline
-from chm.models.run import TERMINAL_STATUSES
 
 logger = logging.getLogger("chm.ingestion")
 

@@ -64,6 +64,7 @@ from chm.core.errors import (
     problem_responses,
 )
 from chm.core.redaction import stored_payload, stored_text
+from chm.core.status import RunStatus
 from chm.core.timeutil import utcnow
 from chm.ingestion.config import AnySource, ConfigError, Sources, TokenMissing, load_sources
 from chm.ingestion.normalize import (
@@ -78,7 +79,7 @@ from chm.ingestion.router import IngestionNotConfigured
 from chm.ingestion.upsert import Row, merge, snapshot_row, upsert_page
 from chm.models import Client, Pipeline
 from chm.models.base import name_key
-from chm.models.run import RunStatus, derived_duration
+from chm.models.run import derived_duration
 
 logger = logging.getLogger("chm.ingestion.lineage")
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
+from chm.core.status import RunStatus
 from chm.core.timeutil import as_utc
-from chm.models.run import RunStatus
 
 MAX_EXTERNAL_RUN_ID = 500
 MAX_SOURCE_STATUS = 200

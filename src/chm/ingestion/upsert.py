@@ -50,9 +50,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from chm.core.status import TERMINAL_STATUSES
 from chm.ingestion.normalize import InvalidRun, SourceRun
 from chm.models import Pipeline, Run
-from chm.models.run import TERMINAL_STATUSES, derived_duration
+from chm.models.run import derived_duration
 
 RUNS = cast(sa.Table, Run.__table__)
 # The values a source decides; everything a replay compares.

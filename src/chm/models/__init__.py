@@ -4,7 +4,7 @@ from chm.models.alert_rule import AlertRule, RuleType
 from chm.models.base import Base
 from chm.models.client import Client
 from chm.models.pipeline import Pipeline
-from chm.models.run import Run, RunStatus
+from chm.models.run import Run
 from chm.models.settings import DatabaseSetting
 
 __all__ = [
@@ -15,5 +15,4 @@ __all__ = [
     "Pipeline",
     "RuleType",
     "Run",
-    "RunStatus",
 ]

@@ -1,30 +1,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from chm.core.status import RUN_STATUSES
 from chm.core.types import JSONDocument, UTCDateTime
 from chm.models.base import Base, IdMixin, TimestampMixin
-
-
-class RunStatus(StrEnum):
-    queued = "queued"
-    running = "running"
-    success = "success"
-    failed = "failed"
-    cancelled = "cancelled"
-    skipped = "skipped"
-    unknown = "unknown"
-
-
-RUN_STATUSES = tuple(s.value for s in RunStatus)
-TERMINAL_STATUSES = frozenset(
-    {RunStatus.success, RunStatus.failed, RunStatus.cancelled, RunStatus.skipped}
-)
 
 # Event time (contract: Runs): started, else finished, else created. Kept by
 # the database itself, so every time window can use an index on it.

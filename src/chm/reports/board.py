@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from pydantic import BaseModel, PlainSerializer
 from sqlalchemy.orm import Session
 
+from chm.core.status import RunStatus
 from chm.core.timeutil import isoformat_z
 from chm.models import Client, Run
 from chm.models.base import name_key
-from chm.models.run import RunStatus
 from chm.reports.schemas import LatestStatusRow, StatusChangeRow, StuckRunRow
 from chm.reports.sql import FixedClock, Scope, Window, at_time
 from chm.reports.status import DEFAULT_CHANGES_WINDOW, latest_status, status_changes, stuck_runs

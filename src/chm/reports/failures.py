@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from chm.core.status import RunStatus
 from chm.models import Client, Pipeline, Run
-from chm.models.run import RunStatus
 from chm.reports.params import ReportContext, check_bucket_count, sql_window
 from chm.reports.schemas import (
     FailureRateByPlatformRow,

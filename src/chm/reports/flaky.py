@@ -7,8 +7,8 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from chm.core.status import RunStatus
 from chm.models import Client, Pipeline, Run
-from chm.models.run import RunStatus
 from chm.reports.params import ReportContext, sql_window
 from chm.reports.schemas import FlakyPipelineRow, Report
 from chm.reports.sql import Query, Scope, Window, count_where, ratio, runs_in_scope

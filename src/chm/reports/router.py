@@ -17,7 +17,7 @@ from chm.core.deps import ReadSession
 from chm.core.ids import IdFilter
 from chm.core.schemas import SLUG_PATTERN
 from chm.core.settings import Settings
-from chm.models.run import RunStatus
+from chm.core.status import RunStatus
 from chm.reports import durations, failures, flaky, status
 from chm.reports.params import (
     ReportContext,

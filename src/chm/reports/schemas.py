@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, Field
 
 from chm.core.schemas import EntityId, ResponseModel
-from chm.models.run import RunStatus
+from chm.core.status import RunStatus
 
 Row = TypeVar("Row", bound=BaseModel)
 

@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
+from chm.core.status import RunStatus
 from chm.models import Client, Pipeline, Run
-from chm.models.run import RunStatus
 from chm.reports.params import ReportContext, sql_window
 from chm.reports.schemas import LatestStatusRow, Report, StatusChangeRow, StuckRunRow
 from chm.reports.sql import Clock, Query, Scope, TimeExpr, Window

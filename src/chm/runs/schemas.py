@@ -16,7 +16,7 @@ from chm.core.schemas import (
     UTCTimestamp,
     text,
 )
-from chm.models.run import RunStatus
+from chm.core.status import RunStatus
 
 ExternalRunId = Annotated[str, text(500)]
 

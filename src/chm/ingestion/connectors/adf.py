@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from chm.core.status import RunStatus
 from chm.core.timeutil import isoformat_z
 from chm.ingestion.config import AdfSource
 from chm.ingestion.connectors.base import (
@@ -47,7 +48,6 @@ from chm.ingestion.normalize import (
     run_identity,
     status_word,
 )
-from chm.models.run import RunStatus
 
 API_VERSION = "2018-06-01"
 

@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from chm.core.status import TERMINAL_STATUSES, RunStatus
 from chm.core.timeutil import isoformat_z
 from chm.ingestion.config import AirflowSource
 from chm.ingestion.connectors.base import (
@@ -55,7 +56,6 @@ from chm.ingestion.normalize import (
     run_identity,
     status_word,
 )
-from chm.models.run import TERMINAL_STATUSES, RunStatus
 
 PAGE_LIMIT = 100
 

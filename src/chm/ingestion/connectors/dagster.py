@@ -28,6 +28,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from chm.core.status import RunStatus
 from chm.ingestion.config import DagsterSource
 from chm.ingestion.connectors.base import (
     Fetched,
@@ -45,7 +46,6 @@ from chm.ingestion.normalize import (
     run_identity,
     status_word,
 )
-from chm.models.run import RunStatus
 
 PAGE_LIMIT = 100
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from chm.core.status import RunStatus
 from chm.ingestion.config import DatabricksSource
 from chm.ingestion.connectors.base import (
     Fetched,
@@ -55,7 +56,6 @@ from chm.ingestion.normalize import (
     run_identity,
     status_word,
 )
-from chm.models.run import RunStatus
 
 # runs/list accepts a limit of at most 25 runs per page.
 PAGE_LIMIT = 25

@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from chm.core.status import TERMINAL_STATUSES, RunStatus
 from chm.ingestion.config import DbtCloudSource
 from chm.ingestion.connectors.base import (
     BadExternalId,
@@ -59,7 +60,6 @@ from chm.ingestion.normalize import (
     parse_timestamp,
     run_identity,
 )
-from chm.models.run import TERMINAL_STATUSES, RunStatus
 
 PAGE_LIMIT = 100
 

@@ -31,6 +31,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from chm.core.status import TERMINAL_STATUSES, RunStatus
 from chm.core.timeutil import isoformat_z
 from chm.ingestion.config import GithubActionsSource
 from chm.ingestion.connectors.base import (
@@ -50,7 +51,6 @@ from chm.ingestion.normalize import (
     run_identity,
     status_word,
 )
-from chm.models.run import TERMINAL_STATUSES, RunStatus
 
 PER_PAGE = 100
 _EXTERNAL_ID = re.compile(r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")

@@ -33,6 +33,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from chm.core.status import TERMINAL_STATUSES, RunStatus
 from chm.ingestion.config import PrefectSource
 from chm.ingestion.connectors.base import (
     BadExternalId,
@@ -55,7 +56,6 @@ from chm.ingestion.normalize import (
     run_identity,
     status_word,
 )
-from chm.models.run import TERMINAL_STATUSES, RunStatus
 
 PAGE_LIMIT = 200
 
