@@ -49,6 +49,46 @@ def test_failures_in_window_requires_positive_threshold_and_window(api, acme):
     assert (rule["threshold"], rule["window_minutes"]) == (3, 43200)
 
 
+def test_each_rule_type_has_its_own_body_in_the_schema(api):
+    """A client generated from the document sends what each rule_type needs."""
+    document = api.get("/openapi.json").json()
+    body = document["paths"]["/api/v1/alert-rules"]["post"]["requestBody"]["content"]
+    schema = body["application/json"]["schema"]
+    assert schema["discriminator"]["propertyName"] == "rule_type"
+    components = document["components"]["schemas"]
+    variants = {
+        tag: components[ref.rsplit("/", 1)[-1]]
+        for tag, ref in schema["discriminator"]["mapping"].items()
+    }
+    assert set(variants) == {"on_failure", "failures_in_window"}
+    assert {"threshold", "window_minutes"} <= set(variants["failures_in_window"]["required"])
+    assert {"threshold", "window_minutes"}.isdisjoint(variants["on_failure"]["required"])
+    for variant in variants.values():
+        # and at least one scope, not null
+        assert [option["required"] for option in variant["anyOf"]] == [
+            ["client_id"],
+            ["pipeline_id"],
+        ]
+
+
+def test_a_bad_or_missing_rule_type_is_an_error_on_rule_type(api, acme):
+    base = {"client_id": acme["id"], "destination": "x"}
+    for body, code in (
+        (base | {"rule_type": "sometimes"}, "invalid_choice"),
+        (base | {"rule_type": None}, "invalid_choice"),
+        (base, "required"),
+    ):
+        response = api.post(f"{API}/alert-rules", json=body)
+        assert response.status_code == 422, body
+        assert [(e["field"], e["code"]) for e in response.json()["errors"]] == [("rule_type", code)]
+    missing = api.post(f"{API}/alert-rules", json=base | {"rule_type": "failures_in_window",
+                                                          "threshold": 1, "extra": 1})  # fmt: skip
+    assert sorted((e["field"], e["code"], e["message"]) for e in missing.json()["errors"]) == [
+        ("extra", "unknown_field", "Extra inputs are not permitted"),
+        ("window_minutes", "required", "window_minutes is required when rule_type is failures_in_window"),
+    ]  # fmt: skip
+
+
 def test_rule_needs_a_scope_naming_both_fields(api):
     response = api.post(f"{API}/alert-rules", json={"rule_type": "on_failure", "destination": "x"})
     assert response.status_code == 422

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, StrictBool, StrictInt
+from pydantic import BeforeValidator, ConfigDict, Discriminator, Field, StrictBool, StrictInt
 
 from chm.core.ids import ClientRef, PipelineRef
 from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel, text
@@ -28,17 +28,53 @@ WindowMinutes = Annotated[
 ]
 
 
-class AlertRuleCreate(RequestModel):
-    rule_type: RuleType
+# At least one scope, and not null (the service names both fields when neither is set).
+_NEEDS_A_SCOPE: dict[str, Any] = {
+    "anyOf": [
+        {"required": [field], "properties": {field: {"type": "string"}}}
+        for field in ("client_id", "pipeline_id")
+    ]
+}
+
+
+class _RuleCreate(RequestModel):
+    """What every new rule takes; its ``rule_type`` decides which parameters it needs."""
+
+    model_config = ConfigDict(json_schema_extra=_NEEDS_A_SCOPE)
+
+    rule_type: str  # each variant's own RuleType value
     client_id: ClientRef | None = None
     pipeline_id: PipelineRef | None = None
     destination: Destination
-    threshold: Threshold | None = None
-    window_minutes: WindowMinutes | None = None
     is_enabled: StrictBool = True
 
 
+class OnFailureRuleCreate(_RuleCreate):
+    """Fires on every failed run: `threshold` and `window_minutes` may be null."""
+
+    rule_type: Literal["on_failure"]
+    threshold: Threshold | None = None
+    window_minutes: WindowMinutes | None = None
+
+
+class FailuresInWindowRuleCreate(_RuleCreate):
+    """Fires when `threshold` runs failed within `window_minutes`: both required."""
+
+    rule_type: Literal["failures_in_window"]
+    threshold: Threshold
+    window_minutes: WindowMinutes
+
+
+# The schema shows one body per rule_type (oneOf with a discriminator), so a
+# client generated from it sends the parameters each type needs.
+AlertRuleCreate = Annotated[
+    OnFailureRuleCreate | FailuresInWindowRuleCreate, Discriminator("rule_type")
+]
+
+
 class AlertRuleUpdate(RequestModel):
+    """Any writable field; the rule is validated as a whole after the change."""
+
     rule_type: Annotated[RuleType | None, NotNull] = None
     client_id: ClientRef | None = None
     pipeline_id: PipelineRef | None = None

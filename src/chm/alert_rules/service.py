@@ -75,7 +75,7 @@ def _resolve(session: Session, values: RuleValues) -> dict[str, Any]:
                     FieldIssue(
                         field,
                         "required",
-                        f"{field} is required for failures_in_window rules",
+                        f"{field} is required when rule_type is failures_in_window",
                     )
                 )
     if issues:
@@ -134,7 +134,9 @@ def get_rule(session: Session, rule_id: int) -> AlertRule:
 
 
 def create_rule(session: Session, data: AlertRuleCreate) -> AlertRule:
-    fields = _resolve(session, RuleValues(**data.model_dump()))
+    # Each body type names its rule_type by its value: the rule takes the enum.
+    values = data.model_dump() | {"rule_type": RuleType(data.rule_type)}
+    fields = _resolve(session, RuleValues(**values))
     _check_no_duplicate(session, fields, exclude_id=None)
     rule = AlertRule(**fields)
     session.add(rule)

@@ -151,29 +151,56 @@ _PYDANTIC_CODES = {
 }
 
 
-def _field_name(loc: Sequence[int | str]) -> str:
+_LOCATION_KINDS = ("body", "query", "path", "header")
+
+
+def _union_tag(parts: Sequence[int | str], body: Any) -> tuple[str, str] | None:
+    """The (field, tag) a tagged union's branch is chosen by, when ``parts`` starts
+    with one: pydantic names the branch in an error's location
+    (``failures_in_window.threshold``), a step that is no key of the body but
+    the value of one of its fields (``rule_type``)."""
+    if len(parts) < 2 or not isinstance(parts[0], str) or not isinstance(body, dict):
+        return None
+    if parts[0] in body:
+        return None
+    for field, value in body.items():
+        if value == parts[0]:
+            return field, parts[0]
+    return None
+
+
+def _issue(err: Any, body: Any) -> FieldIssue:
+    loc = list(err.get("loc", ()))
     # Drop the location kind ("body", "query", "path"): the field is named by
     # its own name, with dotted paths for nested fields.
-    parts = (
-        [str(p) for p in loc[1:]]
-        if loc and loc[0] in ("body", "query", "path", "header")
-        else [str(p) for p in loc]
-    )
-    return ".".join(parts) if parts else "body"
+    in_body = bool(loc) and loc[0] == "body"
+    parts = loc[1:] if loc and loc[0] in _LOCATION_KINDS else loc
+    message = str(err.get("msg", "invalid value"))
+    # Our own validators raise ValueError("..."): pydantic prefixes "Value error, ".
+    message = message.removeprefix("Value error, ")
+    error_type = str(err.get("type", "invalid"))
+    code = _PYDANTIC_CODES.get(error_type, "invalid" if error_type == "value_error" else error_type)
+    tag = _union_tag(parts, body) if in_body else None
+    if tag is not None:
+        parts = parts[1:]
+        if error_type == "missing":
+            message = f"{parts[-1]} is required when {tag[0]} is {tag[1]}"
+    if error_type in ("union_tag_invalid", "union_tag_not_found"):
+        # The field that chooses the branch is missing or names no branch.
+        context = err.get("ctx") or {}
+        parts = [*parts, str(context.get("discriminator", "")).strip("'")]
+        if error_type == "union_tag_invalid":
+            expected = context.get("expected_tags", "the documented values")
+            code, message = "invalid_choice", f"Input should be one of {expected}"
+        else:
+            code, message = "required", "Field required"
+    field = ".".join(str(p) for p in parts) if parts else "body"
+    return FieldIssue(field, code, message)
 
 
-def issues_from_pydantic(raw_errors: Sequence[Any]) -> list[FieldIssue]:
-    issues = []
-    for err in raw_errors:
-        message = str(err.get("msg", "invalid value"))
-        # Our own validators raise ValueError("..."): pydantic prefixes "Value error, ".
-        message = message.removeprefix("Value error, ")
-        error_type = str(err.get("type", "invalid"))
-        code = _PYDANTIC_CODES.get(
-            error_type, "invalid" if error_type == "value_error" else error_type
-        )
-        issues.append(FieldIssue(_field_name(err.get("loc", ())), code, message))
-    return issues
+def issues_from_pydantic(raw_errors: Sequence[Any], body: Any = None) -> list[FieldIssue]:
+    """pydantic's errors as field issues; ``body`` is the request body they are about."""
+    return [_issue(err, body) for err in raw_errors]
 
 
 _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -209,7 +236,7 @@ def install_error_handlers(app: FastAPI) -> None:
             # Path parameters are ids (chm.core.ids): a text that cannot be one
             # of ours names no resource, like a well-formed id that does not exist.
             return render_error(NotFound(str(path_errors[0].get("msg", "Not found"))))
-        return render_error(ValidationFailed(issues_from_pydantic(raw)))
+        return render_error(ValidationFailed(issues_from_pydantic(raw, exc.body)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
