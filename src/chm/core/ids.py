@@ -48,7 +48,9 @@ def _decimal_at_most(limit: int) -> str:
 # 1..9223372036854775807 (the largest BIGINT), nothing else: a longer pattern
 # than ^[1-9][0-9]{0,18}$, but one that says exactly what the server accepts.
 ID_PATTERN = _decimal_at_most(MAX_ID)
-ID_DESCRIPTION = f"Server-generated id: a decimal 1..{MAX_ID}, as text"
+# The same words as response ids (and the BI views' column comments): the
+# pattern says which texts are ids.
+ID_DESCRIPTION = "Opaque server-generated id"
 
 
 def parse_id(raw: str) -> int | None:
