@@ -1,4 +1,7 @@
-"""Engine and session: SQLite (embedded default) or PostgreSQL (psycopg 3)."""
+"""Engine and session: SQLite (embedded default) or PostgreSQL (psycopg 3).
+
+How each database's engine is made (its driver, connection settings and
+pool) is its dialect object's (``chm.core.dialects``)."""
 
 from __future__ import annotations
 
@@ -7,87 +10,28 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
+from chm.core.dialects import DIALECTS, WRITE_OPTION, dialect_for
 from chm.core.settings import get_settings
-
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def normalize_database_url(raw: str) -> URL:
     """Accept the contract's URL forms and pick our drivers."""
     url = make_url(raw)
-    if url.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
-        url = url.set(drivername="postgresql+psycopg")
-    elif url.drivername == "sqlite":
-        url = url.set(drivername="sqlite+pysqlite")
-    if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ValueError(f"unsupported database backend {url.get_backend_name()!r}")
+    for dialect in DIALECTS.values():
+        if url.drivername in dialect.url_aliases:
+            url = url.set(drivername=dialect.driver)
+    dialect_for(url)  # any other database is refused
     return url
-
-
-def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-WRITE_OPTION = "chm_write"
-
-
-def _on_sqlite_begin(conn: sa.Connection) -> None:
-    # pysqlite's own implicit BEGIN comes late; issue our own so every ORM
-    # transaction is one SQLite transaction. A transaction that will write
-    # takes the write lock up front (BEGIN IMMEDIATE): a deferred one that
-    # read first could not upgrade once another writer committed, and would
-    # fail at once instead of waiting out the busy timeout.
-    if conn.get_execution_options().get(WRITE_OPTION):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        conn.exec_driver_sql("BEGIN")
-
-
-def _prepare_sqlite(engine: Engine) -> None:
-    event.listen(engine, "connect", _on_sqlite_connect)
-    # Let SQLAlchemy, not the driver, decide where transactions begin.
-    event.listen(
-        engine,
-        "connect",
-        lambda dbapi_connection, _record: setattr(dbapi_connection, "isolation_level", None),
-    )
-    event.listen(engine, "begin", _on_sqlite_begin)
-
-
-def _postgres_pool_defaults(kwargs: dict[str, Any], pool_size: int) -> dict[str, Any]:
-    # Connections beyond pool_size are opened and closed per use: size the
-    # pool for the steady concurrency so they stay rare. No pre-ping: it
-    # costs a round trip per request; a connection found dead fails its one
-    # request (503) and SQLAlchemy then invalidates the pool.
-    kwargs.setdefault("pool_size", pool_size)
-    kwargs.setdefault("max_overflow", 10)
-    kwargs.setdefault("pool_recycle", 3600)
-    return kwargs
 
 
 def create_db_engine(raw_url: str, **kwargs: Any) -> Engine:
     """The synchronous engine: writes (ORM sessions), ingestion, reports, the CLI."""
     url = normalize_database_url(raw_url)
-    if url.get_backend_name() == "sqlite":
-        engine = sa.create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            **kwargs,
-        )
-        _prepare_sqlite(engine)
-        return engine
-    return sa.create_engine(url, **_postgres_pool_defaults(kwargs, pool_size=10))
+    return dialect_for(url).create_engine(url, **kwargs)
 
 
 def create_async_db_engine(raw_url: str, **kwargs: Any) -> AsyncEngine:
@@ -99,15 +43,7 @@ def create_async_db_engine(raw_url: str, **kwargs: Any) -> AsyncEngine:
     url = normalize_database_url(raw_url)
     # JSON columns stay their stored text, embedded as is when answering.
     kwargs.setdefault("json_deserializer", orjson.Fragment)
-    if url.get_backend_name() == "sqlite":
-        engine = create_async_engine(
-            url.set(drivername="sqlite+aiosqlite"),
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            **kwargs,
-        )
-        _prepare_sqlite(engine.sync_engine)
-        return engine
-    return create_async_engine(url, **_postgres_pool_defaults(kwargs, pool_size=20))
+    return dialect_for(url).create_async_engine(url, **kwargs)
 
 
 @lru_cache

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from chm.core.db import session_scope
+from chm.core.dialects import dialect_for
 
 
 def _read_session(request: Request) -> Iterator[Session]:
@@ -37,9 +38,10 @@ async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
 async def _read_snapshot(request: Request) -> AsyncIterator[AsyncConnection]:
     engine = request.app.state.async_engine
     async with engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
-            # Every statement of the request sees the same committed state.
-            await connection.execution_options(isolation_level="REPEATABLE READ")
+        # Every statement of the request sees the same committed state.
+        isolation = dialect_for(connection).snapshot_isolation
+        if isolation is not None:
+            await connection.execution_options(isolation_level=isolation)
         async with connection.begin():
             yield connection
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
-from sqlalchemy.dialects import postgresql, sqlite
 
+from chm.core.dialects import dialect_for
 from chm.core.settings import Environment
 from chm.core.timeutil import utcnow
 from chm.core.types import UTCDateTime
@@ -60,9 +60,9 @@ def ensure_same_environment(recorded: str | None, environment: Environment) -> N
 
 def claim_environment(connection: Connection, environment: Environment) -> None:
     """Record ``environment`` unless the database already has one; then check it."""
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     connection.execute(
-        insert(_SETTINGS)
+        dialect_for(connection)
+        .insert(_SETTINGS)
         .values(key=ENVIRONMENT_KEY, value=environment.value, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["key"])
     )

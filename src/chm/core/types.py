@@ -12,6 +12,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from chm.core.dialects import dialect_for
+
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """A timezone-aware timestamp stored as UTC.
@@ -29,10 +31,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTCDateTime column")
-        value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
+        return dialect_for(dialect).bind_utc(value.astimezone(UTC))
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:

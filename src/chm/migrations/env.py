@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from chm.core.db import create_db_engine
+from chm.core.dialects import dialect_for
 from chm.models import Base
 
 config = context.config
@@ -17,7 +18,7 @@ def _run(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         # SQLite cannot ALTER most things: let Alembic rebuild tables instead.
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=dialect_for(connection).batch_migrations,
         compare_type=True,
     )
     with context.begin_transaction():

@@ -246,7 +246,7 @@ def view_ddl(dialect: str) -> list[str]:
     statements: list[str] = []
     for view in VIEWS:
         statements.append(f"CREATE VIEW {view.name} AS\n{view_sql(view, dialect)}")
-        if dialect == "postgresql":
+        if DIALECTS[dialect].supports_comments:  # PostgreSQL documents its views
             statements.append(f"COMMENT ON VIEW {view.name} IS\n{_quote(view.description)}")
             statements.extend(
                 f"COMMENT ON COLUMN {view.name}.{column} IS\n{_quote(text)}"
