@@ -11,14 +11,11 @@ import orjson
 import pytest
 from ingestion_fakes import toml_text
 
-from chm.ingestion.config import (
-    AdfSource,
-    ConfigError,
-    DatabricksSource,
-    GenericSource,
-    TokenMissing,
-    load_sources,
-)
+from chm.ingestion.config import ConfigError, load_sources
+from chm.ingestion.connectors.adf import AdfSource
+from chm.ingestion.connectors.databricks import DatabricksSource
+from chm.ingestion.connectors.generic import GenericSource
+from chm.ingestion.sources import TokenMissing
 from factories import make_client, make_pipeline
 
 GENERIC = {"name": "acme-generic-prod", "platform": "generic", "environment": "prod",

@@ -10,10 +10,9 @@ import pytest
 from ingestion_fakes import ADF_FACTORY, FakeServer, serve_adf, serve_databricks, source, sources
 from platform_fakes import AdfFake, DatabricksFake
 
-from chm.ingestion.config import AdfSource, DatabricksSource
-from chm.ingestion.connectors import Fetched
-from chm.ingestion.connectors.adf import AdfConnector
-from chm.ingestion.connectors.databricks import DatabricksConnector
+from chm.ingestion.connectors import Fetched, Window
+from chm.ingestion.connectors.adf import AdfConnector, AdfSource
+from chm.ingestion.connectors.databricks import DatabricksConnector, DatabricksSource
 from chm.ingestion.engine import ingest
 from factories import API, make_client, make_pipeline, ok
 
@@ -158,6 +157,7 @@ def databricks() -> DatabricksConnector:
         DatabricksSource(name="d", platform="databricks", environment="prod",
                          base_url="https://adb-1.azuredatabricks.net"),
         "11",
+        Window(datetime(2026, 3, 1, tzinfo=UTC)),
     )  # fmt: skip
 
 
@@ -330,7 +330,7 @@ def adf() -> AdfConnector:
         name="a", platform="adf", environment="prod", base_url="https://management.azure.com",
         subscription_id="sub-1", resource_group="rg-data", factory_name="acme-adf",
     )  # fmt: skip
-    return AdfConnector(source, "CopyOrders", datetime(2026, 3, 1, tzinfo=UTC))
+    return AdfConnector(source, "CopyOrders", Window(datetime(2026, 3, 1, tzinfo=UTC)))
 
 
 @pytest.mark.parametrize(

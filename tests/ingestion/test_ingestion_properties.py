@@ -25,6 +25,7 @@ from ingestion_fakes import source, sources
 
 from chm.core.db import make_session_factory
 from chm.core.status import TERMINAL_STATUSES, RunStatus
+from chm.ingestion.connectors import Window
 from chm.ingestion.connectors.adf import ADF_STATUS, AdfConnector
 from chm.ingestion.connectors.databricks import (
     LIFE_CYCLE_STATE,
@@ -132,7 +133,7 @@ def test_any_word_maps_to_a_canonical_status(name, data) -> None:
 @given(word=st.one_of(any_word, st.sampled_from(sorted(GENERIC_STATUS)).flatmap(cased)))
 @settings(max_examples=300, deadline=None)
 def test_a_generic_run_of_any_status_word_keeps_the_word(word) -> None:
-    connector = GenericConnector(GENERIC, "x")  # type: ignore[arg-type]
+    connector = GenericConnector(GENERIC, "x", Window(None))  # type: ignore[arg-type]
     kept = expected_word(word)
     if kept is None:
         with pytest.raises(InvalidRun, match="missing status"):
@@ -146,7 +147,7 @@ def test_a_generic_run_of_any_status_word_keeps_the_word(word) -> None:
 @given(word=st.one_of(any_word, st.sampled_from(sorted(ADF_STATUS)).flatmap(cased)))
 @settings(max_examples=200, deadline=None)
 def test_an_adf_run_of_any_status_word_keeps_the_word(word) -> None:
-    connector = AdfConnector(ADF, "orders", datetime(2026, 3, 1, tzinfo=UTC))  # type: ignore[arg-type]
+    connector = AdfConnector(ADF, "orders", Window(datetime(2026, 3, 1, tzinfo=UTC)))  # type: ignore[arg-type]
     kept = expected_word(word)
     assume(kept is not None)
     run = connector.map_run({"runId": "r", "status": word})
@@ -160,7 +161,7 @@ def test_an_adf_run_of_any_status_word_keeps_the_word(word) -> None:
 )
 @settings(max_examples=200, deadline=None)
 def test_a_databricks_run_of_any_state_and_code_keeps_its_words(state, code) -> None:
-    connector = DatabricksConnector(DATABRICKS, "42")  # type: ignore[arg-type]
+    connector = DatabricksConnector(DATABRICKS, "42", Window(None))  # type: ignore[arg-type]
     kept_state, kept_code = expected_word(state), expected_word(code)
     assume(kept_state is not None and kept_code is not None)
     running = connector.map_run({"run_id": 1, "status": {"state": state}})
@@ -285,7 +286,7 @@ def run_histories(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 def snapshot_rows(raws: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    connector = GenericConnector(GENERIC, "x")  # type: ignore[arg-type]
+    connector = GenericConnector(GENERIC, "x", Window(None))  # type: ignore[arg-type]
     return [snapshot_row(connector.map_run(raw), canonical_json(raw)) for raw in raws]
 
 

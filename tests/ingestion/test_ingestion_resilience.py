@@ -19,7 +19,7 @@ from ingestion_fakes import (
     sources,
 )
 
-from chm.ingestion.connectors import Fetched, PageShapeError
+from chm.ingestion.connectors import Fetched, PageShapeError, Window
 from chm.ingestion.connectors.generic import GenericConnector
 from chm.ingestion.engine import ingest
 from factories import API, make_client, make_pipeline, ok
@@ -212,7 +212,7 @@ def test_a_page_of_the_wrong_shape_fails_the_pipeline(api, engine, fake) -> None
     ],
 )
 def test_generic_pages_of_the_wrong_shape_are_refused(body, reason) -> None:
-    connector = GenericConnector(sources(source(FakeServerStub)).all[0], "a")  # type: ignore[arg-type]
+    connector = GenericConnector(sources(source(FakeServerStub)).all[0], "a", Window(None))  # type: ignore[arg-type]
     with pytest.raises(PageShapeError, match=reason):
         connector.read_page(Fetched(body))
 

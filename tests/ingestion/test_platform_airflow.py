@@ -9,8 +9,8 @@ import pytest
 from ingestion_fakes import FakeServer, Reply, SleepRecorder, source, sources
 from platform_fakes import AirflowFake, airflow_run, snapshot
 
-from chm.ingestion.config import AirflowSource
-from chm.ingestion.connectors.airflow import AirflowConnector
+from chm.ingestion.connectors import Window
+from chm.ingestion.connectors.airflow import AirflowConnector, AirflowSource
 from chm.ingestion.engine import ingest
 from factories import API, make_client, make_pipeline, ok
 
@@ -115,7 +115,7 @@ def test_the_request_filters_on_updated_at_when_incremental() -> None:
     entry = AirflowSource(name="a", platform="airflow", environment="prod",
                           base_url="https://airflow.example/", api_version="1")  # fmt: skip
     since = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
-    request = AirflowConnector(entry, "my dag", since, since).page_request("200")
+    request = AirflowConnector(entry, "my dag", Window(since, since)).page_request("200")
     assert request.url == "https://airflow.example/api/v1/dags/my%20dag/dagRuns"
     assert request.params == {"limit": "100", "offset": "200", "order_by": "id",
                               "updated_at_gte": "2026-03-01T10:00:00Z"}  # fmt: skip

@@ -8,8 +8,8 @@ import pytest
 from ingestion_fakes import FakeServer, Reply, SleepRecorder, source, sources
 from platform_fakes import DagsterFake, dagster_run
 
-from chm.ingestion.config import DagsterSource
-from chm.ingestion.connectors.dagster import DagsterConnector
+from chm.ingestion.connectors import Window
+from chm.ingestion.connectors.dagster import DagsterConnector, DagsterSource
 from chm.ingestion.engine import ingest
 from factories import API, make_client, make_pipeline, ok
 
@@ -85,7 +85,7 @@ def test_error_answers_with_http_200_fail_the_pipeline(api, engine, fake, answer
 def connector() -> DagsterConnector:
     entry = DagsterSource(name="d", platform="dagster", environment="prod",
                           base_url="https://acme.dagster.cloud/prod")  # fmt: skip
-    return DagsterConnector(entry, "orders_job", None, None)  # type: ignore[arg-type]
+    return DagsterConnector(entry, "orders_job", Window(None))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import pytest
 from ingestion_fakes import FakeServer, Reply, SleepRecorder, source, sources
 from platform_fakes import DbtCloudFake, dbt_run
 
-from chm.ingestion.config import DbtCloudSource
-from chm.ingestion.connectors.dbt_cloud import DbtCloudConnector
+from chm.ingestion.connectors import Window
+from chm.ingestion.connectors.dbt_cloud import DbtCloudConnector, DbtCloudSource
 from chm.ingestion.engine import ingest
 from factories import API, make_client, make_pipeline, ok
 
@@ -95,7 +95,7 @@ def test_429_retry_after_is_honoured_and_a_bad_token_fails_at_once(api, engine, 
 def connector(job: str = "77") -> DbtCloudConnector:
     entry = DbtCloudSource(name="d", platform="dbt_cloud", environment="prod",
                            base_url="https://cloud.getdbt.com", account_id=42)  # fmt: skip
-    return DbtCloudConnector(entry, job, None, None)  # type: ignore[arg-type]
+    return DbtCloudConnector(entry, job, Window(None))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

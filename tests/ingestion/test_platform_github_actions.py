@@ -10,8 +10,8 @@ import pytest
 from ingestion_fakes import FakeServer, Reply, SleepRecorder, source, sources
 from platform_fakes import GithubFake, github_run, parsed, snapshot
 
-from chm.ingestion.config import GithubActionsSource
-from chm.ingestion.connectors.github_actions import GithubActionsConnector
+from chm.ingestion.connectors import Window
+from chm.ingestion.connectors.github_actions import GithubActionsConnector, GithubActionsSource
 from chm.ingestion.engine import ingest
 from factories import API, make_client, make_pipeline, ok
 
@@ -99,7 +99,7 @@ def test_a_next_link_to_another_host_ends_the_walk(api, engine, fake) -> None:
 def connector(external_id: str = WORKFLOW) -> GithubActionsConnector:
     entry = GithubActionsSource(name="g", platform="github_actions", environment="prod",
                                 base_url="https://api.github.com")  # fmt: skip
-    return GithubActionsConnector(entry, external_id, None, None)  # type: ignore[arg-type]
+    return GithubActionsConnector(entry, external_id, Window(None))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import pytest
 from ingestion_fakes import FakeServer, Reply, SleepRecorder, source, sources
 from platform_fakes import PrefectFake, prefect_run
 
-from chm.ingestion.config import PrefectSource
-from chm.ingestion.connectors.prefect import PrefectConnector
+from chm.ingestion.connectors import Window
+from chm.ingestion.connectors.prefect import PrefectConnector, PrefectSource
 from chm.ingestion.engine import ingest
 from factories import API, make_client, make_pipeline, ok
 
@@ -68,7 +68,7 @@ def test_a_full_last_page_ends_on_the_empty_one_after_it(api, engine, fake) -> N
 def connector(external_id: str = DEPLOYMENT) -> PrefectConnector:
     entry = PrefectSource(name="p", platform="prefect", environment="prod",
                           base_url="https://api.prefect.cloud/api/accounts/a/workspaces/w")  # fmt: skip
-    return PrefectConnector(entry, external_id, None, None)  # type: ignore[arg-type]
+    return PrefectConnector(entry, external_id, Window(None))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

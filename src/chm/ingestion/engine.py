@@ -46,7 +46,7 @@ from chm.core.errors import ValidationFailed
 from chm.core.redaction import stored_payload, stored_text
 from chm.core.status import TERMINAL_STATUSES
 from chm.core.timeutil import utcnow
-from chm.ingestion.config import AnySource, SourceBase, Sources, TokenMissing
+from chm.ingestion.config import Sources
 from chm.ingestion.connectors import (
     BadExternalId,
     Connector,
@@ -54,8 +54,10 @@ from chm.ingestion.connectors import (
     IncrementalMode,
     PageShapeError,
     SourceRejected,
+    Window,
     connector_for,
     incremental_mode,
+    read_time_keys,
     without_read_time,
 )
 from chm.ingestion.fetch import SourceClient, SourceError
@@ -67,6 +69,7 @@ from chm.ingestion.report import (
     PipelineTarget,
     Progress,
 )
+from chm.ingestion.sources import AnySource, SourceBase, TokenMissing
 from chm.ingestion.upsert import (
     PageCounts,
     PlannerStatistics,
@@ -265,9 +268,10 @@ class IngestionEngine:
             since = target.watermark - timedelta(seconds=source.incremental_overlap_s)
             logger.info("%s: incremental, changes since %s", target.describe(), since.isoformat())
         try:
-            connector = connector_for(source, target.external_id, now, since)
+            connector = connector_for(source, target.external_id, Window(now, since))
         except BadExternalId as bad:
             raise PipelineFailed(str(bad)) from None
+        read_time = read_time_keys(source)
         followed: set[str] = set()
         cursor: str | None = None
         page_number = 0
@@ -288,7 +292,9 @@ class IngestionEngine:
                     f"the source answered page {page_number} with an error: {rejected}"
                 ) from None
             last = watermark if page.next_cursor is None else None
-            counts = self._store_page(target, connector, client, page.runs, watermark, last)
+            counts = self._store_page(
+                target, connector, read_time, client, page.runs, watermark, last
+            )
             report.add_page(counts)
             logger.info(
                 "%s: %d runs (created %d, updated %d, unchanged %d, skipped %d)",
@@ -324,6 +330,7 @@ class IngestionEngine:
         self,
         target: PipelineTarget,
         connector: Connector,
+        read_time: frozenset[str],
         client: SourceClient,
         runs: list[Any],
         watermark: WalkWatermark | None = None,
@@ -333,7 +340,7 @@ class IngestionEngine:
         rejected = PageCounts()
         for index, raw in enumerate(runs):
             try:
-                snapshots.append(self._snapshot(connector, client, raw))
+                snapshots.append(self._snapshot(connector, read_time, client, raw))
             except InvalidRun as invalid:
                 rejected.skipped += 1
                 identity = client.safe(_raw_identity(raw, index))
@@ -350,7 +357,9 @@ class IngestionEngine:
         return counts
 
     @staticmethod
-    def _snapshot(connector: Connector, client: SourceClient, raw: Any) -> Row:
+    def _snapshot(
+        connector: Connector, read_time: frozenset[str], client: SourceClient, raw: Any
+    ) -> Row:
         if not isinstance(raw, dict):
             raise InvalidRun("the run is not a JSON object")
         run = connector.map_run(raw)
@@ -361,7 +370,7 @@ class IngestionEngine:
         if run.error_message is not None:
             run.error_message = stored_text(run.error_message, secrets)
         # Values the platform computes at read time are no part of the run.
-        stable = without_read_time(raw, connector.read_time_keys)
+        stable = without_read_time(raw, read_time)
         return snapshot_row(run, canonical_json(stored_payload(stable, secrets)))
 
 

@@ -46,10 +46,10 @@ from tenacity import (
 
 from chm.core.redaction import redact_text, register_secret
 from chm.core.timeutil import utcnow
-from chm.ingestion.config import SourceBase
 from chm.ingestion.connectors.base import PageRequest
 from chm.ingestion.credentials import Credentials
 from chm.ingestion.deadline import deadline, deadline_transport
+from chm.ingestion.sources import SourceBase
 
 logger = logging.getLogger("chm.ingestion")
 

@@ -66,7 +66,7 @@ from chm.core.errors import (
 from chm.core.redaction import stored_payload, stored_text
 from chm.core.status import RunStatus
 from chm.core.timeutil import utcnow
-from chm.ingestion.config import AnySource, ConfigError, Sources, TokenMissing, load_sources
+from chm.ingestion.config import ConfigError, Sources, load_sources
 from chm.ingestion.normalize import (
     InvalidRun,
     SourceRun,
@@ -76,6 +76,7 @@ from chm.ingestion.normalize import (
     run_identity,
 )
 from chm.ingestion.router import IngestionNotConfigured
+from chm.ingestion.sources import AnySource, TokenMissing
 from chm.ingestion.upsert import Row, merge, snapshot_row, upsert_page
 from chm.models import Client, Pipeline
 from chm.models.base import name_key

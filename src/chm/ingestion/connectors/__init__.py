@@ -1,22 +1,15 @@
-"""One small module per platform; paging, retries and upserts live in the engine."""
+"""One small module per platform; paging, retries and upserts live in the engine.
+
+Each module registers its platform (``registry.Platform``) when it is
+imported, and this package imports every module it holds: adding a platform
+is adding its module, nothing else lists it.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import importlib
+import pkgutil
 
-from chm.ingestion.config import (
-    AdfSource,
-    AirflowSource,
-    AnySource,
-    DagsterSource,
-    DatabricksSource,
-    DbtCloudSource,
-    GenericSource,
-    GithubActionsSource,
-    PrefectSource,
-)
-from chm.ingestion.connectors.adf import AdfConnector
-from chm.ingestion.connectors.airflow import AirflowConnector
 from chm.ingestion.connectors.base import (
     BadExternalId,
     Connector,
@@ -26,14 +19,19 @@ from chm.ingestion.connectors.base import (
     PageRequest,
     PageShapeError,
     SourceRejected,
+    Window,
     without_read_time,
 )
-from chm.ingestion.connectors.dagster import DagsterConnector
-from chm.ingestion.connectors.databricks import DatabricksConnector
-from chm.ingestion.connectors.dbt_cloud import DbtCloudConnector
-from chm.ingestion.connectors.generic import GenericConnector
-from chm.ingestion.connectors.github_actions import GithubActionsConnector
-from chm.ingestion.connectors.prefect import PrefectConnector
+from chm.ingestion.connectors.registry import (
+    Platform,
+    connector_for,
+    incremental_mode,
+    platform_of,
+    platforms,
+    read_time_keys,
+    register,
+    unregister,
+)
 
 __all__ = [
     "BadExternalId",
@@ -43,51 +41,18 @@ __all__ = [
     "Page",
     "PageRequest",
     "PageShapeError",
+    "Platform",
     "SourceRejected",
+    "Window",
     "connector_for",
     "incremental_mode",
+    "platform_of",
+    "platforms",
+    "read_time_keys",
+    "register",
+    "unregister",
     "without_read_time",
 ]
 
-_CONNECTORS: dict[type, type] = {
-    GenericSource: GenericConnector,
-    DatabricksSource: DatabricksConnector,
-    AdfSource: AdfConnector,
-    AirflowSource: AirflowConnector,
-    DbtCloudSource: DbtCloudConnector,
-    GithubActionsSource: GithubActionsConnector,
-    PrefectSource: PrefectConnector,
-    DagsterSource: DagsterConnector,
-}
-
-
-def incremental_mode(source: AnySource) -> IncrementalMode | None:
-    """How ``source``'s platform filters runs by time, or None when it cannot."""
-    connector = _CONNECTORS.get(type(source))
-    return getattr(connector, "incremental", None)
-
-
-def connector_for(
-    source: AnySource, external_id: str, now: datetime, since: datetime | None = None
-) -> Connector:
-    """The connector that reads one pipeline's runs from ``source``; ``now`` fixes
-    any time window for the whole walk, so every page belongs to one query, and
-    ``since`` (incremental platforms only) is the lower bound to ask for.
-    BadExternalId when ``external_id`` cannot name anything there."""
-    if isinstance(source, GenericSource):
-        return GenericConnector(source, external_id)
-    if isinstance(source, DatabricksSource):
-        return DatabricksConnector(source, external_id, since)
-    if isinstance(source, AdfSource):
-        return AdfConnector(source, external_id, now, since)
-    if isinstance(source, AirflowSource):
-        return AirflowConnector(source, external_id, now, since)
-    if isinstance(source, DbtCloudSource):
-        return DbtCloudConnector(source, external_id, now, since)
-    if isinstance(source, GithubActionsSource):
-        return GithubActionsConnector(source, external_id, now, since)
-    if isinstance(source, PrefectSource):
-        return PrefectConnector(source, external_id, now, since)
-    if isinstance(source, DagsterSource):
-        return DagsterConnector(source, external_id, now, since)
-    raise BadExternalId(f"source {source.name!r} (platform {source.platform!r}) is push-only")
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

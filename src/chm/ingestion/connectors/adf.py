@@ -22,21 +22,23 @@ again under the same id.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
+
+from pydantic import Field, StringConstraints
 
 from chm.core.status import RunStatus
 from chm.core.timeutil import isoformat_z
-from chm.ingestion.config import AdfSource
 from chm.ingestion.connectors.base import (
     Fetched,
-    IncrementalMode,
     Page,
     PageRequest,
+    Window,
     cursor_value,
     run_list,
 )
+from chm.ingestion.connectors.registry import Platform, register
 from chm.ingestion.normalize import (
     InvalidRun,
     SourceRun,
@@ -48,6 +50,23 @@ from chm.ingestion.normalize import (
     run_identity,
     status_word,
 )
+from chm.ingestion.sources import SourceBase
+
+
+class AdfSource(SourceBase):
+    """Azure Data Factory ``queryPipelineRuns``; ``base_url`` is the management endpoint."""
+
+    platform: Literal["adf"]
+    subscription_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,64}$")]
+    resource_group: Annotated[str, StringConstraints(pattern=r"^[-\w.()]{1,90}$")]
+    factory_name: Annotated[
+        str,
+        StringConstraints(pattern=r"^[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*$", min_length=3, max_length=63),
+    ]
+    # queryPipelineRuns requires a lastUpdated window: each ingestion asks for
+    # the runs updated in the last ``lookback_hours`` (ADF keeps 45 days).
+    lookback_hours: Annotated[float, Field(gt=0, le=45 * 24)] = 72.0
+
 
 API_VERSION = "2018-06-01"
 
@@ -62,12 +81,7 @@ ADF_STATUS = {
 
 
 class AdfConnector:
-    incremental: IncrementalMode | None = "updated"
-    read_time_keys: frozenset[str] = frozenset({"durationInMs"})
-
-    def __init__(
-        self, source: AdfSource, pipeline_name: str, now: datetime, since: datetime | None = None
-    ) -> None:
+    def __init__(self, source: AdfSource, external_id: str, window: Window) -> None:
         self.url = (
             f"{source.base}/subscriptions/{quote(source.subscription_id, safe='')}"
             f"/resourceGroups/{quote(source.resource_group, safe='')}"
@@ -77,15 +91,16 @@ class AdfConnector:
         # One window for the whole walk: every page answers the same query.
         # Incremental: from the watermark (less the overlap) instead of the
         # lookback, so that a pipeline not ingested for days misses nothing.
-        after = since if since is not None else now - timedelta(hours=source.lookback_hours)
+        after = window.since
+        if after is None:
+            after = window.now - timedelta(hours=source.lookback_hours)
         self.query: dict[str, Any] = {
             "lastUpdatedAfter": isoformat_z(after),
-            "lastUpdatedBefore": isoformat_z(now),
-            "filters": [
-                {"operand": "PipelineName", "operator": "Equals", "values": [pipeline_name]}
-            ],
+            "lastUpdatedBefore": isoformat_z(window.now),
+            "filters": [{"operand": "PipelineName", "operator": "Equals", "values": [external_id]}],
         }
-        self.pipeline_name = pipeline_name
+        # The pipeline's name in ADF.
+        self.pipeline_name = external_id
 
     def page_request(self, cursor: str | None) -> PageRequest:
         body = dict(self.query)
@@ -120,3 +135,15 @@ class AdfConnector:
             error_message=failure_text(status, error_text(raw.get("message"))),
             source_updated_at=parse_timestamp(raw.get("lastUpdated"), "lastUpdated"),
         )
+
+
+PLATFORM = register(
+    Platform(
+        name="adf",
+        source_model=AdfSource,
+        connector=AdfConnector,
+        statuses={"status": ADF_STATUS},
+        incremental="updated",
+        read_time_keys=frozenset({"durationInMs"}),
+    )
+)

@@ -30,23 +30,26 @@ Authentication (``chm.ingestion.credentials``): basic auth on v1, a JWT from
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
+
+from pydantic import StringConstraints, model_validator
 
 from chm.core.status import TERMINAL_STATUSES, RunStatus
 from chm.core.timeutil import isoformat_z
-from chm.ingestion.config import AirflowSource
 from chm.ingestion.connectors.base import (
     Fetched,
-    IncrementalMode,
     Page,
     PageRequest,
+    Window,
     count_value,
     next_offset,
     offset_of,
     run_list,
 )
+from chm.ingestion.connectors.registry import Platform, register
+from chm.ingestion.credentials import Credentials, TokenExchange
 from chm.ingestion.normalize import (
     SourceRun,
     attempt_time,
@@ -56,6 +59,38 @@ from chm.ingestion.normalize import (
     run_identity,
     status_word,
 )
+from chm.ingestion.sources import EnvVarName, SourceBase
+
+
+class AirflowSource(SourceBase):
+    """Airflow's REST API: stable ``/api/v1`` (Airflow 2) or ``/api/v2`` (Airflow 3).
+
+    ``username`` and ``password_env`` log in: basic auth on v1, a JWT from
+    ``POST /auth/token`` on v2. Without them, ``token_env`` is sent as bearer.
+    """
+
+    platform: Literal["airflow"]
+    api_version: Literal["1", "2"] = "2"
+    username: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    password_env: EnvVarName | None = None
+
+    @model_validator(mode="after")
+    def _login_pair(self) -> AirflowSource:
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError("username and password_env go together")
+        return self
+
+    def credentials(self, environ: Mapping[str, str]) -> Credentials:
+        if self.username is None or self.password_env is None:
+            return super().credentials(environ)
+        password = self._secret(self.password_env, environ, "password_env")
+        if self.api_version == "1":
+            return Credentials.basic(self.username, password)
+        exchange = TokenExchange(
+            f"{self.base}/auth/token", {"username": self.username, "password": password}
+        )
+        return Credentials.exchanged(exchange, (password,))
+
 
 PAGE_LIMIT = 100
 
@@ -68,14 +103,10 @@ AIRFLOW_STATE = {
 
 
 class AirflowConnector:
-    incremental: IncrementalMode | None = "updated"
-    read_time_keys: frozenset[str] = frozenset()
-
-    def __init__(
-        self, source: AirflowSource, dag_id: str, now: datetime, since: datetime | None = None
-    ) -> None:
-        self.url = f"{source.base}/api/v{source.api_version}/dags/{quote(dag_id, safe='')}/dagRuns"
-        self.since = since
+    def __init__(self, source: AirflowSource, external_id: str, window: Window) -> None:
+        dag_id = quote(external_id, safe="")
+        self.url = f"{source.base}/api/v{source.api_version}/dags/{dag_id}/dagRuns"
+        self.since = window.since
 
     def page_request(self, cursor: str | None) -> PageRequest:
         params = {"limit": str(PAGE_LIMIT), "offset": str(offset_of(cursor)), "order_by": "id"}
@@ -104,3 +135,14 @@ class AirflowConnector:
             duration_seconds=duration,
             attempt=attempt_time(parse_timestamp(raw.get("queued_at"), "queued_at")),
         )
+
+
+PLATFORM = register(
+    Platform(
+        name="airflow",
+        source_model=AirflowSource,
+        connector=AirflowConnector,
+        statuses={"state": AIRFLOW_STATE},
+        incremental="updated",
+    )
+)

@@ -13,20 +13,21 @@ feed, Databricks, ADF), an offset against a total or until a short page
 item's id (Dagster). An offset cursor is the offset of the next page as a
 string: a server that clamps the page size only makes the walk longer.
 
-**Incremental ingestion.** A connector whose platform filters runs by time
-says so in ``incremental``: ``"updated"`` when the filter is on the run's
-last update (every change since is returned), ``"started"`` when it is on
-the run's start or creation (a run started before the filter and still
-active would be missed, so the engine holds the watermark at the start of
-the oldest active run). It is then built with ``since``, the lower bound to
-ask for, or None for a full read.
+**Incremental ingestion.** A platform whose API filters runs by time says
+so in its registry entry (``Platform.incremental``, ``registry.py``):
+``"updated"`` when the filter is on the run's last update (every change
+since is returned), ``"started"`` when it is on the run's start or creation
+(a run started before the filter and still active would be missed, so the
+engine holds the watermark at the start of the oldest active run). Its
+connector then finds in ``window.since`` the lower bound to ask for, or None
+for a full read.
 
 **Values derived at read time.** Some platforms compute fields of a run
 against the clock each time it is read (Prefect's ``estimated_run_time``,
 dbt Cloud's ``"2 hours ago"``): kept in the stored payload, they would make
-every replay of an unchanged run look like a change. A connector names
-those top-level keys in ``read_time_keys``; the engine maps the run from the
-whole object, then leaves them out of the payload it stores.
+every replay of an unchanged run look like a change. A platform names those
+top-level keys in its entry's ``read_time_keys``; the engine maps the run
+from the whole object, then leaves them out of the payload it stores.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from chm.ingestion.normalize import SourceRun
@@ -52,6 +54,17 @@ class SourceRejected(ValueError):
 
 class BadExternalId(ValueError):
     """A pipeline's ``external_id`` that cannot name anything on this platform."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """The time frame of one walk, given to every connector with its source and
+    the pipeline's ``external_id``: ``now`` fixes any time window for the whole
+    walk, so that every page answers one query; ``since`` (incremental platforms
+    only) is the lower bound to ask for, None for a full read."""
+
+    now: datetime
+    since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -83,9 +96,8 @@ class Page:
 
 
 class Connector(Protocol):
-    # The run's top-level keys the platform computes against the clock on
-    # every read: never stored, never a change.
-    read_time_keys: frozenset[str]
+    """Built as ``Connector(source, external_id, window)`` (``registry.ConnectorFactory``);
+    BadExternalId when ``external_id`` cannot name anything on the platform."""
 
     def page_request(self, cursor: str | None) -> PageRequest:
         """The request for the first page (``cursor`` None) or the one after ``cursor``."""

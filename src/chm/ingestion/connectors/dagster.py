@@ -25,20 +25,21 @@ Authentication: Dagster+ takes ``Dagster-Cloud-Api-Token: <token>``.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from chm.core.status import RunStatus
-from chm.ingestion.config import DagsterSource
 from chm.ingestion.connectors.base import (
     Fetched,
-    IncrementalMode,
     Page,
     PageRequest,
     PageShapeError,
     SourceRejected,
+    Window,
     run_list,
 )
+from chm.ingestion.connectors.registry import Platform, register
+from chm.ingestion.credentials import Credentials
 from chm.ingestion.normalize import (
     SourceRun,
     map_status,
@@ -46,6 +47,20 @@ from chm.ingestion.normalize import (
     run_identity,
     status_word,
 )
+from chm.ingestion.sources import SourceBase
+
+
+class DagsterSource(SourceBase):
+    """Dagster GraphQL; ``base_url`` is the webserver (or Dagster+ deployment) URL."""
+
+    platform: Literal["dagster"]
+
+    def credentials(self, environ: Mapping[str, str]) -> Credentials:
+        token = self.token(environ)
+        if token is None:
+            return Credentials.none()
+        return Credentials.header("Dagster-Cloud-Api-Token", token.get_secret_value())
+
 
 PAGE_LIMIT = 100
 
@@ -73,16 +88,12 @@ DAGSTER_STATUS = {
 
 
 class DagsterConnector:
-    incremental: IncrementalMode | None = "updated"
-    read_time_keys: frozenset[str] = frozenset()
-
-    def __init__(
-        self, source: DagsterSource, job_name: str, now: datetime, since: datetime | None = None
-    ) -> None:
+    def __init__(self, source: DagsterSource, external_id: str, window: Window) -> None:
         self.url = f"{source.base}/graphql"
-        self.filter: dict[str, Any] = {"pipelineName": job_name}
-        if since is not None:
-            self.filter["updatedAfter"] = since.timestamp()
+        # The job's name.
+        self.filter: dict[str, Any] = {"pipelineName": external_id}
+        if window.since is not None:
+            self.filter["updatedAfter"] = window.since.timestamp()
 
     def page_request(self, cursor: str | None) -> PageRequest:
         variables = {"filter": self.filter, "cursor": cursor, "limit": PAGE_LIMIT}
@@ -132,3 +143,14 @@ def _messages(errors: list[Any]) -> list[str]:
         message = error.get("message") if isinstance(error, dict) else None
         messages.append(str(message)[:300] if message else "an error without a message")
     return messages
+
+
+PLATFORM = register(
+    Platform(
+        name="dagster",
+        source_model=DagsterSource,
+        connector=DagsterConnector,
+        statuses={"status": DAGSTER_STATUS},
+        incremental="updated",
+    )
+)

@@ -31,20 +31,19 @@ an old snapshot. A retry (``max_retries``) is a new run with its own id
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from chm.core.status import RunStatus
-from chm.ingestion.config import DatabricksSource
 from chm.ingestion.connectors.base import (
     Fetched,
-    IncrementalMode,
     Page,
     PageRequest,
     PageShapeError,
+    Window,
     cursor_value,
     run_list,
 )
+from chm.ingestion.connectors.registry import Platform, register
 from chm.ingestion.normalize import (
     InvalidRun,
     SourceRun,
@@ -56,6 +55,15 @@ from chm.ingestion.normalize import (
     run_identity,
     status_word,
 )
+from chm.ingestion.sources import SourceBase
+
+
+class DatabricksSource(SourceBase):
+    """Databricks Jobs API ``runs/list``; ``base_url`` is the workspace URL."""
+
+    platform: Literal["databricks"]
+    api_version: Literal["2.1", "2.2"] = "2.2"
+
 
 # runs/list accepts a limit of at most 25 runs per page.
 PAGE_LIMIT = 25
@@ -150,17 +158,10 @@ def repairs(raw: Any) -> int | None:
 
 
 class DatabricksConnector:
-    # start_time_from filters on the run's start: an older active run is held
-    # by the engine's watermark rule.
-    incremental: IncrementalMode | None = "started"
-    read_time_keys: frozenset[str] = frozenset({"run_duration", "queue_duration"})
-
-    def __init__(
-        self, source: DatabricksSource, job_id: str, since: datetime | None = None
-    ) -> None:
+    def __init__(self, source: DatabricksSource, external_id: str, window: Window) -> None:
         self.url = f"{source.base}/api/{source.api_version}/jobs/runs/list"
-        self.job_id = job_id
-        self.since = since
+        self.job_id = external_id
+        self.since = window.since
 
     def page_request(self, cursor: str | None) -> PageRequest:
         params = {"job_id": self.job_id, "limit": str(PAGE_LIMIT), "expand_tasks": "false"}
@@ -201,3 +202,22 @@ class DatabricksConnector:
             error_message=failure_text(status, message),
             attempt=repairs(raw.get("repair_history")),
         )
+
+
+PLATFORM = register(
+    Platform(
+        name="databricks",
+        source_model=DatabricksSource,
+        connector=DatabricksConnector,
+        statuses={
+            "status.state": STATE_V2,
+            "status.termination_details.code": TERMINATION_CODE,
+            "state.life_cycle_state": LIFE_CYCLE_STATE,
+            "state.result_state": RESULT_STATE,
+        },
+        # start_time_from filters on the run's start: an older active run is
+        # held by the engine's watermark rule.
+        incremental="started",
+        read_time_keys=frozenset({"run_duration", "queue_duration"}),
+    )
+)

@@ -33,24 +33,27 @@ again under the same one.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
+from pydantic import Field
+
 from chm.core.status import TERMINAL_STATUSES, RunStatus
-from chm.ingestion.config import DbtCloudSource
 from chm.ingestion.connectors.base import (
     BadExternalId,
     Fetched,
-    IncrementalMode,
     Page,
     PageRequest,
     PageShapeError,
+    Window,
     count_value,
     next_offset,
     offset_of,
     run_list,
 )
+from chm.ingestion.connectors.registry import Platform, register
+from chm.ingestion.credentials import Credentials
 from chm.ingestion.normalize import (
     InvalidRun,
     SourceRun,
@@ -60,6 +63,21 @@ from chm.ingestion.normalize import (
     parse_timestamp,
     run_identity,
 )
+from chm.ingestion.sources import SourceBase
+
+
+class DbtCloudSource(SourceBase):
+    """dbt Cloud Administrative API v2; ``base_url`` is the account's access URL."""
+
+    platform: Literal["dbt_cloud"]
+    account_id: Annotated[int, Field(gt=0)]
+
+    def credentials(self, environ: Mapping[str, str]) -> Credentials:
+        token = self.token(environ)
+        if token is None:
+            return Credentials.none()
+        return Credentials.header("Authorization", token.get_secret_value(), "Token")
+
 
 PAGE_LIMIT = 100
 
@@ -74,27 +92,11 @@ DBT_STATUS = {
 
 
 class DbtCloudConnector:
-    incremental: IncrementalMode | None = None
-    read_time_keys: frozenset[str] = frozenset(
-        {
-            "duration",
-            "queued_duration",
-            "run_duration",
-            "duration_humanized",
-            "queued_duration_humanized",
-            "run_duration_humanized",
-            "created_at_humanized",
-            "finished_at_humanized",
-        }
-    )
-
-    def __init__(
-        self, source: DbtCloudSource, job_id: str, now: datetime, since: datetime | None = None
-    ) -> None:
-        if not job_id.isdigit():
-            raise BadExternalId(f"external_id {job_id!r} is not a dbt Cloud job id (a number)")
+    def __init__(self, source: DbtCloudSource, external_id: str, window: Window) -> None:
+        if not external_id.isdigit():
+            raise BadExternalId(f"external_id {external_id!r} is not a dbt Cloud job id (a number)")
         self.url = f"{source.base}/api/v2/accounts/{quote(str(source.account_id))}/runs/"
-        self.job_id = job_id
+        self.job_id = external_id
 
     def page_request(self, cursor: str | None) -> PageRequest:
         params = {
@@ -137,3 +139,27 @@ class DbtCloudConnector:
             error_message=failure_text(status, error_text(raw.get("status_message"))),
             source_updated_at=parse_timestamp(raw.get("updated_at"), "updated_at"),
         )
+
+
+PLATFORM = register(
+    Platform(
+        name="dbt_cloud",
+        source_model=DbtCloudSource,
+        connector=DbtCloudConnector,
+        statuses={"status": DBT_STATUS},
+        # The list has no time filter CHM can trust: every read is a full one.
+        incremental=None,
+        read_time_keys=frozenset(
+            {
+                "duration",
+                "queued_duration",
+                "run_duration",
+                "duration_humanized",
+                "queued_duration_humanized",
+                "run_duration_humanized",
+                "created_at_humanized",
+                "finished_at_humanized",
+            }
+        ),
+    )
+)

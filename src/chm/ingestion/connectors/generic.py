@@ -9,18 +9,18 @@ may be missing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
-from chm.ingestion.config import GenericSource
 from chm.ingestion.connectors.base import (
     Fetched,
-    IncrementalMode,
     Page,
     PageRequest,
+    Window,
     cursor_value,
     run_list,
 )
+from chm.ingestion.connectors.registry import Platform, register
 from chm.ingestion.normalize import (
     GENERIC_STATUS,
     SourceRun,
@@ -32,13 +32,17 @@ from chm.ingestion.normalize import (
     run_identity,
     status_word,
 )
+from chm.ingestion.sources import SourceBase
+
+
+class GenericSource(SourceBase):
+    """The partner feed protocol of the contract."""
+
+    platform: Literal["generic"]
 
 
 class GenericConnector:
-    incremental: IncrementalMode | None = None
-    read_time_keys: frozenset[str] = frozenset()
-
-    def __init__(self, source: GenericSource, external_id: str) -> None:
+    def __init__(self, source: GenericSource, external_id: str, window: Window) -> None:
         self.url = f"{source.base}/pipelines/{quote(external_id, safe='')}/runs"
 
     def page_request(self, cursor: str | None) -> PageRequest:
@@ -62,3 +66,13 @@ class GenericConnector:
             error_message=error_text(raw.get("error")),
             source_updated_at=parse_timestamp(raw.get("updated_at"), "updated_at"),
         )
+
+
+PLATFORM = register(
+    Platform(
+        name="generic",
+        source_model=GenericSource,
+        connector=GenericConnector,
+        statuses={"status": GENERIC_STATUS},
+    )
+)

@@ -28,21 +28,22 @@ as the source update time. Rate limits: a 403 or 429 with
 from __future__ import annotations
 
 import re
-from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import StringConstraints
 
 from chm.core.status import TERMINAL_STATUSES, RunStatus
 from chm.core.timeutil import isoformat_z
-from chm.ingestion.config import GithubActionsSource
 from chm.ingestion.connectors.base import (
     BadExternalId,
     Fetched,
-    IncrementalMode,
     Page,
     PageRequest,
+    Window,
     link_next,
     run_list,
 )
+from chm.ingestion.connectors.registry import Platform, register
 from chm.ingestion.normalize import (
     SourceRun,
     attempt_number,
@@ -51,6 +52,16 @@ from chm.ingestion.normalize import (
     run_identity,
     status_word,
 )
+from chm.ingestion.sources import SourceBase
+
+
+class GithubActionsSource(SourceBase):
+    """GitHub REST API workflow runs; ``base_url`` is ``https://api.github.com``
+    (or a GitHub Enterprise Server's ``https://HOST/api/v3``)."""
+
+    platform: Literal["github_actions"]
+    api_version: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$")] = "2022-11-28"
+
 
 PER_PAGE = 100
 _EXTERNAL_ID = re.compile(r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$")
@@ -72,16 +83,7 @@ GITHUB_CONCLUSION = {
 
 
 class GithubActionsConnector:
-    incremental: IncrementalMode | None = "started"
-    read_time_keys: frozenset[str] = frozenset()
-
-    def __init__(
-        self,
-        source: GithubActionsSource,
-        external_id: str,
-        now: datetime,
-        since: datetime | None = None,
-    ) -> None:
+    def __init__(self, source: GithubActionsSource, external_id: str, window: Window) -> None:
         if not _EXTERNAL_ID.match(external_id):
             raise BadExternalId(
                 f"external_id {external_id!r} is not owner/repo/workflow "
@@ -94,7 +96,7 @@ class GithubActionsConnector:
             "Accept": "application/vnd.github+json",
             "X-GitHub-Api-Version": source.api_version,
         }
-        self.since = since
+        self.since = window.since
 
     def page_request(self, cursor: str | None) -> PageRequest:
         if cursor is not None:
@@ -130,3 +132,15 @@ class GithubActionsConnector:
             source_updated_at=updated_at,
             attempt=attempt_number(raw.get("run_attempt"), "run_attempt"),
         )
+
+
+PLATFORM = register(
+    Platform(
+        name="github_actions",
+        source_model=GithubActionsSource,
+        connector=GithubActionsConnector,
+        statuses={"status": GITHUB_STATUS, "conclusion": GITHUB_CONCLUSION},
+        # created=>=: a filter on the run's creation.
+        incremental="started",
+    )
+)

@@ -30,21 +30,20 @@ first start and clears ``end_time`` when the run leaves a final state.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from chm.core.status import TERMINAL_STATUSES, RunStatus
-from chm.ingestion.config import PrefectSource
 from chm.ingestion.connectors.base import (
     BadExternalId,
     Fetched,
-    IncrementalMode,
     Page,
     PageRequest,
     PageShapeError,
+    Window,
     next_offset,
     offset_of,
 )
+from chm.ingestion.connectors.registry import Platform, register
 from chm.ingestion.normalize import (
     InvalidRun,
     SourceRun,
@@ -56,6 +55,14 @@ from chm.ingestion.normalize import (
     run_identity,
     status_word,
 )
+from chm.ingestion.sources import SourceBase
+
+
+class PrefectSource(SourceBase):
+    """Prefect 3 REST API; ``base_url`` is the API URL (``PREFECT_API_URL``)."""
+
+    platform: Literal["prefect"]
+
 
 PAGE_LIMIT = 200
 
@@ -71,21 +78,12 @@ PREFECT_STATE = {
 
 
 class PrefectConnector:
-    incremental: IncrementalMode | None = None
-    read_time_keys: frozenset[str] = frozenset({"estimated_run_time", "estimated_start_time_delta"})
-
-    def __init__(
-        self,
-        source: PrefectSource,
-        deployment_id: str,
-        now: datetime,
-        since: datetime | None = None,
-    ) -> None:
+    def __init__(self, source: PrefectSource, external_id: str, window: Window) -> None:
         try:
-            self.deployment_id = str(uuid.UUID(deployment_id))
+            self.deployment_id = str(uuid.UUID(external_id))
         except ValueError:
             raise BadExternalId(
-                f"external_id {deployment_id!r} is not a Prefect deployment id (a UUID)"
+                f"external_id {external_id!r} is not a Prefect deployment id (a UUID)"
             ) from None
         self.url = f"{source.base}/flow_runs/filter"
 
@@ -126,3 +124,15 @@ class PrefectConnector:
             error_message=failure_text(status, error_text(state.get("message"))),
             source_updated_at=parse_timestamp(raw.get("updated"), "updated"),
         )
+
+
+PLATFORM = register(
+    Platform(
+        name="prefect",
+        source_model=PrefectSource,
+        connector=PrefectConnector,
+        statuses={"state_type": PREFECT_STATE},
+        incremental=None,
+        read_time_keys=frozenset({"estimated_run_time", "estimated_start_time_delta"}),
+    )
+)
