@@ -44,7 +44,8 @@ from chm.ingestion.normalize import (
     map_status,
     parse_timestamp,
 )
-from chm.ingestion.upsert import snapshot_row, upsert_page
+from chm.ingestion.rule import snapshot_row
+from chm.ingestion.store import run_store
 from chm.models import Run
 from factories import make_client, make_pipeline
 
@@ -329,11 +330,12 @@ def test_the_same_pages_in_any_order_any_number_of_times_store_the_same_runs(
     reference = make_pipeline(api, client, platform="generic", external_id="reference")
     replayed = make_pipeline(api, client, platform="generic", external_id="replayed")
     sessions = make_session_factory(engine, write=True)
+    store = run_store(engine)
     now = datetime.now(UTC)
 
     def play(pipeline_id: str, raws: list[dict[str, Any]]) -> None:
         with sessions.begin() as session:
-            upsert_page(session, int(pipeline_id), snapshot_rows(raws), now)
+            store.upsert_page(session, int(pipeline_id), snapshot_rows(raws), now)
 
     # The reference: each snapshot once, in the order the feed produced them.
     ordered = sorted(history, key=lambda raw: (raw["run_id"], raw.get("updated_at") or ""))

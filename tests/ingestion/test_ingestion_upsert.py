@@ -12,7 +12,7 @@ from ingestion_fakes import FakeServer, generic_run, serve_generic, source, sour
 from sqlalchemy import Engine
 
 from chm.ingestion.engine import ingest
-from chm.ingestion.upsert import PlannerStatistics
+from chm.ingestion.store import PlannerStatistics
 from chm.models import Run
 from factories import API, make_client, make_pipeline, make_run, ok
 

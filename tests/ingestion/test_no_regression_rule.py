@@ -1,6 +1,7 @@
 """The no-regression rule as pure functions: which snapshot of a run may replace
-which, attempts included (``chm.ingestion.upsert``: ``attempt_order``,
-``is_stale``, ``merge``). No database: rows in, rows out."""
+which, attempts included (``chm.ingestion.rule``: ``attempt_order``,
+``is_stale``, ``merge``, ``fold_event``, ``fold_page``). No database: rows in,
+rows out."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ from typing import Any
 
 import pytest
 
-from chm.ingestion.upsert import attempt_order, is_stale, merge
+from chm.core.status import RunStatus
+from chm.ingestion.normalize import InvalidRun, SourceRun
+from chm.ingestion.rule import (
+    attempt_order,
+    fold_event,
+    fold_page,
+    is_stale,
+    merge,
+    snapshot_row,
+)
 
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 
@@ -25,12 +35,13 @@ def row(
     *,
     attempt: int | None = None,
     updated: int | None = None,
+    key: str = "r",
 ) -> dict[str, Any]:
     """A run as ``snapshot_row`` builds it; times in minutes after ``T0``."""
     started_at = None if started is None else at(started)
     finished_at = None if finished is None else at(finished)
     return {
-        "external_run_id": "r",
+        "external_run_id": key,
         "status": status,
         "source_status": status,
         "started_at": started_at,
@@ -180,3 +191,84 @@ def test_within_one_attempt_what_is_known_is_kept() -> None:
     assert merged["duration_seconds"] == 540.0
     kept = merge(row("success", 0, 14), row("failed"))
     assert kept is not None and kept["finished_at"] == at(14)
+
+
+# --- snapshot_row ----------------------------------------------------------------------------
+
+
+def test_a_snapshot_derives_its_duration_unless_the_source_gave_one() -> None:
+    run = SourceRun("r", RunStatus.success, "done", started_at=at(0), finished_at=at(14))
+    assert snapshot_row(run, {"state": "done"}) == {
+        **row("success", 0, 14),
+        "source_status": "done",
+        "source_payload": {"state": "done"},
+    }
+    run.duration_seconds = 600.0
+    given = snapshot_row(run, None)
+    assert (given["duration_seconds"], given["duration_from_source"]) == (600.0, True)
+
+
+def test_a_snapshot_that_ends_before_it_starts_is_invalid() -> None:
+    run = SourceRun("r", RunStatus.success, None, started_at=at(14), finished_at=at(0))
+    with pytest.raises(InvalidRun, match="finished_at is before started_at"):
+        snapshot_row(run, None)
+
+
+# --- fold_event (OpenLineage) ----------------------------------------------------------------
+
+
+def test_a_late_start_event_still_tells_when_the_run_started() -> None:
+    completed = row("success", None, 14, updated=14)
+    start = row("running", 2, updated=2)
+    assert merge(completed, start) is None  # stale for merge
+    filled = fold_event(completed, start)
+    assert filled is not None
+    assert (filled["status"], filled["started_at"], filled["finished_at"]) == (
+        "success", at(2), at(14),
+    )  # fmt: skip
+    assert filled["duration_seconds"] == 720.0
+    assert fold_event(filled, start) is None  # once known, a replay changes nothing
+
+
+def test_a_start_event_later_than_the_stored_end_is_invalid() -> None:
+    # The same attempt (the update time says the START is older), but it
+    # started after the run ended: no order of events explains it.
+    with pytest.raises(InvalidRun, match="later than the run's end"):
+        fold_event(row("success", None, 14, updated=30), row("running", 20, updated=20))
+
+
+# --- fold_page -------------------------------------------------------------------------------
+
+
+def test_a_page_writes_only_what_changes_and_counts_every_run_once() -> None:
+    stored = {
+        "same": row("success", 0, 14, key="same"),
+        "done": row("running", 0, key="done"),
+        "old": row("failed", 0, 14, key="old", updated=14),
+        "bad": row("running", 5, key="bad", attempt=1),
+    }
+    page = [
+        row("success", 0, 14, key="same"),  # a replay: unchanged
+        row("success", 0, 9, key="done"),  # moves on: written
+        row("running", 0, key="old", updated=10),  # stale: unchanged
+        row("queued", key="new"),  # new: written, then folded again
+        row("running", 3, key="new"),  # the same key again: unchanged
+        row("success", None, 1, key="bad", attempt=1),  # ends before its start: skipped
+    ]
+    writes, counts = fold_page(stored, page)
+    assert [(w["external_run_id"], w["status"]) for w in writes] == [
+        ("done", "success"),
+        ("new", "running"),
+    ]
+    assert writes[1]["started_at"] == at(3)
+    assert (counts.created, counts.updated, counts.unchanged, counts.skipped) == (0, 0, 3, 1)
+    assert counts.invalid == [("bad", "finished_at is before the started_at already stored")]
+
+
+def test_a_page_folds_with_the_fold_it_is_given() -> None:
+    stored = {"r": row("success", None, 14, updated=14)}
+    start = row("running", 2, updated=2)
+    assert fold_page(stored, [start])[0] == []
+    writes, counts = fold_page(stored, [start], fold=fold_event)
+    assert [w["started_at"] for w in writes] == [at(2)]
+    assert counts.unchanged == 0

@@ -28,7 +28,7 @@ from chm.cli.runtime import (
 
 if TYPE_CHECKING:
     from chm.ingestion.report import IngestionReport, PipelineTarget
-    from chm.ingestion.upsert import PageCounts
+    from chm.ingestion.rule import PageCounts
 
 
 class TerminalProgress:

@@ -19,3 +19,10 @@ def as_utc(value: datetime) -> datetime:
 def isoformat_z(value: datetime) -> str:
     """RFC 3339 with a ``Z`` suffix, as every response carries."""
     return as_utc(value).isoformat().replace("+00:00", "Z")
+
+
+def derived_duration(started_at: datetime | None, finished_at: datetime | None) -> float | None:
+    """A run's duration in seconds from its times, when it has both."""
+    if started_at is None or finished_at is None:
+        return None
+    return (finished_at - started_at).total_seconds()

@@ -6,8 +6,8 @@ cursor until none remains. Each page is fetched with no database
 transaction open, then mapped, redacted and upserted in one short write
 transaction that commits before the next page is asked for: an ingestion
 killed midway loses nothing, and a re-run completes it (the upsert makes the
-replayed pages count as unchanged). See ``chm.ingestion.upsert`` for the
-no-regression rule.
+replayed pages count as unchanged). See ``chm.ingestion.rule`` for the
+no-regression rule and ``chm.ingestion.store`` for the writes.
 
 A pipeline fails alone: a source error (after retries), an unexpected page
 shape, an error the source answered in its page, a cursor seen twice (a
@@ -69,16 +69,9 @@ from chm.ingestion.report import (
     PipelineTarget,
     Progress,
 )
+from chm.ingestion.rule import PageCounts, Row, snapshot_row
 from chm.ingestion.sources import AnySource, SourceBase, TokenMissing
-from chm.ingestion.upsert import (
-    PageCounts,
-    PlannerStatistics,
-    Row,
-    advance_watermark,
-    record_outcome,
-    snapshot_row,
-    upsert_page,
-)
+from chm.ingestion.store import PlannerStatistics, run_store
 from chm.models import Client, Pipeline
 
 logger = logging.getLogger("chm.ingestion")
@@ -192,6 +185,7 @@ class IngestionEngine:
         self.clock = clock
         self.full = full
         self._clients: dict[str, SourceClient] = {}
+        self._store = run_store(engine)
         self._statistics = PlannerStatistics(engine)
 
     def run(self, client_id: int | None = None, pipeline_id: int | None = None) -> IngestionReport:
@@ -255,7 +249,7 @@ class IngestionEngine:
         else:
             logger.info("%s: ingestion complete", target.describe())
         with self.write_sessions.begin() as session:
-            record_outcome(session, target.id, self.clock(), error)
+            self._store.record_outcome(session, target.id, self.clock(), error)
         self.progress.pipeline_finished(target, error)
 
     def _walk(self, target: PipelineTarget, source: AnySource, report: IngestionReport) -> None:
@@ -348,10 +342,12 @@ class IngestionEngine:
         if watermark is not None:
             watermark.observe(snapshots)
         with self.write_sessions.begin() as session:
-            counts = upsert_page(session, target.id, snapshots, self.clock())
+            counts = self._store.upsert_page(session, target.id, snapshots, self.clock())
             if last is not None:
                 # The walk's last page: every page before it is committed.
-                advance_watermark(session, target.id, last.key, last.value, reset=last.reset)
+                self._store.advance_watermark(
+                    session, target.id, last.key, last.value, reset=last.reset
+                )
         self._statistics.rows_created(counts.created)
         counts.add(rejected)
         return counts

@@ -24,7 +24,7 @@ failure text; the event itself, redacted, is the run's source payload; the
 event time is the source update time.
 
 **Order.** Events may arrive out of order or twice. Each is stored through
-the engine's upsert with its no-regression rule (``chm.ingestion.upsert``):
+the engine's store with its no-regression rule (``chm.ingestion.rule``):
 a late START or RUNNING never regresses a terminal run (and a duplicate
 changes nothing); ``fold_event`` adds only that a late START still tells
 when the run started. The stored run thus ends as if the events had arrived
@@ -76,11 +76,11 @@ from chm.ingestion.normalize import (
     run_identity,
 )
 from chm.ingestion.router import IngestionNotConfigured
+from chm.ingestion.rule import Row, fold_event, snapshot_row
 from chm.ingestion.sources import AnySource, TokenMissing
-from chm.ingestion.upsert import Row, merge, snapshot_row, upsert_page
+from chm.ingestion.store import run_store
 from chm.models import Client, Pipeline
 from chm.models.base import name_key
-from chm.models.run import derived_duration
 
 logger = logging.getLogger("chm.ingestion.lineage")
 
@@ -146,23 +146,6 @@ class IgnoredEvents:
         with self._lock:
             self.total += 1
             return self.total
-
-
-def fold_event(stored: Row | None, snapshot: Row) -> Row | None:
-    """``merge`` (the no-regression rule), plus: a START that arrives after a later
-    event still tells when the run started, if nothing stored says so yet."""
-    merged = merge(stored, snapshot)
-    if merged is not None or stored is None:
-        return merged
-    started = snapshot["started_at"]
-    if stored["started_at"] is not None or started is None:
-        return None
-    filled = dict(stored, started_at=started)
-    if filled["finished_at"] is not None and filled["finished_at"] < started:
-        raise InvalidRun("the START event is later than the run's end")
-    if not filled["duration_from_source"]:
-        filled["duration_seconds"] = derived_duration(started, filled["finished_at"])
-    return filled
 
 
 def _bearer(request: Request) -> str | None:
@@ -304,7 +287,9 @@ def _store(
     if row is None:  # OTHER: nothing to change
         return 200, answer
     with state.write_sessions.begin() as session:
-        counts = upsert_page(session, pipeline_id, [row], utcnow(), fold=fold_event)
+        counts = run_store(state.engine).upsert_page(
+            session, pipeline_id, [row], utcnow(), fold=fold_event
+        )
     if counts.invalid:
         raise ValidationFailed.one("eventTime", "invalid", counts.invalid[0][1])
     if counts.created or counts.updated:

@@ -9,7 +9,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 
 from chm.core.schemas import EntityId
-from chm.ingestion.upsert import PageCounts
+from chm.ingestion.rule import PageCounts
 
 
 class PipelineError(BaseModel):

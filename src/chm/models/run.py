@@ -76,9 +76,3 @@ class Run(IdMixin, TimestampMixin, Base):
     event_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), sa.Computed(EVENT_AT_SQL, persisted=True), nullable=False
     )
-
-
-def derived_duration(started_at: datetime | None, finished_at: datetime | None) -> float | None:
-    if started_at is None or finished_at is None:
-        return None
-    return (finished_at - started_at).total_seconds()

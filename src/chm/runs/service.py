@@ -16,8 +16,8 @@ from chm.core.errors import Conflict, NotFound, ValidationFailed
 from chm.core.pagination import decode_cursor, encode_cursor
 from chm.core.redaction import stored_payload, stored_text
 from chm.core.status import RunStatus
+from chm.core.timeutil import derived_duration
 from chm.models import Pipeline, Run
-from chm.models.run import derived_duration
 from chm.pipelines.service import get_pipeline
 from chm.runs.ordering import ORDER_BY, after_cursor, cursor_key
 from chm.runs.schemas import RunCreate, RunUpdate

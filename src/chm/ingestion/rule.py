@@ -1,0 +1,222 @@
+"""The no-regression rule: which stored state of a run a snapshot may replace
+(docs/ingestion.md, "Idempotent upsert and the no-regression rule").
+
+Pure functions, rows in and rows out: no database, no I/O. The store
+(``chm.ingestion.store``) reads the stored runs of a page, asks ``fold_page``
+what to write, and writes it; pulled pages fold with ``merge``, OpenLineage
+events with ``fold_event``.
+
+**The rule.** A run's stored state never goes back in time:
+
+- when both the stored run and the snapshot carry the source's own update
+  time (``source_updated_at``) and the snapshot's is older, the snapshot is
+  stale and ignored;
+- a snapshot of an earlier attempt of the run than the stored one is stale,
+  and one of a later attempt replaces it whatever the statuses, with the
+  new attempt's own times (``attempt_order``: the source's attempt markers,
+  ``source_attempt``, when both carry one; else a start after the stored
+  end, or an end before the stored start);
+- within one attempt, a snapshot that is not terminal (queued, running,
+  unknown) never replaces a terminal status (success, failed, cancelled,
+  skipped), unless both carry an update time and the snapshot's is strictly
+  newer: the source shows the run really restarted;
+- within one attempt ``started_at`` is never lost once known: a snapshot
+  without one keeps the stored value; a terminal snapshot without
+  ``finished_at`` keeps the stored one too; and so do the source update
+  time and the attempt marker;
+- the duration is the source's when it gave one, else finished - started.
+
+A stale snapshot counts as unchanged, and so does one that would change no
+stored value: a replay writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from chm.core.status import TERMINAL_STATUSES
+from chm.core.timeutil import derived_duration
+from chm.ingestion.normalize import InvalidRun, SourceRun
+
+Row = dict[str, Any]
+# How a snapshot folds into what is stored (None: stale, nothing to write).
+Fold = Callable[[Row | None, Row], Row | None]
+
+# The values a source decides: everything a replay compares.
+DATA_FIELDS = (
+    "status",
+    "source_status",
+    "started_at",
+    "finished_at",
+    "duration_seconds",
+    "duration_from_source",
+    "metrics",
+    "error_message",
+    "source_payload",
+    "source_updated_at",
+    "source_attempt",
+)
+
+
+@dataclass
+class PageCounts:
+    """What became of each source run of a page: every run counts exactly once."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    # (external run id, reason) of the skipped runs, for the logs.
+    invalid: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, other: PageCounts) -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.skipped += other.skipped
+        self.invalid += other.invalid
+
+
+def snapshot_row(run: SourceRun, payload: dict[str, Any] | None) -> Row:
+    """The stored values a source run asks for, before it meets the stored run."""
+    if run.started_at and run.finished_at and run.finished_at < run.started_at:
+        raise InvalidRun("finished_at is before started_at")
+    from_source = run.duration_seconds is not None
+    return {
+        "external_run_id": run.external_run_id,
+        "status": run.status.value,
+        "source_status": run.source_status,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "duration_seconds": run.duration_seconds
+        if from_source
+        else derived_duration(run.started_at, run.finished_at),
+        "duration_from_source": from_source,
+        "metrics": run.metrics,
+        "error_message": run.error_message,
+        "source_payload": payload,
+        "source_updated_at": run.source_updated_at,
+        "source_attempt": run.attempt,
+    }
+
+
+def _before(earlier: datetime | None, later: datetime | None) -> bool:
+    return earlier is not None and later is not None and earlier < later
+
+
+def attempt_order(stored: Row, snapshot: Row) -> int:
+    """Whether ``snapshot`` shows a later attempt of the run than ``stored`` (1), an
+    earlier one (-1), or the same one, or no evidence either way (0).
+
+    The source's attempt markers decide when both carry one. Without them, only
+    times that one attempt cannot hold do: a start after the stored run's end
+    is a later attempt, an end before the stored run's start an earlier one.
+    """
+    new, old = snapshot["source_attempt"], stored["source_attempt"]
+    if new is not None and old is not None:
+        return int(new > old) - int(new < old)
+    if _before(stored["finished_at"], snapshot["started_at"]):
+        return 1
+    if _before(snapshot["finished_at"], stored["started_at"]):
+        return -1
+    return 0
+
+
+def is_stale(stored: Row, snapshot: Row) -> bool:
+    """True when ``snapshot`` would move ``stored`` back in time (see the module rule)."""
+    new, old = snapshot["source_updated_at"], stored["source_updated_at"]
+    if _before(new, old):
+        return True
+    order = attempt_order(stored, snapshot)
+    if order != 0:
+        return order < 0
+    if stored["status"] in TERMINAL_STATUSES and snapshot["status"] not in TERMINAL_STATUSES:
+        return not _before(old, new)  # restarted in place: a strictly newer update
+    return False
+
+
+def merge(stored: Row | None, snapshot: Row) -> Row | None:
+    """The values to store for ``snapshot`` given the ``stored`` run; None when stale."""
+    if stored is None:
+        return snapshot
+    if is_stale(stored, snapshot):
+        return None
+    merged = dict(snapshot)
+    if attempt_order(stored, snapshot) == 0:
+        # The same attempt: what is known of it is kept. A new attempt brings
+        # its own start and end (none yet while it is queued).
+        if merged["started_at"] is None:
+            merged["started_at"] = stored["started_at"]
+        if merged["finished_at"] is None and snapshot["status"] in TERMINAL_STATUSES:
+            merged["finished_at"] = stored["finished_at"]
+        if merged["source_attempt"] is None:
+            merged["source_attempt"] = stored["source_attempt"]
+    if merged["source_updated_at"] is None:
+        merged["source_updated_at"] = stored["source_updated_at"]
+    started, finished = merged["started_at"], merged["finished_at"]
+    if started is not None and finished is not None and finished < started:
+        raise InvalidRun("finished_at is before the started_at already stored")
+    if not merged["duration_from_source"]:
+        merged["duration_seconds"] = derived_duration(started, finished)
+    return merged
+
+
+def fold_event(stored: Row | None, snapshot: Row) -> Row | None:
+    """``merge``, for OpenLineage events that each tell part of a run, plus: a START
+    that arrives after a later event still tells when the run started, if nothing
+    stored says so yet."""
+    merged = merge(stored, snapshot)
+    if merged is not None or stored is None:
+        return merged
+    started = snapshot["started_at"]
+    if stored["started_at"] is not None or started is None:
+        return None
+    filled = dict(stored, started_at=started)
+    if filled["finished_at"] is not None and filled["finished_at"] < started:
+        raise InvalidRun("the START event is later than the run's end")
+    if not filled["duration_from_source"]:
+        filled["duration_seconds"] = derived_duration(started, filled["finished_at"])
+    return filled
+
+
+def differs(stored: Row, target: Row) -> bool:
+    """Whether storing ``target`` would change a value the source decides."""
+    return any(stored[name] != target[name] for name in DATA_FIELDS)
+
+
+def fold_page(
+    stored: Mapping[str, Row], snapshots: Iterable[Row], fold: Fold = merge
+) -> tuple[list[Row], PageCounts]:
+    """What one page changes given the ``stored`` runs of its keys: the rows to
+    write (one per key, in key order) and the counts of the runs that need no
+    write (stale, repeated, unchanged) or cannot be stored (skipped).
+
+    A key seen again in the same page is folded into the page's own target for
+    it, by the same rule as against the stored run; the key's first snapshot
+    carries the outcome and every later one counts as unchanged."""
+    counts = PageCounts()
+    targets: dict[str, Row] = {}
+    for snapshot in snapshots:
+        key = snapshot["external_run_id"]
+        seen = key in targets
+        try:
+            merged = fold(targets[key] if seen else stored.get(key), snapshot)
+        except InvalidRun as error:
+            counts.skipped += 1
+            counts.invalid.append((key, str(error)))
+            continue
+        if seen or merged is None:
+            counts.unchanged += 1
+        if merged is not None:
+            targets[key] = merged
+    writes = []
+    for key in sorted(targets):
+        target = targets[key]
+        if key in stored and not differs(stored[key], target):
+            counts.unchanged += 1
+            continue
+        writes.append(target)
+    return writes, counts

@@ -1,0 +1,297 @@
+"""Ingestion's storage: a page of runs, the watermark, the outcome, the planner
+statistics (FR-014, DI-004). The rule that decides what is written is
+``chm.ingestion.rule``; this module only reads and writes.
+
+Runs are upserted in batches keyed by (pipeline, external run id). One page is
+one transaction:
+
+1. serialize with any other ingester of the same pipeline (PostgreSQL: a
+   transaction-scoped advisory lock; SQLite: the write lock taken by
+   ``BEGIN IMMEDIATE``), so that what is read next is what is overwritten;
+2. read the stored runs of the page's keys;
+3. fold each source run into what is stored, by the no-regression rule
+   (``rule.fold_page``), and keep only the runs whose stored values would
+   really change;
+4. write those in one ``INSERT ... ON CONFLICT (pipeline_id, external_run_id)
+   DO UPDATE ... WHERE <a value differs>`` through the dialect's own insert,
+   ``RETURNING`` the keys actually written.
+
+A replay of identical data therefore writes nothing: ``updated_at`` and
+``ingested_at`` stay as they were and the run counts as unchanged.
+
+Where PostgreSQL and SQLite differ (the lock, how a page's rows travel to the
+database, the planner statistics) is each database's ``RunStore``, one object
+per dialect with the same methods (``SQLiteRunStore``, ``PostgresRunStore``),
+chosen by ``run_store`` from the engine's dialect (``chm.core.dialects``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, cast
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
+
+from chm.core.dialects import (
+    DatabaseDialect,
+    HasDialect,
+    PostgresDialect,
+    SQLiteDialect,
+    dialect_for,
+)
+from chm.ingestion.rule import DATA_FIELDS, Fold, PageCounts, Row, fold_page, merge
+from chm.models import Pipeline, Run
+
+RUNS = cast(sa.Table, Run.__table__)
+_KEY_CHUNK = 1000
+# pg_advisory_xact_lock(class, object): "CHMI" marks ingestion's locks.
+_LOCK_CLASS = 0x43484D49
+_WRITTEN = (*DATA_FIELDS, "ingested_at", "updated_at")
+
+
+def _on_conflict(statement: Any) -> Any:
+    """``ON CONFLICT (pipeline_id, external_run_id) DO UPDATE ... WHERE <a value differs>``."""
+    excluded = statement.excluded
+    changed = sa.or_(*(RUNS.c[name].is_distinct_from(excluded[name]) for name in DATA_FIELDS))
+    return statement.on_conflict_do_update(
+        index_elements=[RUNS.c.pipeline_id, RUNS.c.external_run_id],
+        set_={name: excluded[name] for name in _WRITTEN},
+        where=changed,
+    ).returning(RUNS.c.external_run_id)
+
+
+class RunStore(ABC):
+    """Ingestion's reads and writes on one database; see the module doc."""
+
+    dialect: ClassVar[DatabaseDialect]
+    # Whether the engine keeps the planner's statistics fresh (PlannerStatistics).
+    keeps_statistics: ClassVar[bool]
+
+    @abstractmethod
+    def lock_pipeline(self, session: Session, pipeline_id: int) -> None:
+        """Serialize the page's transaction with every other ingester of the pipeline."""
+
+    @abstractmethod
+    def write(self, session: Session, rows: list[Row]) -> set[str]:
+        """Upsert ``rows``; answers the keys actually written (inserted or changed)."""
+
+    @abstractmethod
+    def refresh_statistics(self, connection: sa.Connection, created_since: int) -> bool:
+        """Analyze the runs' key columns if ``created_since`` new rows make the
+        planner's statistics stale; True when it did."""
+
+    def upsert_page(
+        self,
+        session: Session,
+        pipeline_id: int,
+        snapshots: Iterable[Row],
+        now: datetime,
+        fold: Fold = merge,
+    ) -> PageCounts:
+        """Store one page of snapshots in ``session`` (the caller commits); see the module doc.
+
+        ``fold`` is ``merge`` for pulled pages; the OpenLineage intake passes
+        ``fold_event``, for events that each tell part of a run."""
+        snapshots = list(snapshots)
+        self.lock_pipeline(session, pipeline_id)
+        keys = sorted({s["external_run_id"] for s in snapshots})
+        stored = _stored_runs(session, pipeline_id, keys)
+        targets, counts = fold_page(stored, snapshots, fold)
+        writes = [
+            {
+                **target,
+                "pipeline_id": pipeline_id,
+                "ingested_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for target in targets
+        ]
+        written = self.write(session, writes) if writes else set()
+        for row in writes:
+            key = row["external_run_id"]
+            if key not in written:
+                counts.unchanged += 1
+            elif key in stored:
+                counts.updated += 1
+            else:
+                counts.created += 1
+        return counts
+
+    def advance_watermark(
+        self, session: Session, pipeline_id: int, key: str, value: datetime, *, reset: bool = False
+    ) -> None:
+        """Move the pipeline's ingestion watermark to ``value`` for ``key`` (its source
+        and external id), in the transaction of the page that justifies it. It only
+        moves forward, unless ``reset`` (a full re-read) or the key changed.
+        Bookkeeping, like ``record_outcome``: ``updated_at`` stays put."""
+        stored = session.execute(
+            sa.select(Pipeline.ingest_watermark, Pipeline.ingest_watermark_key).where(
+                Pipeline.id == pipeline_id
+            )
+        ).one()
+        current, current_key = stored
+        if not reset and current_key == key and current is not None and current >= value:
+            return
+        session.execute(
+            sa.update(Pipeline)
+            .where(Pipeline.id == pipeline_id)
+            .values(ingest_watermark=value, ingest_watermark_key=key)
+        )
+
+    def record_outcome(
+        self, session: Session, pipeline_id: int, now: datetime, error: str | None
+    ) -> None:
+        """Remember on the pipeline when it was last ingested, or why it last failed.
+
+        Ingestion bookkeeping, not a user's change: ``updated_at`` stays put.
+        """
+        values: dict[str, Any] = {"last_ingestion_error": error}
+        if error is None:
+            values["last_ingested_at"] = now
+        session.execute(sa.update(Pipeline).where(Pipeline.id == pipeline_id).values(**values))
+
+
+def _stored_runs(session: Session, pipeline_id: int, keys: Sequence[str]) -> dict[str, Row]:
+    columns = [RUNS.c.external_run_id, *(RUNS.c[name] for name in DATA_FIELDS)]
+    stored: dict[str, Row] = {}
+    for start in range(0, len(keys), _KEY_CHUNK):
+        query = (
+            sa.select(*columns)
+            .where(
+                RUNS.c.pipeline_id == pipeline_id,
+                RUNS.c.external_run_id.in_(keys[start : start + _KEY_CHUNK]),
+            )
+            .order_by(RUNS.c.external_run_id)
+            .with_for_update()
+        )
+        for row in session.execute(query).mappings():
+            stored[row["external_run_id"]] = dict(row)
+    return stored
+
+
+class SQLiteRunStore(RunStore):
+    """SQLite: one writer at a time, a page's rows as one parameter set each."""
+
+    dialect = SQLiteDialect()
+    # SQLite plans the read of a page's stored runs from the unique index
+    # without statistics.
+    keeps_statistics = False
+    # Executed with one parameter set per run (SQLAlchemy batches them).
+    _statement = _on_conflict(dialect.insert(RUNS))
+
+    def lock_pipeline(self, session: Session, pipeline_id: int) -> None:
+        pass  # the write transaction's BEGIN IMMEDIATE already holds the database's lock
+
+    def write(self, session: Session, rows: list[Row]) -> set[str]:
+        return set(session.scalars(self._statement, rows))
+
+    def refresh_statistics(self, connection: sa.Connection, created_since: int) -> bool:
+        return False
+
+
+_TIMESTAMP = postgresql.TIMESTAMP(timezone=True)
+# The columns of a page as PostgreSQL reads them from one JSON document.
+_RECORD_TYPES: dict[str, Any] = {
+    "pipeline_id": sa.BigInteger(),
+    "external_run_id": sa.Text(),
+    "status": sa.Text(),
+    "source_status": sa.Text(),
+    "started_at": _TIMESTAMP,
+    "finished_at": _TIMESTAMP,
+    "duration_seconds": sa.Float(),
+    "duration_from_source": sa.Boolean(),
+    "metrics": postgresql.JSONB(),
+    "error_message": sa.Text(),
+    "source_payload": postgresql.JSONB(),
+    "source_updated_at": _TIMESTAMP,
+    "source_attempt": sa.BigInteger(),
+    "ingested_at": _TIMESTAMP,
+    "created_at": _TIMESTAMP,
+    "updated_at": _TIMESTAMP,
+}
+
+
+def _postgresql_statement(dialect: DatabaseDialect) -> Any:
+    """One statement per page whatever its size: the rows travel as a single JSON
+    document read by ``jsonb_to_recordset``, which spares the driver from
+    rewriting a statement with thousands of placeholders."""
+    page = (
+        sa.func.jsonb_to_recordset(sa.cast(sa.bindparam("rows", type_=sa.Text()), postgresql.JSONB))
+        .table_valued(*(sa.column(name, type_) for name, type_ in _RECORD_TYPES.items()))
+        .render_derived(name="page", with_types=True)
+    )
+    rows = sa.select(*(page.c[name] for name in _RECORD_TYPES))
+    return _on_conflict(dialect.insert(RUNS).from_select(list(_RECORD_TYPES), rows))
+
+
+class PostgresRunStore(RunStore):
+    """PostgreSQL: an advisory lock per pipeline, a page as one JSON document."""
+
+    dialect = PostgresDialect()
+    keeps_statistics = True
+    _statement = _postgresql_statement(dialect)
+
+    def lock_pipeline(self, session: Session, pipeline_id: int) -> None:
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_CLASS, pipeline_id % 2**31)))
+
+    def write(self, session: Session, rows: list[Row]) -> set[str]:
+        document = orjson.dumps(rows).decode()
+        return set(session.scalars(self._statement, {"rows": document}))
+
+    def refresh_statistics(self, connection: sa.Connection, created_since: int) -> bool:
+        known = connection.scalar(
+            sa.text("SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'runs'::regclass")
+        )
+        if created_since < 0.2 * float(known or 0):
+            return False
+        connection.execute(sa.text("ANALYZE runs (pipeline_id, external_run_id)"))
+        return True
+
+
+_STORES: dict[str, RunStore] = {
+    store.dialect.name: store for store in (SQLiteRunStore(), PostgresRunStore())
+}
+
+
+def run_store(bind: HasDialect) -> RunStore:
+    """The store of the database behind an engine or a connection."""
+    return _STORES[dialect_for(bind).name]
+
+
+class PlannerStatistics:
+    """Keeps PostgreSQL's statistics on ``runs`` fresh during a large ingestion.
+
+    A page's stored runs are read with ``pipeline_id = :p AND external_run_id
+    = ANY(:keys)``. Planned from statistics taken when the table was small
+    (autovacuum analyzes at most once a minute), that read scans every run of
+    the pipeline instead of probing the unique index 1,000 times, and a first
+    backfill turns quadratic. So, as PostgreSQL advises after bulk loads, the
+    engine analyzes the two key columns once it has created more than a fifth
+    of the rows the statistics know of (at least ``MIN_ROWS``). ANALYZE blocks
+    neither readers nor writers; without the privilege it is a warning, not
+    an error. SQLite plans this read from the unique index without statistics.
+    """
+
+    MIN_ROWS = 5_000
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.store = run_store(engine)
+        self.enabled = self.store.keeps_statistics
+        self.created_since = 0
+
+    def rows_created(self, count: int) -> None:
+        if not self.enabled:
+            return
+        self.created_since += count
+        if self.created_since < self.MIN_ROWS:
+            return
+        with self.engine.begin() as connection:
+            if self.store.refresh_statistics(connection, self.created_since):
+                self.created_since = 0
