@@ -22,6 +22,7 @@ from chm.core.redaction import (
     MAX_STORED_PAYLOAD_BYTES,
     MAX_STORED_TEXT,
     REDACTED,
+    Redactor,
     cap_payload,
     cap_text,
     is_secret_key,
@@ -216,3 +217,21 @@ def test_extra_secrets_are_removed_before_the_cut_too() -> None:
     assert len(stored) == MAX_STORED_TEXT
     assert "Q" not in stored
     assert redact({"note": token}, (token,)) == {"note": REDACTED}
+
+
+def test_one_redactor_removes_credentials_and_the_secrets_it_knows() -> None:
+    redactor = Redactor(("tok-aaaa-1111", ""))  # an empty value is no secret
+    assert redactor.secrets == ("tok-aaaa-1111",)
+    text = "GET https://u:pw@host/x failed: tok-aaaa-1111 and login-bbbb-2222"
+    assert redactor.text(text) == (
+        f"GET https://{REDACTED}@host/x failed: {REDACTED} and login-bbbb-2222"
+    )
+    # A secret learnt later (a login's token) joins the ones already known.
+    later = redactor.with_secret("login-bbbb-2222")
+    assert later.text(text) == f"GET https://{REDACTED}@host/x failed: {REDACTED} and {REDACTED}"
+    assert redactor.secrets == ("tok-aaaa-1111",)
+    value = {"note": [text], "api_key": "k", "n": 1}
+    assert later.value(value) == {"note": [later.text(text)], "api_key": REDACTED, "n": 1}
+    assert later.value(value) == redact(value, later.secrets)
+    assert later.stored_text(text) == stored_text(text, later.secrets)
+    assert later.stored_payload(value) == stored_payload(value, later.secrets)

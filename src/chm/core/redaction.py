@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -92,24 +93,53 @@ def redact(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
     """A copy of ``value`` with secret-looking keys' values and embedded credentials
     replaced by ``"[REDACTED]"``, through nested dicts and lists. ``extra_secrets``
     are known secret values (configured tokens) removed wherever they appear."""
-    if isinstance(value, dict):
-        return {
-            k: (
-                REDACTED
-                if isinstance(k, str) and is_secret_key(k) and v not in (None, "")
-                else redact(v, extra_secrets)
-            )
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v, extra_secrets) for v in value]
-    if isinstance(value, str):
-        text = redact_text(value)
-        for secret in extra_secrets:
-            if secret:
-                text = text.replace(secret, REDACTED)
+    return Redactor(extra_secrets).value(value)
+
+
+class Redactor:
+    """Removes credentials, and the known secret values it was given (a source's
+    token, a login's answer, an OpenLineage key), from what CHM stores or shows:
+    the one redaction of every path, whichever secrets that path knows."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets: tuple[str, ...] = tuple(secret for secret in secrets if secret)
+
+    def with_secret(self, secret: str) -> Redactor:
+        """This redactor, knowing one more secret value."""
+        return Redactor((*self.secrets, secret))
+
+    def text(self, text: str) -> str:
+        """``text`` without credentials (``redact_text``) nor any known secret."""
+        text = redact_text(text)
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
         return text
-    return value
+
+    def value(self, value: Any) -> Any:
+        """A copy of ``value`` with secret-looking keys' values, credentials and known
+        secrets replaced by ``"[REDACTED]"``, through nested dicts and lists."""
+        if isinstance(value, dict):
+            return {
+                k: (
+                    REDACTED
+                    if isinstance(k, str) and is_secret_key(k) and v not in (None, "")
+                    else self.value(v)
+                )
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self.value(v) for v in value]
+        if isinstance(value, str):
+            return self.text(value)
+        return value
+
+    def stored_text(self, text: str) -> str:
+        """A failure text as CHM stores it: redacted, then capped (``stored_text``)."""
+        return cap_text(self.text(text))
+
+    def stored_payload(self, value: Any) -> Any:
+        """A payload as CHM stores it: redacted, then capped (``stored_payload``)."""
+        return cap_payload(self.value(value))
 
 
 # --- what CHM stores of a run: redacted, then capped ----------------------------------
@@ -164,13 +194,13 @@ def cap_payload(value: Any, limit: int = MAX_STORED_PAYLOAD_BYTES) -> Any:
 def stored_text(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
     """A failure text as CHM stores it: credentials and ``extra_secrets`` removed,
     then capped at MAX_STORED_TEXT characters."""
-    return cap_text(redact(text, extra_secrets))
+    return Redactor(extra_secrets).stored_text(text)
 
 
 def stored_payload(value: Any, extra_secrets: tuple[str, ...] = ()) -> Any:
     """A payload as CHM stores it: secret keys' values, credentials and
     ``extra_secrets`` removed, then capped at MAX_STORED_PAYLOAD_BYTES."""
-    return cap_payload(redact(value, extra_secrets))
+    return Redactor(extra_secrets).stored_payload(value)
 
 
 # The secrets this process was configured with (API token, database password,
@@ -189,12 +219,9 @@ def register_secret(value: str | None) -> None:
 
 
 def redact_known(text: str) -> str:
-    """``text`` with credentials and every registered secret removed."""
-    text = redact_text(text)
-    for secret in sorted(_known_secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
+    """``text`` with credentials and every registered secret removed (the longest
+    first, so that none leaves a piece of another behind)."""
+    return Redactor(sorted(_known_secrets, key=len, reverse=True)).text(text)
 
 
 class RedactingFilter(logging.Filter):

@@ -43,7 +43,6 @@ from sqlalchemy.orm import Session
 
 from chm.core.db import make_session_factory
 from chm.core.errors import ValidationFailed
-from chm.core.redaction import stored_payload, stored_text
 from chm.core.status import TERMINAL_STATUSES
 from chm.core.timeutil import utcnow
 from chm.ingestion.config import Sources
@@ -243,7 +242,7 @@ class IngestionEngine:
             error = f"unexpected error ({type(failure).__name__})"
         if error is not None:
             client = self._clients.get(source.name)
-            error = client.safe(error) if client else error
+            error = client.redactor.text(error) if client else error
             logger.error("%s: ingestion failed: %s", target.describe(), error)
             report.errors.append(PipelineError(pipeline_id=str(target.id), message=error))
         else:
@@ -337,8 +336,8 @@ class IngestionEngine:
                 snapshots.append(self._snapshot(connector, read_time, client, raw))
             except InvalidRun as invalid:
                 rejected.skipped += 1
-                identity = client.safe(_raw_identity(raw, index))
-                rejected.invalid.append((identity, client.safe(str(invalid))))
+                identity = client.redactor.text(_raw_identity(raw, index))
+                rejected.invalid.append((identity, client.redactor.text(str(invalid))))
         if watermark is not None:
             watermark.observe(snapshots)
         with self.write_sessions.begin() as session:
@@ -360,14 +359,14 @@ class IngestionEngine:
             raise InvalidRun("the run is not a JSON object")
         run = connector.map_run(raw)
         # Redacted, then capped: the one rule of every path that stores runs
-        # (chm.core.redaction.stored_text / stored_payload).
-        secrets = client.secrets
-        run.metrics = canonical_json(stored_payload(run.metrics, secrets))
+        # (chm.core.redaction.Redactor), with the secrets of this source.
+        redactor = client.redactor
+        run.metrics = canonical_json(redactor.stored_payload(run.metrics))
         if run.error_message is not None:
-            run.error_message = stored_text(run.error_message, secrets)
+            run.error_message = redactor.stored_text(run.error_message)
         # Values the platform computes at read time are no part of the run.
         stable = without_read_time(raw, read_time)
-        return snapshot_row(run, canonical_json(stored_payload(stable, secrets)))
+        return snapshot_row(run, canonical_json(redactor.stored_payload(stable)))
 
 
 def _raw_identity(raw: Any, index: int) -> str:

@@ -44,7 +44,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from chm.core.redaction import redact_text, register_secret
+from chm.core.redaction import Redactor, register_secret
 from chm.core.timeutil import utcnow
 from chm.ingestion.connectors.base import PageRequest
 from chm.ingestion.credentials import Credentials
@@ -120,8 +120,8 @@ class SourceClient:
         self.source = source
         self.credentials = credentials
         # Every secret value, for removal from anything this source sends back.
-        self.secrets: tuple[str, ...] = tuple(s for s in credentials.secrets if s)
-        for secret in self.secrets:
+        self.redactor = Redactor(credentials.secrets)
+        for secret in self.redactor.secrets:
             register_secret(secret)  # no log line of this process may show it
         self._auth: dict[str, str] = dict(credentials.headers)
         self._client = httpx.Client(
@@ -139,13 +139,6 @@ class SourceClient:
 
     def close(self) -> None:
         self._client.close()
-
-    def safe(self, text: str) -> str:
-        """``text`` with credentials and this source's token removed."""
-        text = redact_text(text)
-        for secret in self.secrets:
-            text = text.replace(secret, "[REDACTED]")
-        return text
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -178,7 +171,7 @@ class SourceClient:
         token = answer.body.get(exchange.token_key) if isinstance(answer.body, dict) else None
         if not isinstance(token, str) or not token:
             raise SourceError(f"the login (POST {exchange.url}) answered no {exchange.token_key!r}")
-        self.secrets = (*self.secrets, token)
+        self.redactor = self.redactor.with_secret(token)
         register_secret(token)
         self._auth = {"Authorization": f"Bearer {token}"}
 
@@ -236,7 +229,7 @@ class SourceClient:
         if not 200 <= status < 300:
             text = content.decode(response.encoding or "utf-8", errors="replace")
             excerpt = " ".join(text[:_BODY_EXCERPT].split())
-            message = self.safe(f"HTTP {status}" + (f": {excerpt}" if excerpt else ""))
+            message = self.redactor.text(f"HTTP {status}" + (f": {excerpt}" if excerpt else ""))
             raise (_Unauthorized if status == 401 else SourceError)(message)
         try:
             body = orjson.loads(content)
