@@ -24,8 +24,9 @@ from chm.core.errors import (
     problem_responses,
 )
 from chm.core.settings import Environment, Settings, get_settings
-from chm.ingestion.lineage import router as lineage_router
+from chm.ingestion.lineage.router import router as lineage_router
 from chm.ingestion.router import router as ingestion_router
+from chm.ingestion.sources_cache import SourcesCache
 from chm.pipelines.router import router as pipelines_router
 from chm.reports.router import router as reports_router
 from chm.runs.router import router as runs_router
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.async_engine = async_engine
     app.state.read_sessions = make_session_factory(engine)
     app.state.write_sessions = make_session_factory(engine, write=True)
+    # The sources file (CHM_CONFIG), read again only when it changes.
+    app.state.sources = SourcesCache()
     install_error_handlers(app)
     if settings.env is Environment.production and settings.api_token is not None:
         app.add_middleware(

@@ -9,9 +9,10 @@ from chm.core.errors import ChmError
 from chm.core.ids import ClientRef, PipelineRef
 from chm.core.schemas import RequestModel
 from chm.core.settings import Settings
-from chm.ingestion.config import ConfigError, load_sources
+from chm.ingestion.config import ConfigError
 from chm.ingestion.engine import ingest, resolve_scope
 from chm.ingestion.report import IngestionReport
+from chm.ingestion.sources_cache import SourcesCache
 
 router = APIRouter(prefix="/ingestions", tags=["ingestion"])
 
@@ -42,8 +43,9 @@ def run_ingestion(request: Request, body: IngestionRequest | None = None) -> Ing
     # is held while the engine talks HTTP: it commits each page on its own.
     settings: Settings = request.app.state.settings
     body = body or IngestionRequest()
+    cache: SourcesCache = request.app.state.sources
     try:
-        sources = load_sources(settings.config, settings.env)
+        sources = cache.load(settings.config, settings.env)
     except ConfigError as error:
         raise IngestionNotConfigured(str(error)) from None
     with request.app.state.read_sessions() as session:
