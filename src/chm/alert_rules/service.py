@@ -6,16 +6,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from chm.alert_rules.schemas import AlertRuleCreate, AlertRuleUpdate
 from chm.core.changes import apply_changes
-from chm.core.errors import Conflict, FieldIssue, NotFound, ValidationFailed
-from chm.core.pagination import decode_cursor, encode_cursor
+from chm.core.errors import Conflict, FieldIssue, ValidationFailed
+from chm.core.keyset import Keyset, SortKey, keyset_page
+from chm.core.lookup import flush_or_conflict, get_or_404
 from chm.models import AlertRule, Client, Pipeline, RuleType
 
-CURSOR_KIND = "alert-rules"
+# In creation order.
+KEYSET = Keyset("alert-rules", (SortKey(AlertRule.id, int),))
 
 
 class DuplicateAlertRule(Conflict):
@@ -118,19 +119,14 @@ def _check_no_duplicate(session: Session, fields: dict[str, Any], exclude_id: in
 
 
 def _flush_or_conflict(session: Session) -> None:
-    try:
-        session.flush()
-    except IntegrityError:
-        raise DuplicateAlertRule(
-            "an enabled rule with the same scope, rule_type and destination exists"
-        ) from None
+    flush_or_conflict(
+        session,
+        DuplicateAlertRule("an enabled rule with the same scope, rule_type and destination exists"),
+    )
 
 
 def get_rule(session: Session, rule_id: int) -> AlertRule:
-    rule = session.get(AlertRule, rule_id)
-    if rule is None:
-        raise NotFound(f"alert rule '{rule_id}' not found")
-    return rule
+    return get_or_404(session, AlertRule, rule_id, "alert rule")
 
 
 def create_rule(session: Session, data: AlertRuleCreate) -> AlertRule:
@@ -195,12 +191,4 @@ def list_rules(
         query = query.where(AlertRule.rule_type == rule_type.value)
     if is_enabled is not None:
         query = query.where(AlertRule.is_enabled.is_(is_enabled))
-    if cursor is not None:
-        (last_id,) = decode_cursor(CURSOR_KIND, cursor, (int,))
-        query = query.where(AlertRule.id > last_id)
-    rows = list(session.scalars(query.order_by(AlertRule.id).limit(limit + 1)))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(CURSOR_KIND, [rows[-1].id])
-    return rows, next_cursor
+    return keyset_page(session, KEYSET, query, cursor=cursor, limit=limit)

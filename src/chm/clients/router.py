@@ -9,8 +9,8 @@ from chm.clients.schemas import ClientCreate, ClientOut, ClientSummary, ClientUp
 from chm.core.deps import ReadSession, ReadSnapshot, WriteSession
 from chm.core.ids import ClientID
 from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
+from chm.core.responses import json_bytes_response
 from chm.core.schemas import NO_NUL_PATTERN, UTCTimestamp
-from chm.runs.serialize import json_bytes_response
 
 router = APIRouter(prefix="/clients", tags=["clients"])
 

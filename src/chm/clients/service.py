@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from chm.clients.schemas import ClientCreate, ClientUpdate
 from chm.core.changes import apply_changes
-from chm.core.errors import Conflict, NotFound
-from chm.core.pagination import decode_cursor, encode_cursor
-from chm.core.query import after_key, contains_ci
+from chm.core.errors import Conflict
+from chm.core.keyset import Keyset, SortKey, keyset_page
+from chm.core.lookup import flush_or_conflict, get_or_404
+from chm.core.query import contains_ci
 from chm.models import Client
 from chm.models.base import name_key
 
-CURSOR_KIND = "clients"
+# By name, case-insensitively; the id breaks no tie (names are unique) but
+# keeps the order total for the cursor.
+KEYSET = Keyset("clients", (SortKey(Client.name_key, str), SortKey(Client.id, int)))
 
 
 class DuplicateClientName(Conflict):
@@ -29,27 +31,21 @@ def _name_taken(session: Session, name: str, exclude_id: int | None = None) -> b
     return session.scalar(query.limit(1)) is not None
 
 
-def _flush_or_conflict(session: Session, name: str) -> None:
-    try:
-        session.flush()
-    except IntegrityError:
-        # Lost a race with a concurrent create: the database kept one row.
-        raise DuplicateClientName(f"a client named {name!r} already exists") from None
+def _duplicate_name(name: str) -> DuplicateClientName:
+    return DuplicateClientName(f"a client named {name!r} already exists")
 
 
 def get_client(session: Session, client_id: int) -> Client:
-    client = session.get(Client, client_id)
-    if client is None:
-        raise NotFound(f"client '{client_id}' not found")
-    return client
+    return get_or_404(session, Client, client_id, "client")
 
 
 def create_client(session: Session, data: ClientCreate) -> Client:
     if _name_taken(session, data.name):
-        raise DuplicateClientName(f"a client named {data.name!r} already exists")
+        raise _duplicate_name(data.name)
     client = Client(name=data.name, is_active=data.is_active)
     session.add(client)
-    _flush_or_conflict(session, data.name)
+    # Losing a race with a concurrent create: the database kept one row.
+    flush_or_conflict(session, _duplicate_name(data.name))
     return client
 
 
@@ -57,9 +53,9 @@ def update_client(session: Session, client_id: int, data: ClientUpdate) -> Clien
     client = get_client(session, client_id)
     changes = data.model_dump(exclude_unset=True)
     if "name" in changes and _name_taken(session, changes["name"], exclude_id=client.id):
-        raise DuplicateClientName(f"a client named {changes['name']!r} already exists")
+        raise _duplicate_name(changes["name"])
     if apply_changes(client, changes):
-        _flush_or_conflict(session, client.name)
+        flush_or_conflict(session, _duplicate_name(client.name))
     return client
 
 
@@ -84,12 +80,4 @@ def list_clients(
         query = query.where(Client.is_active.is_(True))
     if name_contains:
         query = query.where(contains_ci(Client.name_key, name_key(name_contains)))
-    if cursor is not None:
-        key = decode_cursor(CURSOR_KIND, cursor, (str, int))
-        query = query.where(after_key([Client.name_key, Client.id], key))
-    rows = list(session.scalars(query.order_by(Client.name_key, Client.id).limit(limit + 1)))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(CURSOR_KIND, [rows[-1].name_key, rows[-1].id])
-    return rows, next_cursor
+    return keyset_page(session, KEYSET, query, cursor=cursor, limit=limit)

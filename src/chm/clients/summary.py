@@ -3,36 +3,19 @@ in a time window, computed in the database."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chm.core.errors import NotFound
+from chm.core.lookup import first_or_404
 from chm.core.status import RunStatus
-from chm.core.timeutil import utcnow
 from chm.core.types import NullsLowKey
+from chm.core.window import resolve_window
 from chm.models import Client, Pipeline, Run
 from chm.runs.ordering import ORDER_BY
 from chm.runs.serialize import RUN_COLUMNS, RUNS, run_document
-from chm.runs.service import check_window
-
-DEFAULT_WINDOW = timedelta(hours=24)
-_EARLIEST = datetime.min.replace(tzinfo=UTC)
-
-
-def resolve_window(
-    since: datetime | None, until: datetime | None, default: timedelta = DEFAULT_WINDOW
-) -> tuple[datetime, datetime]:
-    """Fill a half-open window from its defaults: ``until`` now, ``since`` one default before."""
-    if until is None:
-        until = utcnow()
-    if since is None:
-        # Near the start of the calendar the window starts at its first instant.
-        since = until - default if until - _EARLIEST > default else _EARLIEST
-    check_window(since, until)
-    return since, until
 
 
 def latest_run_in_window(since: datetime, until: datetime) -> sa.ColumnElement[int | None]:
@@ -70,11 +53,9 @@ async def client_summary(
     conn: AsyncConnection, client_id: int, since: datetime | None, until: datetime | None
 ) -> dict[str, Any]:
     """The summary as a ``ClientSummary``-shaped document (see chm.runs.serialize)."""
-    client = (
-        await conn.execute(sa.select(Client.id, Client.name).where(Client.id == client_id))
-    ).first()
-    if client is None:
-        raise NotFound(f"client '{client_id}' not found")
+    client = await first_or_404(
+        conn, sa.select(Client.id, Client.name).where(Client.id == client_id), "client", client_id
+    )
     since, until = resolve_window(since, until)
 
     pipelines = (

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from chm.core.types import UTCDateTime
 from chm.models.base import Base, IdMixin, TimestampMixin, name_key
+from chm.models.client import Client
 
 
 class Pipeline(IdMixin, TimestampMixin, Base):
@@ -43,3 +44,9 @@ class Pipeline(IdMixin, TimestampMixin, Base):
     def _keep_name_key(self, _key: str, value: str) -> str:
         self.name_key = name_key(value)
         return value
+
+
+def active_inventory() -> sa.ColumnElement[bool]:
+    """A pipeline is active inventory only when it and its client are active
+    (for a select that joins ``Pipeline`` to its ``Client``)."""
+    return sa.and_(Pipeline.is_active.is_(True), Client.is_active.is_(True))

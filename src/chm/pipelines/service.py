@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from chm.core.changes import apply_changes
-from chm.core.errors import Conflict, NotFound, ValidationFailed
-from chm.core.pagination import decode_cursor, encode_cursor
-from chm.core.query import after_key
+from chm.core.errors import Conflict, ValidationFailed
+from chm.core.keyset import Keyset, SortKey, keyset_page
+from chm.core.lookup import flush_or_conflict, get_or_404
 from chm.models import Client, Pipeline
 from chm.models.base import name_key
+from chm.models.pipeline import active_inventory
 from chm.pipelines.schemas import PipelineCreate, PipelineUpdate
 
-CURSOR_KIND = "pipelines"
+# By name across clients; the id makes the order total (names repeat across clients).
+KEYSET = Keyset("pipelines", (SortKey(Pipeline.name_key, str), SortKey(Pipeline.id, int)))
 
 
 class DuplicatePipeline(Conflict):
@@ -23,10 +24,7 @@ class DuplicatePipeline(Conflict):
 
 
 def get_pipeline(session: Session, pipeline_id: int) -> Pipeline:
-    pipeline = session.get(Pipeline, pipeline_id)
-    if pipeline is None:
-        raise NotFound(f"pipeline '{pipeline_id}' not found")
-    return pipeline
+    return get_or_404(session, Pipeline, pipeline_id, "pipeline")
 
 
 def _check_unique(
@@ -54,12 +52,9 @@ def _check_unique(
 
 
 def _flush_or_conflict(session: Session) -> None:
-    try:
-        session.flush()
-    except IntegrityError:
-        raise DuplicatePipeline(
-            "a pipeline with the same name or external id already exists"
-        ) from None
+    flush_or_conflict(
+        session, DuplicatePipeline("a pipeline with the same name or external id already exists")
+    )
 
 
 def create_pipeline(session: Session, data: PipelineCreate) -> Pipeline:
@@ -117,11 +112,6 @@ def disable_pipeline(session: Session, pipeline_id: int) -> Pipeline:
     return pipeline
 
 
-def active_inventory() -> sa.ColumnElement[bool]:
-    """A pipeline is active inventory only when it and its client are active."""
-    return sa.and_(Pipeline.is_active.is_(True), Client.is_active.is_(True))
-
-
 def list_pipelines(
     session: Session,
     *,
@@ -141,13 +131,4 @@ def list_pipelines(
         query = query.where(Pipeline.environment == environment)
     if not include_inactive:
         query = query.where(active_inventory())
-    if cursor is not None:
-        key = decode_cursor(CURSOR_KIND, cursor, (str, int))
-        query = query.where(after_key([Pipeline.name_key, Pipeline.id], key))
-    query = query.order_by(Pipeline.name_key, Pipeline.id).limit(limit + 1)
-    rows = list(session.scalars(query))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(CURSOR_KIND, [rows[-1].name_key, rows[-1].id])
-    return rows, next_cursor
+    return keyset_page(session, KEYSET, query, cursor=cursor, limit=limit)

@@ -14,11 +14,11 @@ from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel
 from pydantic_core import PydanticCustomError
 
-from chm.clients.summary import resolve_window
 from chm.core.errors import ValidationFailed
 from chm.core.ids import IdFilter
 from chm.core.schemas import UTCTimestamp
 from chm.core.timeutil import as_utc, isoformat_z, utcnow
+from chm.core.window import resolve_window
 from chm.reports.schemas import Report
 from chm.reports.sql import Bucket, FixedClock, Scope, Window, at_time
 

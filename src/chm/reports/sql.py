@@ -30,7 +30,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 
 from chm.core.types import UTCDateTime
 from chm.models import Client, Pipeline, Run
-from chm.pipelines.service import active_inventory
+from chm.models.pipeline import active_inventory
 
 TimeExpr = ColumnElement[datetime]
 # A statement of any columns (SQLAlchemy 2.1 types a Select by its columns).

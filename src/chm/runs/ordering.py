@@ -13,42 +13,36 @@ starts right at the cursor, however deep.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from chm.core.types import NullsLowKey
+from chm.core.keyset import Keyset, SortKey
 from chm.models import Run
 
-ORDER_KEYS: list[Any] = [
-    NullsLowKey(Run.__table__.c.started_at),
-    NullsLowKey(Run.__table__.c.finished_at),
-    Run.id,
-]
-ORDER_BY = [key.desc() for key in ORDER_KEYS]
+# The bounds of a cursor go through the same key expression, so a missing
+# time in the cursor becomes the same floor the index holds. The row-value
+# comparison is the exact rule, and PostgreSQL seeks the index with it; the
+# implied bound on started_at lets SQLite, which does not seek with row
+# values, start its index range at the cursor too.
+KEYSET = Keyset(
+    "runs",
+    (
+        SortKey(Run.__table__.c.started_at, datetime, nulls_low=True),
+        SortKey(Run.__table__.c.finished_at, datetime, nulls_low=True),
+        SortKey(Run.__table__.c.id, int),
+    ),
+    descending=True,
+    bound_first_key=True,
+)
+ORDER_BY = KEYSET.order_by
 
 
-def cursor_key(run: Any) -> list[Any]:
-    """The keyset position of a run (an ORM object or a row)."""
-    return [run.started_at, run.finished_at, run.id]
-
-
-def after_cursor(key: list[Any]) -> sa.ColumnElement[bool]:
-    """Runs strictly after ``key`` (a run's ``cursor_key``) in the ordering rule."""
-    started, finished, run_id = key
-    # The bounds go through the same key expression, so a missing time in
-    # the cursor becomes the same floor the index holds.
-    started_bound = NullsLowKey(sa.literal(started, Run.started_at.type))
-    bound = sa.tuple_(
-        started_bound,
-        NullsLowKey(sa.literal(finished, Run.finished_at.type)),
-        sa.literal(run_id, Run.id.type),
-    )
-    # The row-value comparison is the exact rule, and PostgreSQL seeks the
-    # index with it. The implied first-key bound lets SQLite, which does not
-    # seek with row values, start its index range at the cursor too.
-    return sa.and_(ORDER_KEYS[0] <= started_bound, sa.tuple_(*ORDER_KEYS) < bound)
+def after_cursor(key: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """Runs strictly after ``key`` (started_at, finished_at, id) in the ordering rule."""
+    return KEYSET.after(key)
 
 
 def _time_key(value: datetime | None) -> tuple[int, datetime]:

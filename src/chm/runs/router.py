@@ -7,11 +7,12 @@ from fastapi import APIRouter, Query, Response
 from chm.core.deps import ReadConnection, WriteSession
 from chm.core.ids import IdFilter, PipelineID, RunID
 from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
+from chm.core.responses import json_bytes_response
 from chm.core.schemas import UTCTimestamp
 from chm.core.status import RunStatus
 from chm.runs import service
 from chm.runs.schemas import RunCreate, RunOut, RunUpdate
-from chm.runs.serialize import json_bytes_response, run_document, runs_page
+from chm.runs.serialize import run_document, runs_page
 
 router = APIRouter(tags=["runs"])
 

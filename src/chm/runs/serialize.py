@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from starlette.responses import Response
 
+from chm.core.responses import json_bytes_response
 from chm.models import Run
 
 RUNS = Run.__table__
@@ -38,8 +38,6 @@ RUN_COLUMNS = (
     RUNS.c.updated_at,
 )
 
-_OPTIONS = orjson.OPT_UTC_Z
-
 # A row of RUN_COLUMNS (any arity, as SQLAlchemy types rows).
 RunRow = sa.Row[*tuple[Any, ...]]
 
@@ -49,14 +47,6 @@ def run_document(row: RunRow) -> dict[str, Any]:
     document["id"] = str(document["id"])
     document["pipeline_id"] = str(document["pipeline_id"])
     return document
-
-
-def json_bytes(content: Any) -> bytes:
-    return orjson.dumps(content, option=_OPTIONS)
-
-
-def json_bytes_response(content: Any, status_code: int = 200) -> Response:
-    return Response(json_bytes(content), status_code=status_code, media_type="application/json")
 
 
 def runs_page(rows: Sequence[RunRow], next_cursor: str | None) -> Response:

@@ -7,25 +7,21 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from chm.core.changes import apply_changes
 from chm.core.errors import Conflict, NotFound, ValidationFailed
-from chm.core.pagination import decode_cursor, encode_cursor
+from chm.core.keyset import keyset_page_async
+from chm.core.lookup import first_or_404, flush_or_conflict, get_or_404
 from chm.core.redaction import stored_payload, stored_text
 from chm.core.status import RunStatus
 from chm.core.timeutil import derived_duration
+from chm.core.window import check_window
 from chm.models import Pipeline, Run
-from chm.pipelines.service import get_pipeline
-from chm.runs.ordering import ORDER_BY, after_cursor, cursor_key
+from chm.runs.ordering import KEYSET, ORDER_BY
 from chm.runs.schemas import RunCreate, RunUpdate
 from chm.runs.serialize import RUN_COLUMNS, RUNS, RunRow
-
-CURSOR_KIND = "runs"
-# started_at, finished_at (each may be missing), id
-RUN_CURSOR_TYPES = ((datetime, type(None)), (datetime, type(None)), int)
 
 
 class DuplicateExternalRunId(Conflict):
@@ -38,12 +34,6 @@ class InactivePipeline(Conflict):
     type_slug = "inactive-pipeline"
 
 
-def check_window(since: datetime | None, until: datetime | None) -> None:
-    """Half-open windows ``since <= t < until`` need ``until`` after ``since``."""
-    if since is not None and until is not None and until <= since:
-        raise ValidationFailed.one("until", "not_after_since", "until must be after since")
-
-
 def _check_times(started_at: datetime | None, finished_at: datetime | None) -> None:
     if started_at is not None and finished_at is not None and finished_at < started_at:
         raise ValidationFailed.one(
@@ -52,10 +42,7 @@ def _check_times(started_at: datetime | None, finished_at: datetime | None) -> N
 
 
 def get_run(session: Session, run_id: int) -> Run:
-    run = session.get(Run, run_id)
-    if run is None:
-        raise NotFound(f"run '{run_id}' not found")
-    return run
+    return get_or_404(session, Run, run_id, "run")
 
 
 def create_manual_run(session: Session, pipeline_id: int, data: RunCreate) -> Run:
@@ -65,19 +52,20 @@ def create_manual_run(session: Session, pipeline_id: int, data: RunCreate) -> Ru
     # which no request holds while it works on its own body.
     error_message = None if data.error_message is None else stored_text(data.error_message)
     source_payload = stored_payload(data.source_payload)
-    pipeline = get_pipeline(session, pipeline_id)
+    pipeline = get_or_404(session, Pipeline, pipeline_id, "pipeline")
     if not pipeline.is_active:
         raise InactivePipeline(f"pipeline '{pipeline_id}' is inactive; enable it to record runs")
     _check_times(data.started_at, data.finished_at)
     # FR-019: a manual run without an identity still gets a unique one.
     external_run_id = data.external_run_id or f"manual-{uuid.uuid4().hex}"
+    duplicate = DuplicateExternalRunId(
+        f"pipeline '{pipeline_id}' already has a run {external_run_id!r}"
+    )
     taken = sa.select(Run.id).where(
         Run.pipeline_id == pipeline.id, Run.external_run_id == external_run_id
     )
     if session.scalar(taken) is not None:
-        raise DuplicateExternalRunId(
-            f"pipeline '{pipeline_id}' already has a run {external_run_id!r}"
-        )
+        raise duplicate
     from_source = data.duration_seconds is not None
     run = Run(
         pipeline_id=pipeline.id,
@@ -96,12 +84,7 @@ def create_manual_run(session: Session, pipeline_id: int, data: RunCreate) -> Ru
         source_payload=source_payload,
     )
     session.add(run)
-    try:
-        session.flush()
-    except IntegrityError:
-        raise DuplicateExternalRunId(
-            f"pipeline '{pipeline_id}' already has a run {external_run_id!r}"
-        ) from None
+    flush_or_conflict(session, duplicate)
     return run
 
 
@@ -128,17 +111,13 @@ def update_run(session: Session, run_id: int, data: RunUpdate) -> Run:
 
 async def require_pipeline(conn: AsyncConnection, pipeline_id: int) -> None:
     """A 404 when there is no such pipeline."""
-    found = await conn.scalar(sa.select(Pipeline.id).where(Pipeline.id == pipeline_id))
-    if found is None:
-        raise NotFound(f"pipeline '{pipeline_id}' not found")
+    query = sa.select(Pipeline.id).where(Pipeline.id == pipeline_id)
+    await first_or_404(conn, query, "pipeline", pipeline_id)
 
 
 async def read_run(conn: AsyncConnection, run_id: int) -> RunRow:
     query = sa.select(*RUN_COLUMNS).where(RUNS.c.id == run_id)
-    row = (await conn.execute(query)).first()
-    if row is None:
-        raise NotFound(f"run '{run_id}' not found")
-    return row
+    return await first_or_404(conn, query, "run", run_id)
 
 
 async def latest_run(conn: AsyncConnection, pipeline_id: int) -> RunRow:
@@ -182,12 +161,4 @@ async def list_runs(
         query = query.where(RUNS.c.event_at >= since)
     if until is not None:
         query = query.where(RUNS.c.event_at < until)
-    if cursor is not None:
-        key = decode_cursor(CURSOR_KIND, cursor, RUN_CURSOR_TYPES)
-        query = query.where(after_cursor(key))
-    rows = list((await conn.execute(query.order_by(*ORDER_BY).limit(limit + 1))).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(CURSOR_KIND, cursor_key(rows[-1]))
-    return rows, next_cursor
+    return await keyset_page_async(conn, KEYSET, query, cursor=cursor, limit=limit)
