@@ -52,6 +52,12 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> Calls:
 
 
 @pytest.fixture
+def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files stay fresh (not settled) for the whole test, however slow the machine."""
+    monkeypatch.setattr(sources_cache, "_SETTLED_NS", 10**18)
+
+
+@pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> Calls:
     """Every read of the file to compare its content."""
     calls = Calls()
@@ -88,7 +94,7 @@ def test_an_unchanged_settled_file_is_loaded_once_and_then_only_looked_at(
 
 
 def test_a_file_just_written_is_compared_by_content_not_loaded_again(
-    tmp_path, loads, reads
+    tmp_path, loads, reads, fresh
 ) -> None:
     path = write(tmp_path / "s.toml", entry("one"))
     cache = SourcesCache()
@@ -107,7 +113,7 @@ def test_a_changed_file_is_loaded_on_the_next_use(tmp_path, loads) -> None:
 
 
 def test_an_edit_within_one_tick_of_the_files_clock_is_still_seen(
-    tmp_path, loads, monkeypatch
+    tmp_path, loads, monkeypatch, fresh
 ) -> None:
     # Within one tick of the filesystem's clock an edit of the same size keeps
     # every time the file has: its identity says nothing changed.
