@@ -85,7 +85,7 @@ def test_a_bad_or_missing_rule_type_is_an_error_on_rule_type(api, acme):
                                                           "threshold": 1, "extra": 1})  # fmt: skip
     assert sorted((e["field"], e["code"], e["message"]) for e in missing.json()["errors"]) == [
         ("extra", "unknown_field", "Extra inputs are not permitted"),
-        ("window_minutes", "required", "window_minutes is required when rule_type is failures_in_window"),
+        ("window_minutes", "required", "window_minutes is required for failures_in_window rules"),
     ]  # fmt: skip
 
 

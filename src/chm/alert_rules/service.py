@@ -76,7 +76,7 @@ def _resolve(session: Session, values: RuleValues) -> dict[str, Any]:
                     FieldIssue(
                         field,
                         "required",
-                        f"{field} is required when rule_type is failures_in_window",
+                        f"{field} is required for failures_in_window rules",
                     )
                 )
     if issues:

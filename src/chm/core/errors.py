@@ -184,7 +184,7 @@ def _issue(err: Any, body: Any) -> FieldIssue:
     if tag is not None:
         parts = parts[1:]
         if error_type == "missing":
-            message = f"{parts[-1]} is required when {tag[0]} is {tag[1]}"
+            message = f"{parts[-1]} is required for {tag[1]} rules"
     if error_type in ("union_tag_invalid", "union_tag_not_found"):
         # The field that chooses the branch is missing or names no branch.
         context = err.get("ctx") or {}
