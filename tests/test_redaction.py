@@ -10,10 +10,10 @@ would halve never shows.
 
 from __future__ import annotations
 
-import re
 import string
 
 import orjson
+from bench.redaction import old_redact_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,22 +32,9 @@ from chm.core.redaction import (
     stored_text,
 )
 
-# The patterns as they were before they were made linear (quadratic on long
-# runs of letters): the reference for what redaction must still catch.
-_OLD_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@]+)@")
-_OLD_BEARER = re.compile(r"\b(?P<kind>Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
-_OLD_SECRET_ASSIGNMENT = re.compile(
-    r"(?P<name>\b(?:sig|signature|access_token|id_token|refresh_token|token|api_key|apikey"
-    r"|password|pwd|client_secret|secret|AccountKey|SharedAccessKey|SharedAccessSignature))"
-    r"=(?P<value>[^&;\s\"']+)",
-    re.IGNORECASE,
-)
-
-
-def old_redact_text(text: str) -> str:
-    text = _OLD_URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
-    text = _OLD_SECRET_ASSIGNMENT.sub(lambda m: f"{m.group('name')}={REDACTED}", text)
-    return _OLD_BEARER.sub(lambda m: f"{m.group('kind')} {REDACTED}", text)
+# old_redact_text: the patterns as they were before they were made linear
+# (quadratic on long runs of letters), the reference for what redaction must
+# still catch; bench/redaction.py times them with --before.
 
 
 # Pieces that make the patterns start, stop and restart: scheme characters,
