@@ -3,37 +3,19 @@ acknowledged and leaves no partial state; after a restart the rest completes."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import httpx
 import sqlalchemy as sa
 
-from live import free_port
+from live import free_port, start_chm_server
 
 
-def start_server(db_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHM_")}
-    env.update(CHM_DATABASE_URL=db_url, CHM_LOG_LEVEL="WARNING")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "chm.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
+def start_server(db_url: str, port: int) -> subprocess.Popen[str]:
+    return start_chm_server(db_url, port)
 
 
 def test_sigkill_during_writes_keeps_every_acknowledged_run(db_url, engine, backend):

@@ -4,11 +4,9 @@ even with a request in flight that never finishes, and at once when idle."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -16,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from live import free_port
+from live import free_port, start_chm_server
 
 SHUTDOWN_TIMEOUT_S = 1
 # Generous: the bound is there to tell "stops" from "waits forever", not to
@@ -25,28 +23,9 @@ EXIT_BOUND_S = SHUTDOWN_TIMEOUT_S + 20
 
 
 def start_server(db_url: str, port: int, shutdown_timeout_s: int) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHM_")}
-    env.update(
-        CHM_DATABASE_URL=db_url,
-        CHM_LOG_LEVEL="WARNING",
-        CHM_SHUTDOWN_TIMEOUT_S=str(shutdown_timeout_s),
+    return start_chm_server(
+        db_url, port, stderr=subprocess.PIPE, CHM_SHUTDOWN_TIMEOUT_S=str(shutdown_timeout_s)
     )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "chm.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
 
 
 def stop(server: subprocess.Popen[str]) -> str:

@@ -72,6 +72,7 @@ from chm.ingestion.rule import PageCounts, Row, snapshot_row
 from chm.ingestion.sources import AnySource, SourceBase, TokenMissing
 from chm.ingestion.store import PlannerStatistics, run_store
 from chm.models import Client, Pipeline
+from chm.models.pipeline import active_inventory
 
 logger = logging.getLogger("chm.ingestion")
 
@@ -148,8 +149,7 @@ def select_pipelines(
         )
         .join(Client, Client.id == Pipeline.client_id)
         .where(
-            Pipeline.is_active.is_(True),
-            Client.is_active.is_(True),
+            active_inventory(),
             Pipeline.external_id.is_not(None),
         )
         .order_by(Pipeline.id)

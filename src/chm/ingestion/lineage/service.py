@@ -19,6 +19,7 @@ from chm.ingestion.sources import AnySource
 from chm.ingestion.store import run_store
 from chm.models import Client, Pipeline
 from chm.models.base import name_key
+from chm.models.pipeline import active_inventory
 
 logger = logging.getLogger("chm.ingestion.lineage")
 
@@ -54,8 +55,7 @@ def pipeline_for(
         sa.select(Pipeline.id, Pipeline.platform, Pipeline.environment, Client.name)
         .join(Client, Client.id == Pipeline.client_id)
         .where(
-            Pipeline.is_active.is_(True),
-            Client.is_active.is_(True),
+            active_inventory(),
             Pipeline.platform == source.platform,
             Pipeline.environment == source.environment,
             Pipeline.external_id == job_name,

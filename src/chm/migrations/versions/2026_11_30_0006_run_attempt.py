@@ -3,7 +3,7 @@
 A platform can start a finished run again under the same id (an Airflow DAG
 run cleared, a GitHub workflow re-run, a Databricks repair). Ingestion tells
 such a new attempt from a stale snapshot by a marker the source raises with
-every attempt (``chm.ingestion.upsert.attempt_order``); the stored run keeps
+every attempt (``chm.ingestion.rule.attempt_order``); the stored run keeps
 the marker of the attempt it shows, null when the source gives none.
 
 Revision ID: 0006
