@@ -24,6 +24,7 @@ from chm.core.errors import (
     problem_responses,
 )
 from chm.core.settings import Environment, Settings, get_settings
+from chm.core.shutdown import ShutdownAnswerMiddleware
 from chm.ingestion.lineage.router import router as lineage_router
 from chm.ingestion.router import router as ingestion_router
 from chm.ingestion.sources_cache import SourcesCache
@@ -71,8 +72,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             prefix=API_PREFIX,
             exempt=(f"{API_PREFIX}/lineage",),
         )
-    # Outermost: an oversized body is refused before anything else reads it.
+    # An oversized body is refused before anything else reads it.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Outermost: a request cancelled by the bounded shutdown gets a 503, not a bare 500.
+    app.add_middleware(ShutdownAnswerMiddleware)
 
     api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     for router in (
