@@ -3,6 +3,7 @@
 from chm.models.alert_rule import AlertRule, RuleType
 from chm.models.base import Base
 from chm.models.client import Client
+from chm.models.lineage_unmatched_job import LineageUnmatchedJob
 from chm.models.pipeline import Pipeline
 from chm.models.run import Run
 from chm.models.settings import DatabaseSetting
@@ -12,6 +13,7 @@ __all__ = [
     "Base",
     "Client",
     "DatabaseSetting",
+    "LineageUnmatchedJob",
     "Pipeline",
     "RuleType",
     "Run",
