@@ -27,6 +27,7 @@ from typing import Any
 
 import httpcore
 import httpx
+from httpx._utils import get_environment_proxies  # httpx's reading of the proxy variables
 
 _deadline: ContextVar[float | None] = ContextVar("chm_http_deadline", default=None)
 
@@ -111,15 +112,16 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-def deadline_transport() -> httpx.HTTPTransport:
-    """httpx's own transport, its connection pool reading through ``_DeadlineBackend``.
+def deadline_transport(proxy: str | None = None) -> httpx.HTTPTransport:
+    """httpx's own transport (through ``proxy`` when given), its connection pool
+    reading through ``_DeadlineBackend``.
 
     httpx takes no network backend, but the httpcore pool it wraps does:
     the backend is swapped in place, and a pool of another shape (a new
     httpx or httpcore) fails here, at start-up, rather than leaving the
     exchange unbounded without a word.
     """
-    transport = httpx.HTTPTransport()
+    transport = httpx.HTTPTransport(proxy=proxy)
     pool = getattr(transport, "_pool", None)
     backend = getattr(pool, "_network_backend", None)
     if not isinstance(pool, httpcore.ConnectionPool) or not isinstance(
@@ -128,3 +130,17 @@ def deadline_transport() -> httpx.HTTPTransport:
         raise RuntimeError("httpx's transport has no httpcore pool with a network backend")
     pool._network_backend = _DeadlineBackend(backend)
     return transport
+
+
+def deadline_mounts() -> dict[str, httpx.BaseTransport | None]:
+    """The proxies of the environment (``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY``), each behind a deadline transport, as
+    ``httpx.Client(mounts=...)`` takes them. httpx reads the environment
+    itself only when it builds its own transport: a client given one (ours)
+    must be given the proxies too, by httpx's own reading of the environment
+    so that ``NO_PROXY`` means exactly what it means to httpx. ``None``
+    (a ``NO_PROXY`` host) sends that traffic through the client's transport."""
+    return {
+        pattern: None if url is None else deadline_transport(proxy=url)
+        for pattern, url in get_environment_proxies().items()
+    }

@@ -48,7 +48,7 @@ from chm.core.redaction import Redactor, register_secret
 from chm.core.timeutil import utcnow
 from chm.ingestion.connectors.base import PageRequest
 from chm.ingestion.credentials import Credentials
-from chm.ingestion.deadline import deadline, deadline_transport
+from chm.ingestion.deadline import deadline, deadline_mounts, deadline_transport
 from chm.ingestion.sources import SourceBase
 
 logger = logging.getLogger("chm.ingestion")
@@ -129,6 +129,7 @@ class SourceClient:
             timeout=httpx.Timeout(source.timeout_s),
             follow_redirects=False,
             transport=deadline_transport(),
+            mounts=deadline_mounts(),
         )
         self._sleep = sleep
         self._backoff = wait_exponential_jitter(
