@@ -173,6 +173,22 @@ def test_within_one_attempt_a_non_terminal_snapshot_needs_a_newer_update_time() 
     assert not is_stale(timed, row("running", 0, updated=20))
 
 
+def test_within_one_attempt_an_outcome_that_ended_earlier_is_an_older_read() -> None:
+    # A Databricks repair read without its repair history (no marker): the
+    # repaired outcome, then a late copy of the page with the first one.
+    first = row("failed", 0, 30)
+    repaired = merge(first, row("success", 0, 180))
+    assert repaired is not None and repaired["status"] == "success"
+    assert is_stale(repaired, row("failed", 0, 30))
+    assert merge(repaired, row("failed", 0, 30)) is None
+    # Unless the source says the earlier end is the newer word on the run.
+    timed = row("success", 0, 180, updated=180)
+    assert not is_stale(timed, row("failed", 0, 30, updated=200))
+    assert is_stale(timed, row("failed", 0, 30, updated=180))
+    # The same end with another outcome is still a correction in place.
+    assert not is_stale(row("failed", 0, 30), row("success", 0, 30))
+
+
 def test_a_replay_of_the_same_snapshot_changes_nothing() -> None:
     for stored in (
         row("success", 0, 14, attempt=1),

@@ -20,6 +20,9 @@ events with ``fold_event``.
   unknown) never replaces a terminal status (success, failed, cancelled,
   skipped), unless both carry an update time and the snapshot's is strictly
   newer: the source shows the run really restarted;
+- within one attempt, a terminal snapshot that ended before the stored
+  terminal outcome is an older read and ignored, unless both carry an update
+  time and the snapshot's is strictly newer;
 - within one attempt ``started_at`` is never lost once known: a snapshot
   without one keeps the stored value; a terminal snapshot without
   ``finished_at`` keeps the stored one too; and so do the source update
@@ -135,6 +138,15 @@ def is_stale(stored: Row, snapshot: Row) -> bool:
         return order < 0
     if stored["status"] in TERMINAL_STATUSES and snapshot["status"] not in TERMINAL_STATUSES:
         return not _before(old, new)  # restarted in place: a strictly newer update
+    if (
+        stored["status"] in TERMINAL_STATUSES
+        and snapshot["status"] in TERMINAL_STATUSES
+        and _before(snapshot["finished_at"], stored["finished_at"])
+    ):
+        # An outcome that ended earlier than the stored one is an older read
+        # (a repair's outcome read before a late copy of the first one),
+        # unless the source says it is newer.
+        return not _before(old, new)
     return False
 
 
