@@ -57,6 +57,9 @@ class SourceBase(BaseModel):
     # The OpenLineage job namespace whose events this source's key may push.
     openlineage_namespace: Namespace | None = None
     base_url: HttpUrl | None = Field(default=None, validate_default=True)
+    # Create the pipeline of a job that matches none on its first OpenLineage
+    # event, in this source's client (chm.ingestion.lineage.unmatched).
+    register_pipelines: bool = False
     # Incremental ingestion asks for what changed since the last watermark
     # minus this margin, so that late updates are never missed.
     incremental_overlap_s: Annotated[float, Field(ge=0, le=7 * 86_400)] = 900.0
@@ -81,6 +84,21 @@ class SourceBase(BaseModel):
         if value is not None and info.data.get("token_env") is None:
             raise ValueError(
                 "needs token_env: the key that clients pushing events for this namespace must send"
+            )
+        return value
+
+    @field_validator("register_pipelines")
+    @classmethod
+    def _registers_into_a_namespace_and_a_client(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("openlineage_namespace") is None:
+            raise ValueError(
+                "register_pipelines creates pipelines from OpenLineage events: it needs an "
+                "openlineage_namespace"
+            )
+        if value and info.data.get("client") is None:
+            raise ValueError(
+                "register_pipelines needs client: a pipeline belongs to exactly one client, "
+                "and a source without client serves every client"
             )
         return value
 

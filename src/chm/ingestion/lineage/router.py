@@ -9,13 +9,16 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from chm.core.deps import ReadSession
 from chm.core.errors import Unauthorized, problem_responses
+from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
 from chm.core.redaction import Redactor
 from chm.ingestion.config import ConfigError
 from chm.ingestion.lineage.auth import bearer_key, keyed_sources
 from chm.ingestion.lineage.body import read_body
 from chm.ingestion.lineage.mapping import changes_a_run, event_snapshot, parse_event
 from chm.ingestion.lineage.service import LineageAnswer, record_event
+from chm.ingestion.lineage.unmatched import UnmatchedJobOut, list_unmatched
 from chm.ingestion.router import IngestionNotConfigured
 from chm.ingestion.sources_cache import SourcesCache
 
@@ -66,3 +69,14 @@ async def receive_lineage_event(request: Request) -> JSONResponse:
     state = request.app.state
     status, answer = await run_in_threadpool(record_event, state, sources, source, event, row)
     return JSONResponse(answer.model_dump(mode="json", exclude_none=True), status_code=status)
+
+
+@router.get("/unmatched", response_model=Page[UnmatchedJobOut])
+def list_unmatched_jobs(
+    session: ReadSession, limit: LimitParam = DEFAULT_LIMIT, cursor: CursorParam = None
+) -> Page[UnmatchedJobOut]:
+    """OpenLineage jobs whose events match no active pipeline (yet), last seen first."""
+    rows, next_cursor = list_unmatched(session, limit=limit, cursor=cursor)
+    return Page[UnmatchedJobOut](
+        items=[UnmatchedJobOut.of(row) for row in rows], next_cursor=next_cursor
+    )

@@ -8,12 +8,19 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
 from starlette.datastructures import State
 
 from chm.core.errors import ValidationFailed
 from chm.core.timeutil import utcnow
 from chm.ingestion.config import Sources
 from chm.ingestion.lineage.mapping import RunEvent
+from chm.ingestion.lineage.unmatched import (
+    MAX_UNMATCHED_JOBS,
+    NotRegistered,
+    record_unmatched,
+    register_pipeline,
+)
 from chm.ingestion.rule import Row, fold_event
 from chm.ingestion.sources import AnySource
 from chm.ingestion.store import run_store
@@ -23,6 +30,8 @@ from chm.models.pipeline import active_inventory
 
 logger = logging.getLogger("chm.ingestion.lineage")
 
+NO_PIPELINE = "no active pipeline of this namespace has the job as external_id"
+
 
 class LineageAnswer(BaseModel):
     result: Literal["created", "updated", "unchanged", "ignored"]
@@ -31,6 +40,11 @@ class LineageAnswer(BaseModel):
     reason: str | None = None
     ignored_total: int | None = Field(
         None, description="Events this process ignored so far (jobs mapped to no pipeline)"
+    )
+    unmatched_recorded: bool | None = Field(
+        None,
+        description="Whether the ignored job is listed by GET /api/v1/lineage/unmatched "
+        "(false only when that table is full and the job is new to it)",
     )
 
 
@@ -70,7 +84,7 @@ def pipeline_for(
         if sources.for_pipeline(row.platform, row.environment, row.name) is source
     ]
     if not served:
-        return None, "no active pipeline of this namespace has the job as external_id"
+        return None, NO_PIPELINE
     if len(served) > 1:
         return None, f"the job is the external_id of {len(served)} pipelines of this namespace"
     return served[0], None
@@ -83,11 +97,10 @@ def record_event(
     pipeline; answers the HTTP status and the answer."""
     with state.read_sessions() as session:
         pipeline_id, reason = pipeline_for(session, sources, source, event.job.name)
+    if pipeline_id is None and reason == NO_PIPELINE and source.register_pipelines:
+        pipeline_id, reason = _register(state, sources, source, event.job.name)
     if pipeline_id is None:
-        ignored = _ignored(state).add()
-        logger.info("lineage event ignored (namespace %r, job %r): %s; %d ignored so far",
-                    event.job.namespace, event.job.name, reason, ignored)  # fmt: skip
-        return 202, LineageAnswer(result="ignored", reason=reason, ignored_total=ignored)
+        return 202, _unmatched(state, source, event, reason or NO_PIPELINE)
     answer = LineageAnswer(
         result="unchanged", pipeline_id=str(pipeline_id), external_run_id=event.run.runId
     )
@@ -105,8 +118,49 @@ def record_event(
     return 200, answer
 
 
-def _ignored(state: State) -> IgnoredEvents:
-    counter = getattr(state, "lineage_ignored", None)
+def _register(
+    state: State, sources: Sources, source: AnySource, job_name: str
+) -> tuple[int | None, str | None]:
+    """The pipeline a ``register_pipelines`` source creates for a new job, or the
+    reason it could not (chm.ingestion.lineage.unmatched)."""
+    try:
+        with state.write_sessions.begin() as session:
+            return register_pipeline(session, source, job_name), None
+    except NotRegistered as refused:
+        reason: str | None = str(refused)
+    except IntegrityError:
+        reason = None
+    # A concurrent first event of the job may have created it meanwhile (its
+    # insert refused ours, or it took the name between our checks): that one
+    # is ours too.
+    with state.read_sessions() as session:
+        pipeline_id, lookup_reason = pipeline_for(session, sources, source, job_name)
+    return pipeline_id, None if pipeline_id is not None else reason or lookup_reason
+
+
+def _unmatched(state: State, source: AnySource, event: RunEvent, reason: str) -> LineageAnswer:
+    """Count, log and record (in this request's transaction) an event of a job
+    that maps to no pipeline."""
+    ignored = _ignored(state).add()
+    with state.write_sessions.begin() as session:
+        recorded = record_unmatched(
+            session, source, event.job.namespace, event.job.name, reason, utcnow()
+        )
+    logger.info("lineage event ignored (namespace %r, job %r): %s; %d ignored so far",
+                event.job.namespace, event.job.name, reason, ignored)  # fmt: skip
+    if not recorded:
+        unrecorded = _ignored(state, "lineage_unrecorded").add()
+        logger.warning("lineage job %r of namespace %r not recorded: %d unmatched jobs are "
+                       "recorded already; %d such events so far", event.job.name,
+                       event.job.namespace, MAX_UNMATCHED_JOBS, unrecorded)  # fmt: skip
+    return LineageAnswer(
+        result="ignored", reason=reason, ignored_total=ignored, unmatched_recorded=recorded
+    )
+
+
+def _ignored(state: State, name: str = "lineage_ignored") -> IgnoredEvents:
+    counter = getattr(state, name, None)
     if counter is None:
-        counter = state.lineage_ignored = IgnoredEvents()
+        counter = IgnoredEvents()
+        setattr(state, name, counter)
     return counter
