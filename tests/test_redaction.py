@@ -222,3 +222,10 @@ def test_one_redactor_removes_credentials_and_the_secrets_it_knows() -> None:
     assert later.value(value) == redact(value, later.secrets)
     assert later.stored_text(text) == stored_text(text, later.secrets)
     assert later.stored_payload(value) == stored_payload(value, later.secrets)
+
+
+def test_a_secret_that_holds_another_is_removed_whole_whatever_the_order() -> None:
+    # A login's token that begins with the password it was exchanged for.
+    password, token = "hunter22", "hunter22-session-4f9a1c"
+    for redactor in (Redactor((password,)).with_secret(token), Redactor((token, password))):
+        assert redactor.text(f"x {token} y") == f"x {REDACTED} y"

@@ -102,7 +102,11 @@ class Redactor:
     the one redaction of every path, whichever secrets that path knows."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets: tuple[str, ...] = tuple(secret for secret in secrets if secret)
+        # Longest first: a secret that holds another is removed whole, never
+        # left in pieces around the shorter one's marker.
+        self.secrets: tuple[str, ...] = tuple(
+            sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+        )
 
     def with_secret(self, secret: str) -> Redactor:
         """This redactor, knowing one more secret value."""

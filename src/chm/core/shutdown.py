@@ -4,8 +4,11 @@
 it, uvicorn cancels the requests still in flight, and would answer those that
 had not started their response with its own plain-text 500. This pure ASGI
 middleware, outermost, answers them instead with a 503 problem+json and a
-``Retry-After``: the client learns that nothing was acknowledged and that the
-same request may be sent again (to this server once it is back, or another).
+``Retry-After``: the client learns that nothing was acknowledged. It is not
+told that nothing was done: a write whose handler runs in a worker thread
+cannot be stopped by the cancellation and may still commit, so the answer
+says the outcome is unknown (a retry of a write that names its run,
+``external_run_id``, is safe; the upsert makes it count once).
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ class ShutdownAnswerMiddleware:
         except asyncio.CancelledError:
             if not started:
                 response = render_error(
-                    ServiceUnavailable("The server is shutting down; nothing was done, retry")
+                    ServiceUnavailable(
+                        "The server is shutting down and cut this request short; "
+                        "whether it took effect is unknown"
+                    )
                 )
                 response.headers["Retry-After"] = str(RETRY_AFTER_S)
                 await response(scope, receive, send)
