@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -319,3 +320,45 @@ def test_the_unmatched_listing_needs_the_api_token_in_production(
         allowed = api.get(f"{API}/lineage/unmatched",
                           headers={"authorization": "Bearer prod-api-token-9"})  # fmt: skip
         assert [i["job_name"] for i in ok(allowed)["items"]] == ["unknown.job"]
+
+
+@pytest.fixture
+def chm_status(db_url, monkeypatch) -> Iterator[Any]:
+    """Run ``chm status ...`` in-process on the test's database."""
+    from typer.testing import CliRunner
+
+    from chm.cli import app
+    from chm.core.settings import get_settings
+
+    monkeypatch.setenv("CHM_DATABASE_URL", db_url)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    get_settings.cache_clear()
+    yield lambda *args: CliRunner().invoke(app, ["status", *args])
+    get_settings.cache_clear()
+
+
+def test_chm_status_shows_the_unmatched_jobs(lineage_api, chm_status) -> None:
+    api = lineage_api
+    before = chm_status("--json")
+    assert before.exit_code == 0, before.output
+    assert json.loads(before.stdout)["unmatched_lineage_jobs"] == []
+    assert "OpenLineage jobs matching no pipeline: none" in chm_status().stdout
+    make_client(api, "Acme")
+    for job in ("orders_etl.lod", "orders_etl.lod", "adhoc.query"):
+        assert post(api, event("START", job)).status_code == 202
+    board = json.loads(chm_status("--json").stdout)
+    assert set(board) >= {"as_of", "client", "failing_now", "stuck_runs", "changes",
+                          "status_counts", "unmatched_lineage_jobs"}  # fmt: skip
+    assert board["unmatched_lineage_jobs"] == unmatched_jobs(api)
+    assert [(j["job_name"], j["event_count"]) for j in board["unmatched_lineage_jobs"]] == [
+        ("adhoc.query", 1),
+        ("orders_etl.lod", 2),
+    ]
+    scoped = json.loads(chm_status("--client", "acme", "--json").stdout)
+    assert len(scoped["unmatched_lineage_jobs"]) == 2
+    text = chm_status().stdout
+    assert max(len(line) for line in text.splitlines()) <= 80
+    section = text[text.index("OpenLineage jobs matching no pipeline (2)") :]
+    for expected in ("orders_etl.lod", "adhoc.query", "acme-spark", "2026-03-01 10:00",
+                     "no active pipeline"):  # fmt: skip
+        assert expected in section

@@ -132,6 +132,32 @@ def _counts_section(board: StatusBoard) -> list[RenderableType]:
     return _section("Pipelines by latest status", table)
 
 
+def _unmatched_section(board: StatusBoard) -> list[RenderableType]:
+    from chm.reports.board import UNMATCHED_JOBS_SHOWN
+
+    title = "OpenLineage jobs matching no pipeline"
+    jobs = board.unmatched_lineage_jobs
+    if not jobs:
+        return _section(f"{title}: none")
+    more = (
+        " or more; all: GET /api/v1/lineage/unmatched" if len(jobs) >= UNMATCHED_JOBS_SHOWN else ""
+    )
+    # The source names the namespace (one source per namespace): shorter.
+    table = _table("Source", "Job")
+    table.add_column("Events", no_wrap=True, justify="right")
+    table.add_column("Last seen (UTC)", no_wrap=True)
+    table.add_column("Reason", overflow="fold")
+    for job in jobs:
+        table.add_row(
+            job.source,
+            Text(job.job_name, style="yellow"),
+            str(job.event_count),
+            _time(job.last_seen_at),
+            job.reason,
+        )
+    return _section(f"{title} ({len(jobs)}{more})", table)
+
+
 def render_board(board: StatusBoard, console: Console) -> None:
     scope = f"client {board.client.name}" if board.client else "all clients"
     changes = board.changes
@@ -145,6 +171,7 @@ def render_board(board: StatusBoard, console: Console) -> None:
         *_changes_section(f"Recovered since {since}", changes.recovered, "green"),
         *([Text(f"Other status changes since {since}: {other}")] if other else []),
         *_counts_section(board),
+        *_unmatched_section(board),
     ]
     console.print(Group(*parts))
 
@@ -156,7 +183,8 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The board as JSON on stdout")] = False,
 ) -> None:
-    """The status board: failing now, stuck runs, changes since yesterday, counts by status."""
+    """The status board: failing now, stuck runs, changes since yesterday, counts by
+    status, OpenLineage jobs matching no pipeline."""
     from chm.core.db import make_session_factory
     from chm.reports.board import ClientNotOnBoard, build_board, find_client
 

@@ -2,7 +2,8 @@
 
 What is failing now (with client, platform, environment, when the failing
 run started and its error), which runs are stuck, what changed since
-yesterday, and how many pipelines stand in each status. It reads the
+yesterday, how many pipelines stand in each status, and which OpenLineage
+jobs send events that match no pipeline. It reads the
 database through the same report functions as the API, so the board and
 ``/api/v1/reports`` never disagree. The terminal rendering lives with the
 command (``chm.cli.status``); the model's JSON is ``chm status --json``.
@@ -14,19 +15,23 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 import sqlalchemy as sa
-from pydantic import BaseModel, PlainSerializer
+from pydantic import BaseModel, Field, PlainSerializer
 from sqlalchemy.orm import Session
 
 from chm.core.status import RunStatus
 from chm.core.timeutil import isoformat_z
-from chm.models import Client, Run
+from chm.models import Client, LineageUnmatchedJob, Run
 from chm.models.base import name_key
+from chm.models.lineage_unmatched_job import still_unmatched
 from chm.reports.schemas import LatestStatusRow, StatusChangeRow, StuckRunRow
 from chm.reports.sql import FixedClock, Scope, Window, at_time
 from chm.reports.status import DEFAULT_CHANGES_WINDOW, latest_status, status_changes, stuck_runs
 
 NO_RUNS = "no_runs"
 ERROR_PREVIEW = 200  # characters of a failing run's error kept on the board
+# The unmatched OpenLineage jobs the board shows, last seen first; the rest
+# are listed by GET /api/v1/lineage/unmatched.
+UNMATCHED_JOBS_SHOWN = 20
 
 
 class ClientNotOnBoard(Exception):
@@ -71,6 +76,18 @@ class BoardChanges(BaseModel):
     other: list[StatusChangeRow]
 
 
+class UnmatchedLineageJob(BaseModel):
+    """An OpenLineage job whose events match no active pipeline (chm.ingestion.lineage)."""
+
+    namespace: str
+    job_name: str
+    source: str
+    reason: str
+    first_seen_at: BoardTime
+    last_seen_at: BoardTime
+    event_count: int
+
+
 class StatusBoard(BaseModel):
     """Everything the board shows; its JSON is ``chm status --json``."""
 
@@ -80,6 +97,8 @@ class StatusBoard(BaseModel):
     stuck_runs: StuckRuns
     changes: BoardChanges
     status_counts: dict[str, int]  # every status and no_runs, in that order
+    # At most UNMATCHED_JOBS_SHOWN, as they stand now (whatever ``as_of``).
+    unmatched_lineage_jobs: list[UnmatchedLineageJob] = Field(default_factory=list)
 
     @property
     def stuck_after(self) -> timedelta:
@@ -115,6 +134,32 @@ def _failing(session: Session, latest: list[LatestStatusRow]) -> list[FailingPip
             started_at=row.started_at,
             finished_at=row.finished_at,
             error_message=errors.get(str(row.latest_run_id)),
+        )
+        for row in rows
+    ]
+
+
+def unmatched_lineage_jobs(
+    session: Session, client_name: str | None = None
+) -> list[UnmatchedLineageJob]:
+    """The OpenLineage jobs still matching no pipeline, last seen first (for one
+    client: those its own sources sent)."""
+    job = LineageUnmatchedJob
+    query = sa.select(job).where(still_unmatched())
+    if client_name is not None:
+        query = query.where(job.client_key == name_key(client_name))
+    rows = session.scalars(
+        query.order_by(job.last_seen_at.desc(), job.id.desc()).limit(UNMATCHED_JOBS_SHOWN)
+    )
+    return [
+        UnmatchedLineageJob(
+            namespace=row.namespace,
+            job_name=row.job_name,
+            source=row.source_name,
+            reason=row.reason,
+            first_seen_at=row.first_seen_at,
+            last_seen_at=row.last_seen_at,
+            event_count=row.event_count,
         )
         for row in rows
     ]
@@ -159,6 +204,7 @@ def build_board(
             ],
         ),
         status_counts=counts,
+        unmatched_lineage_jobs=unmatched_lineage_jobs(session, client[1] if client else None),
     )
 
 
