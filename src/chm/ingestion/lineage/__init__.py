@@ -30,14 +30,17 @@ changes nothing); ``fold_event`` adds only that a late START still tells
 when the run started. The stored run thus ends as if the events had arrived
 in order, once.
 
-**Answers.** 201 when a run was created or changed, 200 when the event
-changed nothing, 202 when the job maps to no pipeline (ignored, counted and
-logged), 401 for a missing or wrong key, 422 (problem+json) for a body that
-is not a valid RunEvent, 400 for a body that is not JSON (or not gzip when
-it says so), 413 past ``CHM_MAX_BODY_BYTES`` (5 MiB by default) as sent or
-once inflated (``body``).
+**Answers.** 201 when a run was created or changed, 200 when the event changed
+nothing, 202 when the job maps to no pipeline (ignored, counted, logged and
+recorded for ``GET /api/v1/lineage/unmatched``, or its pipeline created by a
+``register_pipelines`` source: ``unmatched``), 401 for a missing or wrong key,
+422 (problem+json) for a body that is not a valid RunEvent, 400 for a body
+that is not JSON (or not gzip when it says so), 413 past
+``CHM_MAX_BODY_BYTES`` (5 MiB by default) as sent or once inflated (``body``).
 
 Modules: ``router`` (the route), ``auth`` (the bearer key against the
-sources), ``body`` (size limits and gzip), ``mapping`` (a RunEvent, parsed,
-to a run snapshot), ``service`` (the pipeline an event is for, and storing it).
+sources), ``body`` (size limits and gzip), ``mapping`` (a RunEvent, parsed, to
+a run snapshot), ``service`` (the pipeline an event is for, and storing it),
+``unmatched`` (jobs matching no pipeline: recorded, bounded, listed; pipelines
+registered from events).
 """
