@@ -288,3 +288,16 @@ def test_a_page_folds_with_the_fold_it_is_given() -> None:
     writes, counts = fold_page(stored, [start], fold=fold_event)
     assert [w["started_at"] for w in writes] == [at(2)]
     assert counts.unchanged == 0
+
+
+def test_an_untimed_snapshot_of_the_same_outcome_only_fills_in_what_is_missing() -> None:
+    # An event told the run first (with its time); the pull of the same run has none.
+    told = row("failed", 0, 10, updated=10) | {"error_message": "task extract failed: boom",
+                                                 "source_payload": {"eventType": "FAIL"}}  # fmt: skip
+    pulled = row("failed", 0, 10, attempt=1) | {"source_payload": {"state": "failed"}}
+    merged = merge(told, pulled)
+    assert merged == told | {"source_attempt": 1}
+    assert merge(merged, pulled) == merged  # a replay of the pull changes nothing
+    # Another outcome, or a snapshot with its own update time, still replaces it.
+    assert merge(told, row("success", 0, 10))["status"] == "success"  # type: ignore[index]
+    assert merge(told, row("failed", 0, 10, updated=11))["error_message"] is None  # type: ignore[index]

@@ -27,7 +27,11 @@ events with ``fold_event``.
   without one keeps the stored value; a terminal snapshot without
   ``finished_at`` keeps the stored one too; and so do the source update
   time and the attempt marker;
-- the duration is the source's when it gave one, else finished - started.
+- the duration is the source's when it gave one, else finished - started;
+- a snapshot without an update time cannot show that it is newer than a
+  stored run that has one (a pull of a run its OpenLineage events told
+  first): of the same attempt and the same terminal status, it only fills
+  in what the stored run lacks (``fill_in``).
 
 A stale snapshot counts as unchanged, and so does one that would change no
 stored value: a replay writes nothing.
@@ -156,6 +160,8 @@ def merge(stored: Row | None, snapshot: Row) -> Row | None:
         return snapshot
     if is_stale(stored, snapshot):
         return None
+    if _untimed_copy_of_the_outcome(stored, snapshot):
+        return fill_in(stored, snapshot)
     merged = dict(snapshot)
     if attempt_order(stored, snapshot) == 0:
         # The same attempt: what is known of it is kept. A new attempt brings
@@ -174,6 +180,35 @@ def merge(stored: Row | None, snapshot: Row) -> Row | None:
     if not merged["duration_from_source"]:
         merged["duration_seconds"] = derived_duration(started, finished)
     return merged
+
+
+def _untimed_copy_of_the_outcome(stored: Row, snapshot: Row) -> bool:
+    return (
+        stored["source_updated_at"] is not None
+        and snapshot["source_updated_at"] is None
+        and stored["status"] in TERMINAL_STATUSES
+        and snapshot["status"] == stored["status"]
+        and attempt_order(stored, snapshot) == 0
+    )
+
+
+def fill_in(stored: Row, snapshot: Row) -> Row:
+    """``stored``, with what only ``snapshot`` knows of the same attempt: its times,
+    failure text, metrics, attempt marker and the source's duration where the
+    stored run has none. Nothing the stored run says is replaced."""
+    filled = dict(stored)
+    for name in ("started_at", "finished_at", "error_message", "metrics", "source_attempt"):
+        if filled[name] is None:
+            filled[name] = snapshot[name]
+    if filled["duration_seconds"] is None and snapshot["duration_from_source"]:
+        filled["duration_seconds"] = snapshot["duration_seconds"]
+        filled["duration_from_source"] = True
+    started, finished = filled["started_at"], filled["finished_at"]
+    if started is not None and finished is not None and finished < started:
+        raise InvalidRun("finished_at is before the started_at already stored")
+    if not filled["duration_from_source"]:
+        filled["duration_seconds"] = derived_duration(started, finished)
+    return filled
 
 
 def fold_event(stored: Row | None, snapshot: Row) -> Row | None:

@@ -16,7 +16,12 @@ from chm.core.redaction import Redactor
 from chm.ingestion.config import ConfigError
 from chm.ingestion.lineage.auth import bearer_key, keyed_sources
 from chm.ingestion.lineage.body import read_body
-from chm.ingestion.lineage.mapping import changes_a_run, event_snapshot, parse_event
+from chm.ingestion.lineage.mapping import (
+    changes_a_run,
+    event_snapshot,
+    parent_failure,
+    parse_event,
+)
 from chm.ingestion.lineage.service import LineageAnswer, record_event
 from chm.ingestion.lineage.unmatched import UnmatchedJobOut, list_unmatched
 from chm.ingestion.router import IngestionNotConfigured
@@ -63,11 +68,15 @@ async def receive_lineage_event(request: Request) -> JSONResponse:
     source = next((s for s in keyed if s.openlineage_namespace == event.job.namespace), None)
     if source is None:
         raise Unauthorized(f"this key may not write namespace {event.job.namespace[:200]!r}")
+    redactor = Redactor((key,))
     row = None
     if changes_a_run(event):
-        row = await run_in_threadpool(event_snapshot, event, document, Redactor((key,)))
+        row = await run_in_threadpool(event_snapshot, event, document, redactor)
+    failure = await run_in_threadpool(parent_failure, event, redactor)
     state = request.app.state
-    status, answer = await run_in_threadpool(record_event, state, sources, source, event, row)
+    status, answer = await run_in_threadpool(
+        record_event, state, sources, source, event, row, failure
+    )
     return JSONResponse(answer.model_dump(mode="json", exclude_none=True), status_code=status)
 
 

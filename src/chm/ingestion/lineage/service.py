@@ -14,14 +14,20 @@ from starlette.datastructures import State
 from chm.core.errors import ValidationFailed
 from chm.core.timeutil import utcnow
 from chm.ingestion.config import Sources
-from chm.ingestion.lineage.mapping import RunEvent
+from chm.ingestion.lineage.mapping import (
+    ParentFailure,
+    RunEvent,
+    external_run_id,
+    fold_lineage_event,
+    parent_failure_fold,
+)
 from chm.ingestion.lineage.unmatched import (
     MAX_UNMATCHED_JOBS,
     NotRegistered,
     record_unmatched,
     register_pipeline,
 )
-from chm.ingestion.rule import Row, fold_event
+from chm.ingestion.rule import Row
 from chm.ingestion.sources import AnySource
 from chm.ingestion.store import run_store
 from chm.models import Client, Pipeline
@@ -91,10 +97,19 @@ def pipeline_for(
 
 
 def record_event(
-    state: State, sources: Sources, source: AnySource, event: RunEvent, row: Row | None
+    state: State,
+    sources: Sources,
+    source: AnySource,
+    event: RunEvent,
+    row: Row | None,
+    failure: ParentFailure | None = None,
 ) -> tuple[int, LineageAnswer]:
     """Store the run ``row`` (None: the event changes nothing) for the event's
-    pipeline; answers the HTTP status and the answer."""
+    pipeline, and a failed task's error on its parent run (``failure``, even
+    when the task's own job maps to no pipeline); answers the HTTP status and
+    the answer."""
+    if failure is not None:
+        record_parent_failure(state, sources, source, failure)
     with state.read_sessions() as session:
         pipeline_id, reason = pipeline_for(session, sources, source, event.job.name)
     if pipeline_id is None and reason == NO_PIPELINE and source.register_pipelines:
@@ -102,13 +117,13 @@ def record_event(
     if pipeline_id is None:
         return 202, _unmatched(state, source, event, reason or NO_PIPELINE)
     answer = LineageAnswer(
-        result="unchanged", pipeline_id=str(pipeline_id), external_run_id=event.run.runId
+        result="unchanged", pipeline_id=str(pipeline_id), external_run_id=external_run_id(event)
     )
     if row is None:  # OTHER: nothing to change
         return 200, answer
     with state.write_sessions.begin() as session:
         counts = run_store(state.engine).upsert_page(
-            session, pipeline_id, [row], utcnow(), fold=fold_event
+            session, pipeline_id, [row], utcnow(), fold=fold_lineage_event
         )
     if counts.invalid:
         raise ValidationFailed.one("eventTime", "invalid", counts.invalid[0][1])
@@ -116,6 +131,29 @@ def record_event(
         answer.result = "created" if counts.created else "updated"
         return 201, answer
     return 200, answer
+
+
+def record_parent_failure(
+    state: State, sources: Sources, source: AnySource, failure: ParentFailure
+) -> bool:
+    """Put a failed task's error on its parent run, when this source serves the
+    parent's job and CHM stores the run (by the platform's id or the runId);
+    True when a run changed. Never on another namespace's run."""
+    if failure.namespace != source.openlineage_namespace:
+        return False
+    with state.read_sessions() as session:
+        pipeline_id, _reason = pipeline_for(session, sources, source, failure.job_name)
+    if pipeline_id is None:
+        return False
+    with state.write_sessions.begin() as session:
+        counts = run_store(state.engine).upsert_page(
+            session,
+            pipeline_id,
+            [{"external_run_id": run_id} for run_id in failure.run_ids],
+            utcnow(),
+            fold=parent_failure_fold(failure),
+        )
+    return counts.updated > 0
 
 
 def _register(
