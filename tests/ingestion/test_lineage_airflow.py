@@ -9,6 +9,8 @@ openlineage/airflow/README.md tells how they were recorded)."""
 from __future__ import annotations
 
 import json
+import re
+import tomllib
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,6 +21,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 from ingestion_fakes import FakeServer, source, sources, toml_text
+from openlineage.client import OpenLineageClient
 from platform_fakes import AirflowFake
 
 from chm.app import create_app
@@ -27,6 +30,7 @@ from chm.core.settings import Settings
 from chm.ingestion.engine import ingest
 from chm.ingestion.lineage.mapping import RunEvent, external_run_id, parent_failure
 from factories import API, make_client, make_pipeline, ok
+from live import serve_in_thread
 
 DATA = Path(__file__).parent / "data" / "openlineage" / "airflow"
 NAMESPACE = "chm-airflow-demo"  # AIRFLOW__OPENLINEAGE__NAMESPACE of the recording
@@ -195,6 +199,51 @@ def test_the_task_error_on_the_dag_run_is_redacted(airflow) -> None:
     push(airflow["api"], [dag_start, task_fail])
     message = runs_of(airflow)["manual__fail_1"]["error_message"]
     assert KEY not in message and message.startswith("task extract failed: login with ")
+
+
+# --- the documented configuration (docs/ingestion.md, "Airflow's OpenLineage provider") ----
+
+DOCS = Path(__file__).parents[2] / "docs" / "ingestion.md"
+
+
+def documented_provider_config() -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The source, the namespace and the transport that the docs give for Airflow."""
+    text = DOCS.read_text().split("### Airflow's OpenLineage provider", 1)[1].split("\n### ")[0]
+    entry = tomllib.loads(re.search(r"```toml\n(.*?)```", text, re.S)[1])["sources"][0]  # type: ignore[index]
+    exported = dict(re.findall(r"^export (\w+)='?(.*?)'?$", text, re.M))
+    ini = dict(re.findall(r"^(namespace|transport) = (.*)$", text, re.M))
+    assert exported["AIRFLOW__OPENLINEAGE__NAMESPACE"] == ini["namespace"]
+    transport = json.loads(exported["AIRFLOW__OPENLINEAGE__TRANSPORT"])
+    assert json.loads(ini["transport"]) == transport
+    return entry, ini["namespace"], transport
+
+
+def test_the_documented_airflow_configuration_delivers_the_providers_events(
+    db_url, engine, tmp_path, monkeypatch
+) -> None:
+    entry, namespace, transport = documented_provider_config()
+    assert entry["openlineage_namespace"] == namespace
+    monkeypatch.setenv(entry["token_env"], KEY)
+    path = tmp_path / "sources.toml"
+    path.write_text(toml_text(entry))
+    settings = Settings(database_url=db_url, config=path, _env_file=None)  # type: ignore[call-arg]
+    with TestClient(create_app(settings, engine)) as api:
+        pipeline = make_pipeline(api, make_client(api, entry["client"]), platform="airflow",
+                                 external_id="chm_demo")  # fmt: skip
+    with serve_in_thread(create_app(settings, engine)) as base:
+        assert transport["url"] == "http://chm-host:8000"
+        transport |= {"url": base, "auth": transport["auth"] | {"apiKey": KEY}}
+        # openlineage-python's own factory, as the provider builds its client.
+        client = OpenLineageClient(config={"transport": transport})
+        for event in recorded():
+            text = json.dumps(event).replace('"chm-airflow-demo"', json.dumps(namespace))
+            client.transport.emit(json.loads(text))
+    with TestClient(create_app(settings, engine)) as api:
+        page = ok(api.get(f"{API}/pipelines/{pipeline['id']}/runs"))
+    runs = {run["external_run_id"]: run for run in page["items"]}
+    assert sorted(runs) == ["manual__fail_1", "manual__ok_1"]
+    assert runs["manual__fail_1"]["error_message"] == TASK_ERROR
+    assert runs["manual__ok_1"]["status"] == "success"
 
 
 # --- the platform's own run id, per emitter (no database) ------------------------------------
