@@ -16,12 +16,18 @@ that changes nothing (``auth``).
 **Mapping.** ``job.name`` is matched against the ``external_id`` of the
 active pipelines of the source's platform and environment that this source
 serves (its client's, or every client's when it has none, as for pulls:
-``service``). ``run.runId`` is the external run id. START and RUNNING mean
+``service``). The external run id is the platform's own id of the run when
+the event's facets name it (Airflow's ``dag_run_id``, dbt's invocation id,
+Spark's application id: ``mapping.PLATFORM_RUN_IDS``), else ``run.runId``,
+so that a run pulled and pushed is one row. START and RUNNING mean
 running, COMPLETE success, FAIL failed, ABORT cancelled; OTHER (or no
 eventType) changes nothing. ``started_at`` is the START event's time,
 ``finished_at`` the terminal event's; the ``errorMessage`` run facet's message
 is the failure text; the event itself, redacted, is the run's source payload;
-the event time is the source update time (``mapping``).
+the event time is the source update time (``mapping``). A failed task's
+error also goes on the parent run its ``parent`` facet names, when CHM
+stores it and says nothing more specific (``mapping.parent_failure``,
+``service.record_parent_failure``).
 
 **Order.** Events may arrive out of order or twice. Each is stored through
 the engine's store with the no-regression rule (``chm.ingestion.rule``): a
