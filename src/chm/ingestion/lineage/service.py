@@ -196,9 +196,15 @@ def _unmatched(state: State, source: AnySource, event: RunEvent, reason: str) ->
     )
 
 
+# Events are handled in worker threads: two first ignored events at once must
+# find one counter, not each make their own and lose a count.
+_COUNTERS_LOCK = threading.Lock()
+
+
 def _ignored(state: State, name: str = "lineage_ignored") -> IgnoredEvents:
-    counter = getattr(state, name, None)
-    if counter is None:
-        counter = IgnoredEvents()
-        setattr(state, name, counter)
-    return counter
+    with _COUNTERS_LOCK:
+        counter = getattr(state, name, None)
+        if counter is None:
+            counter = IgnoredEvents()
+            setattr(state, name, counter)
+        return counter
