@@ -174,12 +174,18 @@ def merge(stored: Row | None, snapshot: Row) -> Row | None:
             merged["source_attempt"] = stored["source_attempt"]
     if merged["source_updated_at"] is None:
         merged["source_updated_at"] = stored["source_updated_at"]
-    started, finished = merged["started_at"], merged["finished_at"]
+    return _with_consistent_times(merged)
+
+
+def _with_consistent_times(row: Row) -> Row:
+    """``row`` once its times are combined: never an end before its start, and
+    the duration derived from them unless the source gave one."""
+    started, finished = row["started_at"], row["finished_at"]
     if started is not None and finished is not None and finished < started:
         raise InvalidRun("finished_at is before the started_at already stored")
-    if not merged["duration_from_source"]:
-        merged["duration_seconds"] = derived_duration(started, finished)
-    return merged
+    if not row["duration_from_source"]:
+        row["duration_seconds"] = derived_duration(started, finished)
+    return row
 
 
 def _untimed_copy_of_the_outcome(stored: Row, snapshot: Row) -> bool:
@@ -203,12 +209,7 @@ def fill_in(stored: Row, snapshot: Row) -> Row:
     if filled["duration_seconds"] is None and snapshot["duration_from_source"]:
         filled["duration_seconds"] = snapshot["duration_seconds"]
         filled["duration_from_source"] = True
-    started, finished = filled["started_at"], filled["finished_at"]
-    if started is not None and finished is not None and finished < started:
-        raise InvalidRun("finished_at is before the started_at already stored")
-    if not filled["duration_from_source"]:
-        filled["duration_seconds"] = derived_duration(started, finished)
-    return filled
+    return _with_consistent_times(filled)
 
 
 def fold_event(stored: Row | None, snapshot: Row) -> Row | None:
