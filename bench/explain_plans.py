@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from chm.core.db import create_db_engine
 from chm.core.migrate import upgrade
 from chm.models import Run
-from chm.runs.ordering import ORDER_BY, after_cursor
+from chm.runs.ordering import KEYSET, ORDER_BY
 
 RUNS = 120_000
 PIPELINES = 50
@@ -109,7 +109,7 @@ def report(engine: sa.Engine) -> None:
         engine,
         "history page 2,001 (cursor 100,000 runs deep)",
         sa.select(Run)
-        .where(Run.pipeline_id == 1, after_cursor([deep.started_at, deep.finished_at, deep.id]))
+        .where(Run.pipeline_id == 1, KEYSET.after([deep.started_at, deep.finished_at, deep.id]))
         .order_by(*ORDER_BY)
         .limit(51),
     )

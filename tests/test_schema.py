@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from chm.core.migrate import upgrade
 from chm.models import Base, Run
-from chm.runs.ordering import ORDER_BY, after_cursor
+from chm.runs.ordering import KEYSET, ORDER_BY
 
 # Expression indexes are declared in the migrations only (see chm.runs.ordering).
 EXPRESSION_INDEXES = {"ix_runs_pipeline_order", "ix_runs_order"}
@@ -123,7 +123,7 @@ def test_latest_run_and_history_pages_are_index_driven(engine: Engine, backend: 
         sa.select(Run)
         .where(
             Run.pipeline_id == 1,
-            after_cursor(
+            KEYSET.after(
                 [
                     datetime(2025, 12, 31, tzinfo=UTC),
                     datetime(2025, 12, 31, 0, 0, 30, tzinfo=UTC),

@@ -13,11 +13,8 @@ starts right at the cursor, however deep.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-
-import sqlalchemy as sa
 
 from chm.core.keyset import Keyset, SortKey
 from chm.models import Run
@@ -38,11 +35,6 @@ KEYSET = Keyset(
     bound_first_key=True,
 )
 ORDER_BY = KEYSET.order_by
-
-
-def after_cursor(key: Sequence[Any]) -> sa.ColumnElement[bool]:
-    """Runs strictly after ``key`` (started_at, finished_at, id) in the ordering rule."""
-    return KEYSET.after(key)
 
 
 def _time_key(value: datetime | None) -> tuple[int, datetime]:
