@@ -43,6 +43,22 @@ class Settings(BaseSettings):
     # On SIGTERM (or Ctrl-C) chm serve lets requests in flight finish for at
     # most this long, then cancels them and exits.
     shutdown_timeout_s: int = Field(default=10, ge=0)
+    # The worker (chm worker; docs/worker.md). A lease on a pipeline or a job
+    # lasts this long unless its worker renews it (it does, every third of
+    # it): a worker killed outright loses its work to another after at most
+    # this long.
+    worker_lease_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+    # How often an idle worker looks for due pipelines and queued jobs.
+    worker_poll_s: float = Field(default=1.0, gt=0.0, le=300.0)
+    # Pipelines one worker claims at a time (the others stay for other workers).
+    worker_batch: int = Field(default=20, ge=1, le=10_000)
+    # Retention: runs whose event time is older than this many days are
+    # deleted by the worker, in batches, never a pipeline's latest run.
+    # Unset: every run is kept.
+    retention_days: int | None = Field(default=None, ge=1)
+    # How often the worker prunes, and how many runs one prune transaction deletes.
+    retention_every_s: float = Field(default=3600.0, gt=0.0)
+    retention_batch: int = Field(default=5000, ge=1, le=100_000)
 
     @property
     def cursor_key(self) -> bytes:

@@ -63,6 +63,9 @@ class SourceBase(BaseModel):
     # Incremental ingestion asks for what changed since the last watermark
     # minus this margin, so that late updates are never missed.
     incremental_overlap_s: Annotated[float, Field(ge=0, le=7 * 86_400)] = 900.0
+    # The worker ingests each of this source's pipelines every interval_s
+    # seconds (monitoring contract); 0 turns scheduled ingestion off for it.
+    interval_s: Annotated[float, Field(ge=0, le=30 * 86_400)] = 300.0
     timeout_s: Seconds = 10.0
     max_retries: Annotated[int, Field(ge=0, le=50)] = 5
     max_retry_wait_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0

@@ -39,6 +39,14 @@ class Pipeline(IdMixin, TimestampMixin, Base):
     # (a watermark of another source or external id counts as none).
     ingest_watermark: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     ingest_watermark_key: Mapped[str | None] = mapped_column(sa.String(800), nullable=True)
+    # When the last ingestion attempt (any path, failed or not) started: the
+    # worker's due rule (monitoring contract: a pipeline is due when this is
+    # older than its source's interval_s). Written with the outcome.
+    last_ingest_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The worker holding the pipeline's ingestion lease, until when
+    # (chm.worker.leases): null, or past, means free.
+    ingest_lease_owner: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    ingest_lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     @validates("name")
     def _keep_name_key(self, _key: str, value: str) -> str:

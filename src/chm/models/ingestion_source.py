@@ -1,0 +1,34 @@
+"""Each source's ingestion health: when it last succeeded, its last error."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from chm.core.types import UTCDateTime
+from chm.models.base import Base
+
+
+class IngestionSource(Base):
+    """One row per source name of the sources file, written by the ingestion
+    engine after each pipeline it ingests (whatever asked: the worker, a job,
+    ``chm ingest``, the API). The sources themselves stay in the file; a row
+    whose source left the file is kept and no longer shown.
+
+    ``consecutive_failures`` counts the failures of the *source* (it could not
+    be reached, refused CHM's credentials, kept answering 5xx or throttling)
+    since its last success; a pipeline-only failure (a job the platform does
+    not know, a page of an unexpected shape) is its last error but does not
+    count. The worker backs a failing source off from it.
+    """
+
+    __tablename__ = "ingestion_sources"
+
+    name: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    consecutive_failures: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
