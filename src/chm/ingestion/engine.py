@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -59,7 +59,7 @@ from chm.ingestion.connectors import (
     read_time_keys,
     without_read_time,
 )
-from chm.ingestion.fetch import SourceClient, SourceError
+from chm.ingestion.fetch import SourceClient, SourceError, SourceUnavailable
 from chm.ingestion.normalize import InvalidRun, canonical_json
 from chm.ingestion.report import (
     IngestionReport,
@@ -79,6 +79,12 @@ logger = logging.getLogger("chm.ingestion")
 
 class PipelineFailed(Exception):
     """Ends one pipeline's ingestion; the message is safe to show and store."""
+
+
+class Abandoned(Exception):
+    """The engine was asked to stop (``should_stop``): the walk ends before its
+    next page, every page before it committed, and no outcome is recorded (the
+    pipeline stays due). Raised by the ``sleep`` a worker passes, too."""
 
 
 def watermark_key(source: AnySource, external_id: str) -> str:
@@ -133,7 +139,10 @@ def resolve_scope(
 
 
 def select_pipelines(
-    session: Session, client_id: int | None, pipeline_id: int | None
+    session: Session,
+    client_id: int | None,
+    pipeline_id: int | None,
+    pipeline_ids: Collection[int] | None = None,
 ) -> list[PipelineTarget]:
     """Active pipelines (of active clients) that have an external id, by id."""
     query = (
@@ -158,6 +167,8 @@ def select_pipelines(
         query = query.where(Pipeline.client_id == client_id)
     if pipeline_id is not None:
         query = query.where(Pipeline.id == pipeline_id)
+    if pipeline_ids is not None:
+        query = query.where(Pipeline.id.in_(sorted(pipeline_ids)))
     return [PipelineTarget(**row) for row in session.execute(query).mappings()]
 
 
@@ -174,6 +185,8 @@ class IngestionEngine:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = utcnow,
         full: bool = False,
+        should_stop: Callable[[], bool] = lambda: False,
+        skip_failing_sources: bool = False,
     ) -> None:
         self.read_sessions = make_session_factory(engine)
         self.write_sessions = make_session_factory(engine, write=True)
@@ -183,14 +196,29 @@ class IngestionEngine:
         self.sleep = sleep
         self.clock = clock
         self.full = full
+        # Checked before each page: a worker asked to stop ends the walk there.
+        self.should_stop = should_stop
+        # The worker's: once a source itself failed, its other pipelines of
+        # this run are not tried (they stay due; the worker backs it off).
+        self.skip_failing_sources = skip_failing_sources
+        self.abandoned = False
+        self._failed_sources: set[str] = set()
         self._clients: dict[str, SourceClient] = {}
         self._store = run_store(engine)
         self._statistics = PlannerStatistics(engine)
 
-    def run(self, client_id: int | None = None, pipeline_id: int | None = None) -> IngestionReport:
+    def run(
+        self,
+        client_id: int | None = None,
+        pipeline_id: int | None = None,
+        *,
+        pipeline_ids: Collection[int] | None = None,
+    ) -> IngestionReport:
+        """Ingest the matching pipelines (also only ``pipeline_ids``, the worker's
+        claimed batch); ``abandoned`` tells whether it stopped early."""
         report = IngestionReport()
         with self.read_sessions() as session:
-            targets = select_pipelines(session, client_id, pipeline_id)
+            targets = select_pipelines(session, client_id, pipeline_id, pipeline_ids)
         matched = []
         for target in targets:
             source = self.sources.for_pipeline(
@@ -208,7 +236,14 @@ class IngestionEngine:
         self.progress.pipelines_found(len(matched))
         try:
             for target, source in matched:
+                if self.skip_failing_sources and source.name in self._failed_sources:
+                    logger.info("%s: not tried: source %r failed just now",
+                                target.describe(), source.name)  # fmt: skip
+                    continue
                 self._ingest_pipeline(target, source, report)
+        except Abandoned:
+            self.abandoned = True
+            logger.info("ingestion stopped before its end, as asked")
         finally:
             for client in self._clients.values():
                 client.close()
@@ -228,10 +263,18 @@ class IngestionEngine:
     ) -> None:
         self.progress.pipeline_started(target, source.name)
         logger.info("%s: ingesting from source %r", target.describe(), source.name)
+        attempted_at = self.clock()
         error: str | None = None
+        source_failed = False
         try:
             self._walk(target, source, report)
-        except (PipelineFailed, SourceError, TokenMissing) as failure:
+        except Abandoned:
+            raise
+        except (SourceUnavailable, TokenMissing) as failure:
+            error = f"source {source.name!r}: {failure}"
+            source_failed = True
+            self._failed_sources.add(source.name)
+        except (PipelineFailed, SourceError) as failure:
             error = f"source {source.name!r}: {failure}"
         except SQLAlchemyError as failure:
             cause = type(getattr(failure, "orig", None) or failure).__name__
@@ -247,8 +290,12 @@ class IngestionEngine:
             report.errors.append(PipelineError(pipeline_id=str(target.id), message=error))
         else:
             logger.info("%s: ingestion complete", target.describe())
+        now = self.clock()
         with self.write_sessions.begin() as session:
-            self._store.record_outcome(session, target.id, self.clock(), error)
+            self._store.record_outcome(session, target.id, now, error, attempted_at=attempted_at)
+            self._store.record_source_outcome(
+                session, source.name, now, error, source_failed=source_failed
+            )
         self.progress.pipeline_finished(target, error)
 
     def _walk(self, target: PipelineTarget, source: AnySource, report: IngestionReport) -> None:
@@ -269,6 +316,8 @@ class IngestionEngine:
         cursor: str | None = None
         page_number = 0
         while True:
+            if self.should_stop():
+                raise Abandoned
             if page_number >= source.max_pages:
                 raise PipelineFailed(f"stopped after max_pages={source.max_pages} pages")
             page_number += 1

@@ -61,6 +61,13 @@ class SourceError(Exception):
     """The source cannot give this pipeline's runs now; the message is safe to show."""
 
 
+class SourceUnavailable(SourceError):
+    """The source itself failed, not one pipeline's request: unreachable or
+    failing after every retry, throttling longer than CHM waits, or refusing
+    CHM's credentials. Every pipeline of the source would fail the same way
+    now, so the worker backs the source off (docs/worker.md)."""
+
+
 class RetryableError(Exception):
     """A failure worth another try, possibly after the wait the source asked for."""
 
@@ -103,7 +110,7 @@ class Answer(NamedTuple):
     headers: dict[str, str]
 
 
-class _Unauthorized(SourceError):
+class _Unauthorized(SourceUnavailable):
     """HTTP 401: with a token exchange, the token may have expired."""
 
 
@@ -168,7 +175,7 @@ class SourceClient:
         try:
             answer = self._retrying(request, f"{context} (login)", authenticated=False)
         except SourceError as error:
-            raise SourceError(f"could not log in (POST {exchange.url}): {error}") from None
+            raise SourceUnavailable(f"could not log in (POST {exchange.url}): {error}") from None
         token = answer.body.get(exchange.token_key) if isinstance(answer.body, dict) else None
         if not isinstance(token, str) or not token:
             raise SourceError(f"the login (POST {exchange.url}) answered no {exchange.token_key!r}")
@@ -198,7 +205,7 @@ class SourceClient:
             return retrying(self._fetch_once, request, authenticated)
         except RetryableError as error:
             attempts = self.source.max_retries + 1
-            raise SourceError(
+            raise SourceUnavailable(
                 f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}: {error}"
             ) from None
 
@@ -251,7 +258,7 @@ class SourceClient:
             (retry_after, "Retry-After") if retry_after is not None else (reset, "rate limit reset")
         )
         if wait is not None and wait > self.source.max_retry_wait_s:
-            raise SourceError(
+            raise SourceUnavailable(
                 f"HTTP {status}: the source asked to wait {wait:g}s ({why}), "
                 f"longer than max_retry_wait_s={self.source.max_retry_wait_s:g}"
             )

@@ -45,7 +45,7 @@ from chm.core.dialects import (
     dialect_for,
 )
 from chm.ingestion.rule import DATA_FIELDS, Fold, PageCounts, Row, fold_page, merge
-from chm.models import Pipeline, Run
+from chm.models import IngestionSource, Pipeline, Run
 
 RUNS = cast(sa.Table, Run.__table__)
 _KEY_CHUNK = 1000
@@ -145,16 +145,51 @@ class RunStore(ABC):
         )
 
     def record_outcome(
-        self, session: Session, pipeline_id: int, now: datetime, error: str | None
+        self,
+        session: Session,
+        pipeline_id: int,
+        now: datetime,
+        error: str | None,
+        *,
+        attempted_at: datetime | None = None,
     ) -> None:
-        """Remember on the pipeline when it was last ingested, or why it last failed.
+        """Remember on the pipeline when it was last ingested, or why it last failed,
+        and when this attempt started (the worker's due rule).
 
         Ingestion bookkeeping, not a user's change: ``updated_at`` stays put.
         """
         values: dict[str, Any] = {"last_ingestion_error": error}
         if error is None:
             values["last_ingested_at"] = now
+        if attempted_at is not None:
+            values["last_ingest_attempt_at"] = attempted_at
         session.execute(sa.update(Pipeline).where(Pipeline.id == pipeline_id).values(**values))
+
+    def record_source_outcome(
+        self,
+        session: Session,
+        source_name: str,
+        now: datetime,
+        error: str | None,
+        *,
+        source_failed: bool = False,
+    ) -> None:
+        """Each source's health (``IngestionSource``): a success resets its failures;
+        an error is its last error, and counts as a failure of the source only
+        when the source itself failed (``SourceUnavailable``)."""
+        table = cast(sa.Table, IngestionSource.__table__)
+        values: dict[str, Any] = {"name": source_name, "last_attempt_at": now}
+        if error is None:
+            values |= {"last_success_at": now, "consecutive_failures": 0}
+        else:
+            values |= {"last_error": error, "last_error_at": now}
+        insert = self.dialect.insert(table).values(
+            {"consecutive_failures": 1 if source_failed else 0, **values}
+        )
+        update: dict[str, Any] = {k: insert.excluded[k] for k in values if k != "name"}
+        if source_failed:
+            update["consecutive_failures"] = table.c.consecutive_failures + 1
+        session.execute(insert.on_conflict_do_update(index_elements=[table.c.name], set_=update))
 
 
 def _stored_runs(session: Session, pipeline_id: int, keys: Sequence[str]) -> dict[str, Row]:
