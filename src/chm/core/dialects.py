@@ -47,6 +47,9 @@ class DatabaseDialect(ABC):
     # The isolation level that makes every statement of one transaction see the
     # same committed state; None where a transaction already does.
     snapshot_isolation: ClassVar[str | None]
+    # Whether one worker process at most may run on the database (chm worker):
+    # SQLite has one writer, and a file on one machine.
+    one_worker: ClassVar[bool]
 
     @abstractmethod
     def insert(self, table: sa.Table | sa.TableClause) -> postgresql.Insert | sqlite.Insert:
@@ -75,6 +78,7 @@ class SQLiteDialect(DatabaseDialect):
     batch_migrations = True
     # In WAL mode a transaction reads one snapshot from its first read on.
     snapshot_isolation = None
+    one_worker = True
 
     def insert(self, table: sa.Table | sa.TableClause) -> sqlite.Insert:
         return sqlite.insert(table)
@@ -110,6 +114,7 @@ class PostgresDialect(DatabaseDialect):
     driver = "postgresql+psycopg"
     batch_migrations = False
     snapshot_isolation = "REPEATABLE READ"
+    one_worker = False
 
     def insert(self, table: sa.Table | sa.TableClause) -> postgresql.Insert:
         return postgresql.insert(table)

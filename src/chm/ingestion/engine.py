@@ -187,6 +187,7 @@ class IngestionEngine:
         full: bool = False,
         should_stop: Callable[[], bool] = lambda: False,
         skip_failing_sources: bool = False,
+        acquire: Callable[[PipelineTarget], None] | None = None,
     ) -> None:
         self.read_sessions = make_session_factory(engine)
         self.write_sessions = make_session_factory(engine, write=True)
@@ -201,6 +202,10 @@ class IngestionEngine:
         # The worker's: once a source itself failed, its other pipelines of
         # this run are not tried (they stay due; the worker backs it off).
         self.skip_failing_sources = skip_failing_sources
+        # Called before each pipeline's walk: a worker takes the pipeline's
+        # lease there (waiting for another worker to finish it; it may raise
+        # Abandoned). The lease is the worker's to release.
+        self.acquire = acquire
         self.abandoned = False
         self._failed_sources: set[str] = set()
         self._clients: dict[str, SourceClient] = {}
@@ -240,6 +245,8 @@ class IngestionEngine:
                     logger.info("%s: not tried: source %r failed just now",
                                 target.describe(), source.name)  # fmt: skip
                     continue
+                if self.acquire is not None:
+                    self.acquire(target)
                 self._ingest_pipeline(target, source, report)
         except Abandoned:
             self.abandoned = True

@@ -1,0 +1,207 @@
+"""The worker's loop: several kinds of work, one at a time, until asked to stop.
+
+Each task (``chm.worker.context.Task``) does one unit of due work per
+``step()``: a queued ingestion job, a batch of due pipelines, a prune (and,
+with the alerts, an evaluation and a batch of deliveries). The loop asks each
+in turn; when none had work it waits ``CHM_WORKER_POLL_S``, cut short by a
+stop. A task that fails (the database went away, a bug) is logged and
+retried later, with a growing pause; the worker keeps running.
+
+A heartbeat thread renews this worker's row and every lease it holds each
+third of ``CHM_WORKER_LEASE_S``. On SIGTERM or SIGINT the stop flag is set:
+the engine ends its walk before the next page and its retry waits end at
+once, so the work thread stops after at most the page in flight. If it has
+not stopped within ``CHM_SHUTDOWN_TIMEOUT_S`` the worker abandons it: its
+open transaction, if any, dies with the process and rolls back, and only
+committed pages remain. Either way it then releases its leases and puts a
+running job back in the queue, so another worker need not wait for them to
+expire.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from types import FrameType
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from chm.models import IngestionJob, WorkerProcess
+from chm.worker.context import Task, WorkerContext
+from chm.worker.jobs import IngestionJobs
+from chm.worker.leases import release, renew
+from chm.worker.registry import Registration
+from chm.worker.retention import prune
+from chm.worker.scheduled import ScheduledIngestion
+
+logger = logging.getLogger("chm.worker")
+
+_MAX_ERROR_PAUSE_S = 30.0
+
+
+class Retention:
+    """The worker task: with ``CHM_RETENTION_DAYS``, prune every ``CHM_RETENTION_EVERY_S``."""
+
+    name = "retention"
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self._next_at: float | None = None
+
+    def step(self) -> bool:
+        settings = self.ctx.settings
+        if settings.retention_days is None:
+            return False
+        now = time.monotonic()
+        if self._next_at is not None and now < self._next_at:
+            return False
+        self._next_at = now + settings.retention_every_s
+        prune(
+            self.ctx.engine,
+            older_than=self.ctx.clock() - timedelta(days=settings.retention_days),
+            batch_size=settings.retention_batch,
+            should_stop=self.ctx.stopping,
+        )
+        return False
+
+
+def default_tasks(ctx: WorkerContext) -> list[Task]:
+    # Jobs first: a person asked for them and waits.
+    return [IngestionJobs(ctx), ScheduledIngestion(ctx), Retention(ctx)]
+
+
+class Worker:
+    def __init__(self, ctx: WorkerContext, tasks: Sequence[Task] | None = None) -> None:
+        self.ctx = ctx
+        self.tasks = list(tasks) if tasks is not None else default_tasks(ctx)
+        self.registration = Registration(
+            ctx.engine, ctx.worker_id, ctx.settings.worker_lease_s, ctx.clock
+        )
+        self._errors = 0
+
+    # -- one pass, for the loop and for tests ---------------------------------
+
+    def run_once(self) -> bool:
+        """Ask every task once; True when one of them had work."""
+        did = False
+        for task in self.tasks:
+            if self.ctx.stopping():
+                break
+            try:
+                did = task.step() or did
+                self._errors = 0
+            except SQLAlchemyError as error:
+                self._errors += 1
+                cause = type(getattr(error, "orig", None) or error).__name__
+                logger.error("%s: database error (%s); trying again", task.name, cause)
+            except Exception:
+                self._errors += 1
+                logger.exception("%s: unexpected error; trying again", task.name)
+        return did
+
+    def run_until_idle(self, max_passes: int = 10_000) -> int:
+        """Passes until no task has work (tests, with an injected clock)."""
+        for passes in range(1, max_passes + 1):
+            if not self.run_once() or self.ctx.stopping():
+                return passes
+        raise RuntimeError(f"still busy after {max_passes} passes")
+
+    def loop(self) -> None:
+        while not self.ctx.stopping():
+            if self.run_once():
+                continue
+            pause = self.ctx.settings.worker_poll_s
+            if self._errors:
+                pause = min(_MAX_ERROR_PAUSE_S, pause * 2 ** min(self._errors, 10))
+            self.ctx.stop.wait(pause)
+
+    # -- the process ----------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        interval = self.ctx.settings.worker_lease_s / 3
+        while not self.ctx.stop.wait(interval):
+            try:
+                self.beat()
+            except SQLAlchemyError as error:
+                cause = type(getattr(error, "orig", None) or error).__name__
+                logger.error("heartbeat: database error (%s)", cause)
+
+    def beat(self) -> None:
+        self.registration.beat()
+        until = self.ctx.clock() + timedelta(seconds=self.ctx.settings.worker_lease_s)
+        with self.ctx.write_sessions.begin() as session:
+            renew(session, self.ctx.worker_id, until)
+
+    def give_back(self) -> None:
+        """Release every lease and requeue a running job of this worker."""
+        ctx = self.ctx
+        with ctx.write_sessions.begin() as session:
+            release(session, ctx.worker_id)
+            session.execute(
+                sa.update(IngestionJob)
+                .where(IngestionJob.lease_owner == ctx.worker_id, IngestionJob.status == "running")
+                .values(status="queued", lease_owner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    def serve(self, shutdown_timeout_s: float) -> bool:
+        """Run until SIGTERM/SIGINT (call from the main thread; the caller has
+        registered the worker). True when the work stopped in time, False when
+        it was abandoned after ``shutdown_timeout_s``."""
+        ctx = self.ctx
+        work = threading.Thread(target=self.loop, name="chm-worker", daemon=True)
+        beat = threading.Thread(target=self.heartbeat, name="chm-heartbeat", daemon=True)
+        signals = 0
+
+        def on_signal(number: int, _frame: FrameType | None) -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                logger.info("%s: stopping (at most %gs)", signal.Signals(number).name,
+                            shutdown_timeout_s)  # fmt: skip
+            ctx.stop.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            work.start()
+            beat.start()
+            while not ctx.stopping() and work.is_alive():
+                ctx.stop.wait(0.5)
+            ctx.stop.set()
+            deadline = time.monotonic() + shutdown_timeout_s
+            while work.is_alive() and time.monotonic() < deadline and signals < 2:
+                work.join(0.1)
+            in_time = not work.is_alive()
+            if not in_time:
+                logger.warning("the current work did not stop in time; abandoning it "
+                               "(its uncommitted page is rolled back)")  # fmt: skip
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        try:
+            self.give_back()
+            self.registration.stopped()
+        except SQLAlchemyError as error:
+            cause = type(getattr(error, "orig", None) or error).__name__
+            logger.error("could not release this worker's leases (%s); they expire", cause)
+        logger.info("worker %s stopped", ctx.worker_id)
+        return in_time
+
+
+def live_workers(ctx: WorkerContext) -> int:
+    """How many workers (this one included) have a fresh heartbeat."""
+    fresh = ctx.clock() - timedelta(seconds=ctx.settings.worker_lease_s)
+    with ctx.read_sessions() as session:
+        return int(
+            session.scalar(
+                sa.select(sa.func.count())
+                .select_from(WorkerProcess)
+                .where(WorkerProcess.stopped_at.is_(None), WorkerProcess.heartbeat_at > fresh)
+            )
+            or 0
+        )
