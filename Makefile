@@ -19,8 +19,13 @@ $(VENV)/.installed: requirements-dev.lock pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The API and the worker together: Ctrl-C (or SIGTERM to make) stops both.
+# On PostgreSQL, run them apart instead (docs/worker.md): `chm serve` and
+# any number of `chm worker`.
 run: install
 	$(BIN)/chm db upgrade
+	@trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
+	$(BIN)/chm worker & worker=$$!; \
 	$(BIN)/chm serve --host $(HOST) --port $(PORT)
 
 # The whole suite, on SQLite and on PostgreSQL (see tests/conftest.py), on
