@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import UTC, datetime
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +17,8 @@ from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 
 from chm.app import create_app
+from chm.core.db import make_session_factory
+from chm.ingestion.jobs import create_job
 from factories import make_client, make_pipeline, make_rule, make_run
 
 EXAMPLES = int(os.environ.get("CHM_FUZZ_EXAMPLES", "15"))
@@ -99,11 +102,15 @@ def test_api_conforms_to_its_schema(settings, engine, api, backend, tmp_path):
     pipeline = make_pipeline(api, client, "orders")
     run = make_run(api, pipeline, "failed", started_at="2026-01-01T00:00:00Z")
     rule = make_rule(api, client_id=client["id"])
+    with make_session_factory(engine, write=True)() as session, session.begin():
+        scope = {"client_id": None, "pipeline_id": None, "full": False}
+        job_id = create_job(session, scope, datetime(2026, 1, 1, tzinfo=UTC)).id
     existing = {
         "client_id": client["id"],
         "pipeline_id": pipeline["id"],
         "run_id": run["id"],
         "rule_id": rule["id"],
+        "job_id": str(job_id),
     }
     config = SchemathesisConfig.from_dict(
         {"checks": {"positive_data_acceptance": {"expected-statuses": POSITIVE_STATUSES}}}

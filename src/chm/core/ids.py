@@ -122,6 +122,7 @@ ClientID = Annotated[int, _path_id("client")]
 PipelineID = Annotated[int, _path_id("pipeline")]
 RunID = Annotated[int, _path_id("run")]
 AlertRuleID = Annotated[int, _path_id("alert rule")]
+IngestionJobID = Annotated[int, _path_id("ingestion job")]
 
 # A list or report filter: malformed is a 422, unknown simply matches nothing.
 IdFilter = Annotated[int, _IdText("invalid_id", "{value} is not a valid id")]
