@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from chm import __version__
 from chm.alert_rules.router import router as alert_rules_router
@@ -19,12 +22,18 @@ from chm.core.body_limit import BodyLimitMiddleware
 from chm.core.db import create_async_db_engine, create_db_engine, make_session_factory
 from chm.core.errors import (
     PROBLEM_RESPONSES,
+    ServiceUnavailable,
+    Unauthorized,
     install_error_handlers,
     install_problem_openapi,
     problem_responses,
+    render_error,
 )
 from chm.core.settings import Environment, Settings, get_settings
 from chm.core.shutdown import ShutdownAnswerMiddleware
+from chm.core.timeutil import utcnow
+from chm.ingestion.config import ConfigError, Sources
+from chm.ingestion.health import source_health
 from chm.ingestion.lineage.router import router as lineage_router
 from chm.ingestion.router import router as ingestion_router
 from chm.ingestion.sources_cache import SourcesCache
@@ -35,6 +44,38 @@ from chm.runs.router import router as runs_router
 logger = logging.getLogger("chm.app")
 
 API_PREFIX = "/api/v1"
+
+
+def _may_see_detail(request: Request, settings: Settings) -> bool:
+    """In production the health detail (source names, errors, hosts) needs the
+    API token, compared in constant time as for /api/v1; elsewhere it is open."""
+    if settings.env is not Environment.production:
+        return True
+    if settings.api_token is None or not settings.api_token.get_secret_value():
+        return False
+    expected = f"Bearer {settings.api_token.get_secret_value()}".encode()
+    return hmac.compare_digest(request.headers.get("authorization", "").encode(), expected)
+
+
+def _health_detail(request: Request, settings: Settings, connection: Connection) -> dict[str, Any]:
+    """Each source's health and the workers alive; a sources file that cannot be
+    loaded leaves ``sources`` empty and says why in ``sources_error``."""
+    cache: SourcesCache = request.app.state.sources
+    try:
+        sources, problem = cache.load(settings.config, settings.env), None
+    except ConfigError as error:
+        sources, problem = Sources([]), str(error)
+    try:
+        health = source_health(connection, sources, utcnow(), lease_s=settings.worker_lease_s)
+    except SQLAlchemyError as error:
+        # The database answered SELECT 1 but not this (a schema behind the
+        # code's): an outage of the detail, never a 500.
+        logger.error("health detail unavailable: %s", type(error).__name__)
+        raise ServiceUnavailable(
+            "The ingestion health could not be read; is the schema at head (chm db upgrade)?"
+        ) from None
+    health.sources_error = problem
+    return health.model_dump(mode="json")
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -90,12 +131,31 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         api.include_router(router)
     app.include_router(api)
 
-    @app.get("/healthz", tags=["health"], responses=problem_responses(503))
-    def healthz() -> JSONResponse:
-        """200 when the database answers."""
+    @app.get("/healthz", tags=["health"], responses=problem_responses(401, 422, 503))
+    def healthz(
+        request: Request,
+        detail: Annotated[
+            bool,
+            Query(
+                description="Add each source's ingestion health and the workers alive "
+                "(docs/health.md); in production it needs the API token"
+            ),
+        ] = False,
+    ) -> JSONResponse:
+        """200 when the database answers, whatever the sources' health (a stale
+        source is data, not an outage); 503 when it does not."""
+        if detail and not _may_see_detail(request, settings):
+            response = render_error(
+                Unauthorized("The detail needs a valid 'Authorization: Bearer <token>' header")
+            )
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        body: dict[str, object] = {"status": "ok", "database": engine.dialect.name}
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
-        return JSONResponse({"status": "ok", "database": engine.dialect.name})
+            if detail:
+                body |= _health_detail(request, settings, connection)
+        return JSONResponse(body)
 
     install_problem_openapi(app)
     return app

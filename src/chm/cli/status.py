@@ -1,12 +1,14 @@
 """``chm status``: the operators' terminal board (SC-001, SC-004).
 
-The data is ``chm.reports.board``'s; this module parses the options and draws
-it (a rich table per section, fitted to the terminal) or prints its JSON.
+The data is ``chm.reports.board``'s, and ``chm.ingestion.health``'s for the
+sources and workers; this module parses the options and draws it (a rich
+table per section, fitted to the terminal) or prints its JSON.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,6 +22,10 @@ from chm.cli.runtime import fail, load_settings, open_database
 from chm.core.timeutil import as_utc, utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from chm.core.settings import Settings
+    from chm.ingestion.health import HealthDetail
     from chm.reports.board import StatusBoard
     from chm.reports.schemas import StatusChangeRow
 
@@ -48,7 +54,11 @@ def _time(value: datetime | None) -> str:
 
 
 def _age(as_of: datetime, value: datetime) -> str:
-    minutes = max(0, int((as_of - value).total_seconds() // 60))
+    return _span((as_of - value).total_seconds())
+
+
+def _span(seconds: float) -> str:
+    minutes = max(0, int(seconds // 60))
     days, minutes = divmod(minutes, 24 * 60)
     hours, minutes = divmod(minutes, 60)
     return f"{days}d {hours}h" if days else f"{hours}h {minutes:02d}m"
@@ -158,7 +168,76 @@ def _unmatched_section(board: StatusBoard) -> list[RenderableType]:
     return _section(f"{title} ({len(jobs)}{more})", table)
 
 
-def render_board(board: StatusBoard, console: Console) -> None:
+SOURCE_NAME_WIDTH = 20  # a longer source name folds over lines
+ERROR_LINES = 2  # a source's last error shows its first line, on at most this many
+_STATE_STYLES = {"stale": "bold red", "failing": "red", "ok": "green"}
+
+
+def _overdue(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"  # not scheduled, or never succeeded
+    if seconds <= 0:
+        return "no"
+    return _span(seconds)
+
+
+def _sources_section(health: HealthDetail, width: int) -> list[RenderableType]:
+    from chm.ingestion.health import STALE_INTERVALS, SourceState
+
+    if health.sources_error is not None:
+        return [Text(""), Text(f"Sources: not shown ({health.sources_error})")]
+    sources = health.sources
+    if not sources:
+        return _section("Sources: none in the sources file")
+    stale = f": {health.stale_sources} STALE" if health.stale_sources else ""
+    # The state is a word (STALE in capitals), the colour only repeats it.
+    rows = [
+        (
+            source.name,
+            source.state.value.upper() if source.state is SourceState.stale else source.state.value,
+            f"{_age(health.checked_at, source.last_success_at)} ago"
+            if source.last_success_at is not None
+            else "never"
+            if source.pulls
+            else "-",  # push-only: nothing to pull
+            _overdue(source.overdue_s),
+        )
+        for source in sources
+    ]
+    headers = ("Source", "State", "Succeeded", "Overdue")
+    table = _table()
+    table.add_column(headers[0], overflow="fold", max_width=SOURCE_NAME_WIDTH)
+    for header in headers[1:]:
+        table.add_column(header, no_wrap=True)
+    # The error gets the width the other columns leave, over at most
+    # ERROR_LINES lines, and is cut short past that; a long source name folds
+    # over lines rather than leave the error no room.
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    used = COLUMN_GAP * len(headers) + min(widths[0], SOURCE_NAME_WIDTH) + sum(widths[1:])
+    error_width = max(12, width - used - 1)
+    table.add_column("Last error", no_wrap=True, width=error_width)
+    for source, (name, state, success, overdue) in zip(sources, rows, strict=True):
+        error = source.last_error.strip().splitlines()[0] if source.last_error else "-"
+        lines = textwrap.wrap(error, error_width) or ["-"]
+        if len(lines) > ERROR_LINES:
+            lines = [*lines[: ERROR_LINES - 1], lines[ERROR_LINES - 1][: error_width - 1] + "…"]
+        style = _STATE_STYLES.get(source.state.value, "")
+        table.add_row(name, Text(state, style=style), success, overdue, "\n".join(lines))
+    note = (
+        [Text(f"STALE: no success for {STALE_INTERVALS} intervals or more", style="bold red")]
+        if health.stale_sources
+        else []
+    )
+    return [*_section(f"Sources ({len(sources)}){stale}", table), *note]
+
+
+def _workers_line(health: HealthDetail) -> list[RenderableType]:
+    alive = ", ".join(f"{w.hostname} pid {w.pid}" for w in health.workers) or "none"
+    lost = f"; {health.workers_lost} lost in the last day" if health.workers_lost else ""
+    return [Text(f"Workers alive: {alive}{lost}")]
+
+
+def render_board(board: StatusBoard, console: Console, health: HealthDetail | None = None) -> None:
     scope = f"client {board.client.name}" if board.client else "all clients"
     changes = board.changes
     since = _time(changes.since)
@@ -172,8 +251,32 @@ def render_board(board: StatusBoard, console: Console) -> None:
         *([Text(f"Other status changes since {since}: {other}")] if other else []),
         *_counts_section(board),
         *_unmatched_section(board),
+        *(_sources_section(health, console.width) if health is not None else []),
+        *(_workers_line(health) if health is not None else []),
     ]
     console.print(Group(*parts))
+
+
+def ingestion_health(
+    session: Session, settings: Settings, as_of: datetime, client: tuple[str, str] | None
+) -> HealthDetail:
+    """The sources' health at ``as_of`` (with ``client``: its own sources and those
+    serving every client) and the workers alive. A sources file that is not set
+    or cannot be loaded leaves the sources out and says why: not an error here."""
+    from chm.ingestion.config import ConfigError, Sources, load_sources
+    from chm.ingestion.health import source_health
+    from chm.models.base import name_key
+
+    try:
+        sources, problem = load_sources(settings.config, settings.env), None
+    except ConfigError as exc:
+        sources, problem = Sources([]), str(exc)
+    if client is not None:
+        key = name_key(client[1])
+        sources = Sources([s for s in sources.all if s.client is None or name_key(s.client) == key])
+    health = source_health(session, sources, as_of, lease_s=settings.worker_lease_s)
+    health.sources_error = problem
+    return health
 
 
 def status(
@@ -184,7 +287,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="The board as JSON on stdout")] = False,
 ) -> None:
     """The status board: failing now, stuck runs, changes since yesterday, counts by
-    status, OpenLineage jobs matching no pipeline."""
+    status, OpenLineage jobs matching no pipeline, each source's ingestion health
+    and the workers alive."""
     from chm.core.db import make_session_factory
     from chm.reports.board import ClientNotOnBoard, build_board, find_client
 
@@ -198,8 +302,10 @@ def status(
                 raise fail(str(exc)) from None
             stuck_after = timedelta(minutes=settings.stuck_after_minutes)
             board = build_board(session, when, stuck_after, scope)
+            health = ingestion_health(session, settings, when, scope)
     if as_json:
-        print(json.dumps(board.model_dump(mode="json"), indent=2))
+        ingestion = health.model_dump(mode="json", exclude={"checked_at"})
+        print(json.dumps(board.model_dump(mode="json") | ingestion, indent=2))
     else:
         # Colour only on a terminal (rich decides; NO_COLOR is honoured).
-        render_board(board, Console(highlight=False))
+        render_board(board, Console(highlight=False), health)
