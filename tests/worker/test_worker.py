@@ -23,11 +23,13 @@ from ingestion_fakes import (
     toml_text,
 )
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from chm.core.settings import Settings
 from chm.ingestion.config import ConfigError
 from chm.models import IngestionSource, Pipeline, Run, WorkerProcess
 from chm.worker.context import LiveSources, WorkerContext
+from chm.worker.leases import claim_pipeline, release
 from chm.worker.loop import Worker
 from chm.worker.registry import WorkerRefused
 from chm.worker.scheduled import backoff_s
@@ -262,3 +264,116 @@ def test_many_workers_may_register_on_postgresql(engine, db_url) -> None:
     clock = Clock()
     for name in ("a", "b", "c"):
         make_worker(engine, db_url, None, clock, name=name).registration.register()
+
+
+def job_api(engine: Engine, db_url: str, config: Path) -> Any:
+    from fastapi.testclient import TestClient
+
+    from chm.app import create_app
+
+    options = Settings(database_url=db_url, config=config, _env_file=None)  # type: ignore[call-arg]
+    return TestClient(create_app(options, engine), raise_server_exceptions=False)
+
+
+ASYNC = {"Prefer": "respond-async"}
+
+
+def test_an_async_job_walks_queued_running_succeeded_with_its_report(
+    api, engine, db_url, fake, tmp_path
+) -> None:
+    client = make_client(api)
+    pipeline = make_pipeline(api, client, platform="generic", external_id="a")
+    serve_generic(fake, "a", [[generic_run("a1")], [generic_run("a2")]])
+    config = write_config(tmp_path / "s.toml", source(fake, interval_s=0))
+    http = job_api(engine, db_url, config)
+    answer = http.post("/api/v1/ingestions", json={"pipeline_id": pipeline["id"]}, headers=ASYNC)
+    assert answer.status_code == 202, answer.text
+    location = answer.headers["location"]
+    assert http.get(location).json()["status"] == "queued"
+
+    seen: list[str] = []
+
+    def page_hook(seen_request: Any) -> Reply | None:
+        seen.append(http.get(location).json()["status"])
+        return None
+
+    fake.routes[("GET", generic_path("a"))] = (
+        lambda request, inner=fake.routes[("GET", generic_path("a"))]: (
+            page_hook(request) or inner(request)
+        )
+    )
+    worker = make_worker(engine, db_url, config, Clock())
+    worker.run_until_idle()
+    assert seen and set(seen) == {"running"}
+    job = http.get(location).json()
+    assert job["status"] == "succeeded" and job["error"] is None
+    assert job["report"]["runs_created"] == 2 and job["report"]["pages"] == 2
+    assert job["started_at"] is not None and job["finished_at"] is not None
+    assert job["attempts"] == 1
+    with engine.connect() as connection:
+        assert connection.scalar(sa.select(Pipeline.ingest_lease_owner)) is None
+
+
+def test_async_jobs_end_partial_and_failed(api, engine, db_url, fake, tmp_path) -> None:
+    client = make_client(api)
+    make_pipeline(api, client, platform="generic", external_id="good")
+    bad = make_pipeline(api, client, platform="generic", external_id="bad")
+    serve_generic(fake, "good", [[generic_run("g1")]])
+    fake.routes[("GET", generic_path("bad"))] = lambda seen: Reply(404, {"error": "no such job"})
+    config = write_config(tmp_path / "s.toml", source(fake, interval_s=0))
+    http = job_api(engine, db_url, config)
+    everything = http.post("/api/v1/ingestions", json={}, headers=ASYNC).headers["location"]
+    only_bad = http.post(
+        "/api/v1/ingestions", json={"pipeline_id": bad["id"]}, headers=ASYNC
+    ).headers["location"]
+    make_worker(engine, db_url, config, Clock()).run_until_idle()
+    partial = http.get(everything).json()
+    assert partial["status"] == "partial"
+    assert [e["pipeline_id"] for e in partial["report"]["errors"]] == [bad["id"]]
+    failed = http.get(only_bad).json()
+    assert failed["status"] == "failed" and "HTTP 404" in failed["report"]["errors"][0]["message"]
+    listed = http.get("/api/v1/ingestions").json()["items"]
+    assert [job["status"] for job in listed] == ["failed", "partial"]
+
+
+def test_a_job_that_cannot_start_fails_with_one_line(api, engine, db_url, fake, tmp_path) -> None:
+    pipeline = make_pipeline(api, make_client(api), platform="generic", external_id="a")
+    config = write_config(tmp_path / "s.toml", source(fake, interval_s=0))
+    http = job_api(engine, db_url, config)
+    location = http.post(
+        "/api/v1/ingestions", json={"pipeline_id": pipeline["id"]}, headers=ASYNC
+    ).headers["location"]
+    # The sources file disappears before a worker takes the job.
+    worker = make_worker(engine, db_url, None, Clock())
+    worker.run_until_idle()
+    job = http.get(location).json()
+    assert job["status"] == "failed" and job["report"] is None
+    assert "CHM_CONFIG" in job["error"] and "\n" not in job["error"]
+
+
+def test_a_job_waits_for_a_pipeline_another_worker_holds(
+    api, engine, db_url, fake, tmp_path
+) -> None:
+    pipeline = make_pipeline(api, make_client(api), platform="generic", external_id="a")
+    serve_generic(fake, "a", [[generic_run("a1")]])
+    config = write_config(tmp_path / "s.toml", source(fake, interval_s=0))
+    http = job_api(engine, db_url, config)
+    location = http.post(
+        "/api/v1/ingestions", json={"pipeline_id": pipeline["id"]}, headers=ASYNC
+    ).headers["location"]
+    with engine.begin() as connection, Session(bind=connection) as session:
+        assert claim_pipeline(session, "other", int(pipeline["id"]), T0, 60)
+        session.flush()
+    worker = make_worker(engine, db_url, config, Clock())
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the other worker finishes while this one waits
+        waits.append(seconds)
+        with engine.begin() as connection, Session(bind=connection) as session:
+            release(session, "other")
+            session.flush()
+
+    worker.ctx.sleep = sleep  # type: ignore[method-assign]
+    worker.run_until_idle()
+    assert waits and fake.requests
+    assert http.get(location).json()["status"] == "succeeded"
