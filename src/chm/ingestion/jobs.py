@@ -35,7 +35,7 @@ from chm.core.schemas import EntityId, ResponseModel
 from chm.core.types import UTCDateTime
 from chm.ingestion.report import IngestionReport
 from chm.models import IngestionJob
-from chm.models.ingestion_job import JOB_STATUSES
+from chm.models.ingestion_job import FINISHED_JOB_STATUSES, JOB_STATUSES
 
 
 class JobStatus(StrEnum):
@@ -243,3 +243,15 @@ def requeue_job(session: Session, job_id: int, owner: str) -> bool:
         .values(status=JobStatus.queued.value, lease_owner=None, lease_expires_at=None)
     )
     return _changed(session, requeue, job_id)
+
+
+def prune_jobs(session: Session, finished_before: datetime) -> int:
+    """Delete the jobs that finished before ``finished_before`` (retention); a
+    queued or running job is never deleted. Answers how many were."""
+    result = session.execute(
+        sa.delete(TABLE).where(
+            TABLE.c.status.in_(FINISHED_JOB_STATUSES),
+            TABLE.c.finished_at < finished_before,
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -31,12 +31,13 @@ from types import FrameType
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from chm.ingestion.jobs import prune_jobs
 from chm.models import IngestionJob, WorkerProcess
 from chm.worker.context import Task, WorkerContext
 from chm.worker.jobs import IngestionJobs
 from chm.worker.leases import release, renew
 from chm.worker.registry import Registration
-from chm.worker.retention import prune
+from chm.worker.retention import prune, retention_cutoff
 from chm.worker.scheduled import ScheduledIngestion
 
 logger = logging.getLogger("chm.worker")
@@ -61,12 +62,18 @@ class Retention:
         if self._next_at is not None and now < self._next_at:
             return False
         self._next_at = now + settings.retention_every_s
+        cutoff = retention_cutoff(self.ctx.clock(), settings.retention_days)
         prune(
             self.ctx.engine,
-            older_than=self.ctx.clock() - timedelta(days=settings.retention_days),
+            older_than=cutoff,
             batch_size=settings.retention_batch,
             should_stop=self.ctx.stopping,
         )
+        with self.ctx.write_sessions.begin() as session:
+            jobs = prune_jobs(session, cutoff)
+        if jobs:
+            logger.info("retention: %d ingestion jobs finished before %s deleted",
+                        jobs, cutoff.isoformat())  # fmt: skip
         return False
 
 
