@@ -165,22 +165,31 @@ def test_overdue_counts_from_the_last_success_plus_the_interval(
     assert (source.state.value, source.overdue_s) == ("ok", overdue_s)
 
 
-def test_never_attempted_is_never_and_never_succeeded_is_failing_without_overdue(
+def test_never_attempted_is_never_and_never_succeeded_counts_from_its_first_failure(
     engine: Engine,
 ) -> None:
-    record(engine, "refused", last_attempt_at=T - timedelta(days=3), last_error="HTTP 401",
-           last_error_at=T - timedelta(days=3), consecutive_failures=40)  # fmt: skip
+    # Broken from day one: failing since 3 intervals (at 1000 s) and one tick.
+    record(engine, "refused", last_attempt_at=T, last_error="HTTP 401", last_error_at=T,
+           consecutive_failures=40, failing_since=T - timedelta(seconds=3000))  # fmt: skip
+    record(engine, "young", last_attempt_at=T, last_error="HTTP 401", last_error_at=T,
+           consecutive_failures=2, failing_since=T - timedelta(seconds=2999))  # fmt: skip
     # A pipeline-only error (no failure of the source counted) and no success yet.
     record(engine, "unknown-job", last_attempt_at=T, last_error="job 'x' not found",
-           last_error_at=T)  # fmt: skip
-    detail = health(engine, pull("new"), pull("refused"), pull("unknown-job"))
-    new, refused, unknown = detail.sources
+           last_error_at=T, failing_since=T)  # fmt: skip
+    detail = health(
+        engine,
+        pull("new"),
+        pull("refused", interval_s=1000),
+        pull("young", interval_s=1000),
+        pull("unknown-job"),
+    )
+    new, refused, young, unknown = detail.sources
     assert (new.state.value, new.overdue_s, new.last_attempt_at) == ("never", None, None)
     assert new.consecutive_failures == 0
-    # Its first attempt is not recorded: how long it has failed is unknown, not 0.
-    assert (refused.state.value, refused.overdue_s) == ("failing", None)
-    assert (unknown.state.value, unknown.overdue_s) == ("failing", None)
-    assert detail.stale_sources == 0
+    assert (refused.state.value, refused.overdue_s) == ("stale", 2000.0)
+    assert (young.state.value, young.overdue_s) == ("failing", 1999.0)
+    assert (unknown.state.value, unknown.overdue_s) == ("failing", 0.0)
+    assert detail.stale_sources == 1
 
 
 @pytest.mark.parametrize(
@@ -257,12 +266,15 @@ def test_what_the_engine_records_is_shown(
     good_health, down_health = detail.sources
     assert (good_health.state.value, good_health.last_success_at) == ("ok", T)
     assert good_health.overdue_s == pytest.approx(2 * INTERVAL, abs=1e-5)
-    assert (down_health.state.value, down_health.overdue_s) == ("failing", None)
+    assert down_health.state.value == "failing"
+    assert down_health.overdue_s == pytest.approx(2 * INTERVAL, abs=1e-5)
     assert down_health.consecutive_failures == 1 and down_health.last_error_at == T
+    # Never having succeeded, it turns stale 3 intervals after its first failure.
+    assert later.sources[1].state.value == "stale"
     assert down_health.last_error is not None and "503" in down_health.last_error
     assert "down-token-6a1f0e" not in detail.model_dump_json()
-    assert [s.state.value for s in later.sources] == ["stale", "failing"]
-    assert later.stale_sources == 1
+    assert [s.state.value for s in later.sources] == ["stale", "stale"]
+    assert later.stale_sources == 2
 
 
 # --- one query ----------------------------------------------------------------------------

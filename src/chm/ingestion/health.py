@@ -14,11 +14,12 @@ at an injected ``now``:
   ``interval_s`` is above 0; only a scheduled source is ever due.
 - ``overdue_s``: how long past its due time (its last success plus
   ``interval_s``) a scheduled source is, 0 when not yet due; null when it is
-  not scheduled or has never succeeded (the first attempt is not recorded,
-  so how long a source that never succeeded has been failing is unknown).
+  not scheduled or has never been attempted. A source that never succeeded
+  counts from its first failure (``failing_since``) instead.
 - ``state``, the first that holds:
-  ``stale``: scheduled, and its last success is ``STALE_INTERVALS`` intervals
-  old or older (exactly 3 intervals is stale): flagged;
+  ``stale``: scheduled, and its last success (or, never having succeeded,
+  its first failure) is ``STALE_INTERVALS`` intervals old or older (exactly
+  3 intervals is stale): flagged;
   ``failing``: its last attempt failed (``consecutive_failures`` above 0,
   or its last error is newer than its last success, or it was attempted and
   never succeeded);
@@ -58,7 +59,9 @@ STALE_INTERVALS = 3
 LOST_WORKERS_WINDOW = timedelta(days=1)
 
 # A source's ingestion_sources row (the columns read below).
-_Record = sa.Row[str, datetime | None, datetime | None, str | None, datetime | None, int]
+_Record = sa.Row[
+    str, datetime | None, datetime | None, str | None, datetime | None, int, datetime | None
+]
 
 HealthTime = Annotated[datetime, PlainSerializer(isoformat_z, when_used="json")]
 
@@ -144,10 +147,15 @@ def _source_health(
     scheduled = source.pulls and source.interval_s > 0
     interval = timedelta(seconds=source.interval_s)
     last_success = record.last_success_at if record is not None else None
+    # Counted from the last success or, for a source that never succeeded,
+    # from its first failure (when it was first due).
+    since = last_success
+    if since is None and record is not None:
+        since = record.failing_since
     overdue_s = None
-    if scheduled and last_success is not None:
-        overdue_s = max(0.0, (now - (last_success + interval)).total_seconds())
-    if scheduled and last_success is not None and now - last_success >= STALE_INTERVALS * interval:
+    if scheduled and since is not None:
+        overdue_s = max(0.0, (now - (since + interval)).total_seconds())
+    if scheduled and since is not None and now - since >= STALE_INTERVALS * interval:
         state = SourceState.stale
     elif _is_failing(record):
         state = SourceState.failing
@@ -230,6 +238,7 @@ def source_health(
                 IngestionSource.last_error,
                 IngestionSource.last_error_at,
                 IngestionSource.consecutive_failures,
+                IngestionSource.failing_since,
             ).where(IngestionSource.name.in_(names))
         )
         records = {row.name: row for row in rows}

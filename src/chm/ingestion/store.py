@@ -180,15 +180,17 @@ class RunStore(ABC):
         table = cast(sa.Table, IngestionSource.__table__)
         values: dict[str, Any] = {"name": source_name, "last_attempt_at": now}
         if error is None:
-            values |= {"last_success_at": now, "consecutive_failures": 0}
+            values |= {"last_success_at": now, "consecutive_failures": 0, "failing_since": None}
         else:
-            values |= {"last_error": error, "last_error_at": now}
+            values |= {"last_error": error, "last_error_at": now, "failing_since": now}
         insert = self.dialect.insert(table).values(
             {"consecutive_failures": 1 if source_failed else 0, **values}
         )
         update: dict[str, Any] = {k: insert.excluded[k] for k in values if k != "name"}
         if source_failed:
             update["consecutive_failures"] = table.c.consecutive_failures + 1
+        if error is not None:  # the first error since the last success stays
+            update["failing_since"] = sa.func.coalesce(table.c.failing_since, now)
         session.execute(insert.on_conflict_do_update(index_elements=[table.c.name], set_=update))
 
 

@@ -32,3 +32,6 @@ class IngestionSource(Base):
     last_error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     consecutive_failures: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    # The first error since the last success (null after a success): how long
+    # a source that never succeeded has been failing.
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

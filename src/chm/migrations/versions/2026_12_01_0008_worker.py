@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("last_error_at", TS, nullable=True),
         sa.Column("consecutive_failures", sa.Integer(), nullable=False),
+        sa.Column("failing_since", TS, nullable=True),
         sa.PrimaryKeyConstraint("name", name="pk_ingestion_sources"),
     )
     op.create_table(
