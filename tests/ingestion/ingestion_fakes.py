@@ -77,6 +77,9 @@ class FakeServer:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without TCP_NODELAY,
+            # Nagle and the client's delayed ACK add ~40 ms to each answer.
+            disable_nagle_algorithm = True
 
             def log_message(self, *_args: Any) -> None:
                 pass

@@ -43,6 +43,9 @@ from chm.worker.scheduled import ScheduledIngestion
 logger = logging.getLogger("chm.worker")
 
 _MAX_ERROR_PAUSE_S = 30.0
+# How long a stopping worker tries to release its leases before it leaves them
+# to expire.
+_CLOSE_TIMEOUT_S = 5.0
 
 
 class Retention:
@@ -190,14 +193,24 @@ class Worker:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        # In a thread of its own, bounded: an abandoned work thread may still
+        # hold a row lock in its open transaction (until the process exits),
+        # and waiting on it must not keep the process alive.
+        closing = threading.Thread(target=self._close, name="chm-close", daemon=True)
+        closing.start()
+        closing.join(_CLOSE_TIMEOUT_S)
+        if closing.is_alive():
+            logger.error("could not release this worker's leases in time; they expire")
+        logger.info("worker %s stopped", ctx.worker_id)
+        return in_time and not closing.is_alive()
+
+    def _close(self) -> None:
         try:
             self.give_back()
             self.registration.stopped()
         except SQLAlchemyError as error:
             cause = type(getattr(error, "orig", None) or error).__name__
             logger.error("could not release this worker's leases (%s); they expire", cause)
-        logger.info("worker %s stopped", ctx.worker_id)
-        return in_time
 
 
 def live_workers(ctx: WorkerContext) -> int:
