@@ -1,5 +1,6 @@
 """SQLAlchemy tables, one module per table."""
 
+from chm.models.alert import Alert, AlertDelivery, Silence
 from chm.models.alert_rule import AlertRule, RuleType
 from chm.models.base import Base
 from chm.models.client import Client
@@ -12,6 +13,8 @@ from chm.models.settings import DatabaseSetting
 from chm.models.worker import WorkerProcess
 
 __all__ = [
+    "Alert",
+    "AlertDelivery",
     "AlertRule",
     "Base",
     "Client",
@@ -22,5 +25,6 @@ __all__ = [
     "Pipeline",
     "RuleType",
     "Run",
+    "Silence",
     "WorkerProcess",
 ]

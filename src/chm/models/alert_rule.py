@@ -11,6 +11,17 @@ from chm.models.base import Base, IdMixin, TimestampMixin
 class RuleType(StrEnum):
     on_failure = "on_failure"
     failures_in_window = "failures_in_window"
+    consecutive_failures = "consecutive_failures"
+    long_running = "long_running"
+    duration_anomaly = "duration_anomaly"
+
+
+# The rule types whose `threshold` is required (a count, or minutes for long_running).
+THRESHOLD_REQUIRED = (
+    RuleType.failures_in_window,
+    RuleType.consecutive_failures,
+    RuleType.long_running,
+)
 
 
 MAX_WINDOW_MINUTES = 43_200  # 30 days
@@ -35,6 +46,10 @@ class AlertRule(IdMixin, TimestampMixin, Base):
             name="window_params",
         ),
         sa.CheckConstraint("threshold IS NULL OR threshold >= 1", name="threshold_positive"),
+        sa.CheckConstraint(
+            "rule_type NOT IN ('consecutive_failures', 'long_running') OR threshold IS NOT NULL",
+            name="threshold_params",
+        ),
         sa.CheckConstraint(
             "window_minutes IS NULL"
             f" OR (window_minutes >= 1 AND window_minutes <= {MAX_WINDOW_MINUTES})",
