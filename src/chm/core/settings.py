@@ -59,6 +59,28 @@ class Settings(BaseSettings):
     # How often the worker prunes, and how many runs one prune transaction deletes.
     retention_every_s: float = Field(default=3600.0, gt=0.0)
     retention_batch: int = Field(default=5000, ge=1, le=100_000)
+    # Alerts (docs/alerts.md). The worker evaluates every rule at least this
+    # often, and within a poll of any write that changed runs.
+    evaluate_every_s: float = Field(default=60.0, gt=0.0)
+    # A firing alert neither acknowledged nor resolved is notified again this
+    # often (0: never).
+    alert_repeat_s: float = Field(default=14_400.0, ge=0.0)
+    # Deliveries due to one destination within this wait go out as one message.
+    alert_group_wait_s: float = Field(default=30.0, ge=0.0)
+    delivery_max_attempts: int = Field(default=8, ge=1, le=100)
+    # The base of links in messages (later the web page): https://chm.example.com
+    public_url: str | None = None
+    # Email: smtp://user@host:port or smtps://...; the password apart.
+    smtp_url: SecretStr | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None
+    # Slack: the bot token for `slack:#channel` destinations (chat.postMessage).
+    slack_bot_token: SecretStr | None = None
+    # Where the Slack Web API and PagerDuty's Events API are (tests and proxies).
+    slack_api_url: str = "https://slack.com/api/"
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    # How long one send may take, as a whole.
+    delivery_timeout_s: float = Field(default=10.0, gt=0.0, le=300.0)
 
     @property
     def cursor_key(self) -> bytes:
@@ -83,8 +105,9 @@ class Settings(BaseSettings):
 
         from chm.core.redaction import register_secret
 
-        if self.api_token is not None:
-            register_secret(self.api_token.get_secret_value())
+        for secret in (self.api_token, self.smtp_password, self.slack_bot_token, self.smtp_url):
+            if secret is not None and secret.get_secret_value():
+                register_secret(secret.get_secret_value())
         if self.database_url is not None:
             # A malformed URL is refused elsewhere, with its own message.
             with contextlib.suppress(ArgumentError, ValueError):

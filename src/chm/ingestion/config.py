@@ -83,6 +83,8 @@ class SourcesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sources: list[AnySource] = Field(default_factory=list)
+    # The alerts' named destinations share the file; validated by chm.alerts.
+    destinations: list[dict[str, Any]] = Field(default_factory=list)
 
 
 @lru_cache(maxsize=8)
