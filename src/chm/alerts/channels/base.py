@@ -3,7 +3,7 @@ each ending in ``register(Channel(...))`` (like ingestion's platforms)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -39,7 +39,7 @@ class Resolved:
     target: str
     name: str | None = None  # the named destination, when it is one
     url: str | None = None
-    secret: str | None = None  # webhook HMAC key
+    secret: str | None = None  # webhook HMAC key; for email, the SMTP password
     routing_key: str | None = None  # PagerDuty
     token: str | None = None  # Slack bot token
     extra: dict[str, str] = field(default_factory=dict)
@@ -59,6 +59,21 @@ class SendContext:
 
 
 Sender = Callable[[Message, Resolved, SendContext], None]
+# Resolves a target that is not a name (Slack's "#channel", an email address)
+# against the settings and the environment: a Resolved, None when the target
+# is a name (a [[destinations]] entry), or Undeliverable.
+TargetResolver = Callable[[str, Settings, Mapping[str, str]], "Resolved | None"]
+
+
+@dataclass(frozen=True)
+class NamedFields:
+    """The fields a named destination of one kind has ([[destinations]] in the
+    CHM_CONFIG file): each names an environment variable (``url_env`` → its
+    ``Resolved.url``, ``secret_env`` → ``secret``, ``routing_key_env`` →
+    ``routing_key``)."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,11 @@ class Channel:
     kind: str
     # Send one message; raise SendFailed on failure, return on success.
     send: Sender
+    # What a named destination of this kind holds; None: this kind takes no
+    # named destination (email: the target is an address).
+    named: NamedFields | None = None
+    # How a target that is not a name resolves; None: every target is a name.
+    resolve_target: TargetResolver | None = None
 
 
 _CHANNELS: dict[str, Channel] = {}
