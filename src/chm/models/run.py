@@ -30,6 +30,8 @@ class Run(IdMixin, TimestampMixin, Base):
         ),
         sa.Index(None, "pipeline_id", "event_at"),
         sa.Index(None, "event_at"),
+        # The worker's "did runs change since the last evaluation?" (chm.worker.alerts).
+        sa.Index(None, "updated_at"),
         # The ordering indexes (pipeline and global) are expression indexes,
         # declared per dialect in the migrations: see chm.runs.ordering.
         # The reports' indexes (migration 0002, chm.reports): covering, so a

@@ -31,7 +31,8 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("alert_rules") as batch:
+    # Rebuilt on SQLite: keep AUTOINCREMENT (a deleted rule's id is never reused).
+    with op.batch_alter_table("alert_rules", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_constraint(op.f("ck_alert_rules_rule_type"), type_="check")
         batch.create_check_constraint(
             op.f("ck_alert_rules_rule_type"), _one_of("rule_type", RULE_TYPES)
@@ -148,9 +149,13 @@ def upgrade() -> None:
         sa.CheckConstraint("ends_at > starts_at", name="ck_silences_ends_after_start"),
     )
     op.create_index("ix_silences_ends_at", "silences", ["ends_at"])
+    # The worker asks for the newest change to runs each poll (evaluation after
+    # any write that changed runs): an index top-1, not a scan.
+    op.create_index("ix_runs_updated_at", "runs", ["updated_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_runs_updated_at", "runs")
     op.drop_index("ix_silences_ends_at", "silences")
     op.drop_table("silences")
     op.drop_index("ix_alert_deliveries_pending", "alert_deliveries")
@@ -167,7 +172,8 @@ def downgrade() -> None:
     op.drop_table("alerts")
     rules = sa.table("alert_rules", sa.column("rule_type", sa.String))
     op.execute(rules.delete().where(rules.c.rule_type.not_in(OLD_RULE_TYPES)))
-    with op.batch_alter_table("alert_rules") as batch:
+    # Rebuilt on SQLite: keep AUTOINCREMENT (a deleted rule's id is never reused).
+    with op.batch_alter_table("alert_rules", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_constraint(op.f("ck_alert_rules_threshold_params"), type_="check")
         batch.drop_constraint(op.f("ck_alert_rules_rule_type"), type_="check")
         batch.create_check_constraint(
