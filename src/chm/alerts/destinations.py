@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, 
 
 import chm.alerts.channels  # noqa: F401  (registers every channel)
 from chm.alerts.channels.base import Channel, Resolved, Undeliverable, channel_for, kinds
-from chm.core.redaction import redact_text
+from chm.core.redaction import redact_text, register_secret
 from chm.core.settings import Settings
 
 # The same rule as a source's token_env (chm.ingestion.sources.EnvVarName).
@@ -263,11 +263,16 @@ def resolve(
         raise Undeliverable(
             f"unknown destination kind {split.kind!r}; the kinds are {', '.join(kinds())}"
         )
+    resolved = None
     if channel.resolve_target is not None:
         resolved = channel.resolve_target(split.target, settings, environ)
-        if resolved is not None:
-            return resolved
-    return _resolve_named(channel, split.target, destinations, environ)
+    if resolved is None:
+        resolved = _resolve_named(channel, split.target, destinations, environ)
+    # Whatever logs a line from now on (this process, the clients' libraries)
+    # has these values removed (chm.core.redaction.RedactingFilter).
+    for secret in resolved.secrets:
+        register_secret(secret)
+    return resolved
 
 
 def _resolve_named(

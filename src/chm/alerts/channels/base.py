@@ -3,13 +3,18 @@ each ending in ``register(Channel(...))`` (like ingestion's platforms)."""
 
 from __future__ import annotations
 
+import email.utils
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
 
 from chm.alerts.message import Message
+from chm.core.redaction import Redactor
 from chm.core.settings import Settings
+from chm.core.timeutil import utcnow
 
 
 class Undeliverable(Exception):
@@ -38,10 +43,12 @@ class Resolved:
     kind: str
     target: str
     name: str | None = None  # the named destination, when it is one
-    url: str | None = None
-    secret: str | None = None  # webhook HMAC key; for email, the SMTP password
-    routing_key: str | None = None  # PagerDuty
-    token: str | None = None  # Slack bot token
+    # Secrets: kept out of repr(), so that no log line or traceback shows them.
+    url: str | None = field(default=None, repr=False)
+    # The webhook's HMAC key; for email, the SMTP password.
+    secret: str | None = field(default=None, repr=False)
+    routing_key: str | None = field(default=None, repr=False)  # PagerDuty
+    token: str | None = field(default=None, repr=False)  # Slack bot token
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -52,10 +59,12 @@ class Resolved:
 @dataclass
 class SendContext:
     """What every send may use: the settings (SMTP, Slack's API, timeouts) and
-    one HTTP client (httpx) shared by the worker's sends."""
+    one HTTP client (httpx) shared by the worker's sends; ``clock`` reads a
+    ``Retry-After`` given as an HTTP date."""
 
     settings: Settings
     http: httpx.Client
+    clock: Callable[[], datetime] = utcnow
 
 
 Sender = Callable[[Message, Resolved, SendContext], None]
@@ -102,3 +111,81 @@ def channel_for(kind: str) -> Channel | None:
 
 def kinds() -> list[str]:
     return sorted(_CHANNELS)
+
+
+# --- what the HTTP channels share (webhook, teams, pagerduty) ------------------------
+
+_SECONDS = re.compile(r"^\d+(\.\d+)?$")
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """``Retry-After`` as seconds from ``now``: delay-seconds or an HTTP date (a date
+    past gives 0); None when absent or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if _SECONDS.match(text):
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def is_retryable_status(status: int) -> bool:
+    """408, 429 and 5xx are worth another attempt; any other 4xx is not."""
+    return status in (408, 429) or status >= 500
+
+
+def post_json(
+    ctx: SendContext,
+    url: str,
+    body: bytes,
+    *,
+    redactor: Redactor,
+    what: str,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """POST ``body`` (JSON bytes, sent as they are) to ``url`` within the delivery
+    timeout; the response when its status is 2xx, else ``SendFailed``: 408, 429,
+    5xx, a timeout or a connection error retryable (with ``Retry-After``), any
+    other status not. ``what`` names the receiver in reasons; the URL never
+    appears in one (``redactor`` knows the destination's secrets)."""
+    timeout = ctx.settings.delivery_timeout_s
+    try:
+        response = ctx.http.post(
+            url,
+            content=body,
+            headers={"Content-Type": "application/json", **(headers or {})},
+            timeout=httpx.Timeout(timeout),
+        )
+    except httpx.TimeoutException:
+        raise SendFailed(f"{what}: no answer within {timeout:g} s", retryable=True) from None
+    except httpx.HTTPError as exc:
+        # The exception's text may hold the URL: only its type and the redacted
+        # text go out.
+        reason = redactor.text(str(exc)).replace(url, "[REDACTED]")
+        raise SendFailed(
+            f"{what}: {type(exc).__name__}: {reason}".rstrip(": "), retryable=True
+        ) from None
+    if 200 <= response.status_code < 300:
+        return response
+    raise http_failure(response, redactor=redactor, what=what, now=ctx.clock())
+
+
+def http_failure(
+    response: httpx.Response, *, redactor: Redactor, what: str, now: datetime
+) -> SendFailed:
+    """The ``SendFailed`` of a non-2xx answer: its status and the start of its body
+    (redacted), retryable for 408, 429 and 5xx, with ``Retry-After``."""
+    status = response.status_code
+    snippet = " ".join(response.text[:300].split())
+    reason = f"{what} answered HTTP {status}"
+    if snippet:
+        reason += f": {redactor.text(snippet)}"
+    retryable = is_retryable_status(status)
+    retry_after = retry_after_seconds(response.headers.get("retry-after"), now)
+    return SendFailed(reason, retryable=retryable, retry_after=retry_after if retryable else None)
