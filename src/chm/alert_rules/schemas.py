@@ -1,9 +1,19 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Discriminator, Field, StrictBool, StrictInt
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetCoreSchemaHandler,
+    StrictBool,
+    StrictInt,
+)
+from pydantic_core import PydanticCustomError, core_schema
 
 from chm.core.ids import ClientRef, PipelineRef
 from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel, text
@@ -65,10 +75,65 @@ class FailuresInWindowRuleCreate(_RuleCreate):
     window_minutes: WindowMinutes
 
 
+@dataclass(frozen=True)
+class _NotUsed:
+    """A parameter ``rule_type`` does not use: absent or null, nothing else (the
+    schema says null), so a value the rule would silently ignore is refused."""
+
+    field: str
+    rule_type: RuleType
+
+    def _check(self, value: object) -> None:
+        if value is not None:
+            raise PydanticCustomError(
+                "not_used", f"{self.field} is not used by {self.rule_type.value} rules"
+            )
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            self._check, json_schema_input_schema=core_schema.none_schema()
+        )
+
+
+class ConsecutiveFailuresRuleCreate(_RuleCreate):
+    """Fires when the latest `threshold` runs all failed: `threshold` required."""
+
+    rule_type: Literal["consecutive_failures"]
+    threshold: Threshold
+    window_minutes: Annotated[None, _NotUsed("window_minutes", RuleType.consecutive_failures)] = (
+        None
+    )
+
+
+class LongRunningRuleCreate(_RuleCreate):
+    """Fires when a queued or running run's event time is over `threshold`
+    minutes ago: `threshold` (minutes) required."""
+
+    rule_type: Literal["long_running"]
+    threshold: Threshold
+    window_minutes: Annotated[None, _NotUsed("window_minutes", RuleType.long_running)] = None
+
+
+class DurationAnomalyRuleCreate(_RuleCreate):
+    """Fires when the latest finished run took far longer than its usual
+    successful runs: no parameters."""
+
+    rule_type: Literal["duration_anomaly"]
+    threshold: Annotated[None, _NotUsed("threshold", RuleType.duration_anomaly)] = None
+    window_minutes: Annotated[None, _NotUsed("window_minutes", RuleType.duration_anomaly)] = None
+
+
 # The schema shows one body per rule_type (oneOf with a discriminator), so a
 # client generated from it sends the parameters each type needs.
 AlertRuleCreate = Annotated[
-    OnFailureRuleCreate | FailuresInWindowRuleCreate, Discriminator("rule_type")
+    OnFailureRuleCreate
+    | FailuresInWindowRuleCreate
+    | ConsecutiveFailuresRuleCreate
+    | LongRunningRuleCreate
+    | DurationAnomalyRuleCreate,
+    Discriminator("rule_type"),
 ]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -14,6 +14,17 @@ from chm.core.errors import Conflict, FieldIssue, ValidationFailed
 from chm.core.keyset import Keyset, SortKey, keyset_page
 from chm.core.lookup import flush_or_conflict, get_or_404
 from chm.models import AlertRule, Client, Pipeline, RuleType
+
+# What each rule type does with each parameter: requires it, accepts it (and
+# ignores it), or refuses any value but null (the create bodies say the same).
+ParameterUse = Literal["required", "optional", "not_used"]
+PARAMETERS: dict[RuleType, dict[str, ParameterUse]] = {
+    RuleType.on_failure: {"threshold": "optional", "window_minutes": "optional"},
+    RuleType.failures_in_window: {"threshold": "required", "window_minutes": "required"},
+    RuleType.consecutive_failures: {"threshold": "required", "window_minutes": "not_used"},
+    RuleType.long_running: {"threshold": "required", "window_minutes": "not_used"},
+    RuleType.duration_anomaly: {"threshold": "not_used", "window_minutes": "not_used"},
+}
 
 # In creation order.
 KEYSET = Keyset("alert-rules", (SortKey(AlertRule.id, int),))
@@ -69,16 +80,16 @@ def _resolve(session: Session, values: RuleValues) -> dict[str, Any]:
                 f"pipeline '{values.pipeline_id}' does not belong to client '{values.client_id}'",
             )
         )
-    if values.rule_type is RuleType.failures_in_window:
-        for field in ("threshold", "window_minutes"):
-            if getattr(values, field) is None:
-                issues.append(
-                    FieldIssue(
-                        field,
-                        "required",
-                        f"{field} is required for failures_in_window rules",
-                    )
-                )
+    for field, use in PARAMETERS[values.rule_type].items():
+        value = getattr(values, field)
+        if use == "required" and value is None:
+            issues.append(
+                FieldIssue(field, "required", f"{field} is required for {values.rule_type} rules")
+            )
+        elif use == "not_used" and value is not None:
+            issues.append(
+                FieldIssue(field, "not_used", f"{field} is not used by {values.rule_type} rules")
+            )
     if issues:
         raise ValidationFailed(issues)
     return {

@@ -123,6 +123,8 @@ PipelineID = Annotated[int, _path_id("pipeline")]
 RunID = Annotated[int, _path_id("run")]
 AlertRuleID = Annotated[int, _path_id("alert rule")]
 IngestionJobID = Annotated[int, _path_id("ingestion job")]
+AlertID = Annotated[int, _path_id("alert")]
+SilenceID = Annotated[int, _path_id("silence")]
 
 # A list or report filter: malformed is a 422, unknown simply matches nothing.
 IdFilter = Annotated[int, _IdText("invalid_id", "{value} is not a valid id")]
@@ -130,3 +132,4 @@ IdFilter = Annotated[int, _IdText("invalid_id", "{value} is not a valid id")]
 # References in request bodies: not one of ours is the same 422 as not existing.
 ClientRef = Annotated[int, _reference("client")]
 PipelineRef = Annotated[int, _reference("pipeline")]
+AlertRuleRef = Annotated[int, _reference("alert rule")]
