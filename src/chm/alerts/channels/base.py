@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 
@@ -53,7 +54,40 @@ class Resolved:
 
     @property
     def secrets(self) -> list[str]:
-        return [v for v in (self.url, self.secret, self.routing_key, self.token) if v]
+        """The secret values, and the parts of the URL that carry one on their own
+        (a token in its path, a signature in its query, a password), so that an
+        answer echoing only its path gives nothing away either."""
+        values = [v for v in (self.url, self.secret, self.routing_key, self.token) if v]
+        return values + (url_secrets(self.url) if self.url else [])
+
+
+# A path segment or query value this long is a token (Slack's incoming-webhook
+# token, a Teams workflow's sig...); shorter ones ("services", "v2") are words.
+_TOKEN_LENGTH = 16
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` that may be secrets on their own: its password, each
+    long path segment, each long query value."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return []
+    found = [password] if password else []
+    found += [s for s in parts.path.split("/") if len(s) >= _TOKEN_LENGTH]
+    found += [
+        unquote(value)
+        for _name, value in parse_qsl(parts.query, keep_blank_values=False)
+        if len(value) >= _TOKEN_LENGTH
+    ]
+    # The raw query value too: an answer may echo it still percent-encoded.
+    found += [
+        piece.partition("=")[2]
+        for piece in parts.query.split("&")
+        if len(piece.partition("=")[2]) >= _TOKEN_LENGTH
+    ]
+    return found
 
 
 @dataclass
