@@ -1,15 +1,15 @@
 """The ``chm`` command line: one Typer app, a module per command group.
 
 ``runtime`` holds what every command shares (settings, redacted logging, the
-database and the exit codes); ``serve``, ``db``, ``ingest``, ``status`` and
-``worker`` are the commands. A new command is a module here and one line below.
+database and the exit codes); ``serve``, ``db``, ``ingest``, ``status``,
+``alerts`` and ``worker`` are the commands. A new command is a module here and one line below.
 """
 
 from __future__ import annotations
 
 import typer
 
-from chm.cli import db, ingest, serve, status, worker
+from chm.cli import alerts, db, ingest, serve, status, worker
 
 app = typer.Typer(
     name="chm",
@@ -22,6 +22,7 @@ app.command()(serve.serve)
 app.add_typer(db.app, name="db")
 app.command()(ingest.ingest)
 app.command()(status.status)
+app.command()(alerts.alerts)
 app.command()(worker.worker)
 
 __all__ = ["app"]

@@ -76,6 +76,35 @@ def _section(title: str, body: RenderableType | None = None) -> list[RenderableT
     return [Text(""), Text(title, style="bold"), *([body] if body is not None else [])]
 
 
+def _firing_section(board: StatusBoard, width: int) -> list[RenderableType]:
+    from chm.reports.board import FIRING_ALERTS_SHOWN
+
+    alerts = board.firing_alerts
+    if not alerts:
+        return _section("Firing alerts: none")
+    total = board.firing_alerts_total
+    more = (
+        f", newest {FIRING_ALERTS_SHOWN} shown; all: chm alerts --state firing"
+        if total > len(alerts)
+        else ""
+    )
+    rows = [(a.client_name, a.pipeline_name, _time(a.fired_at)) for a in alerts]
+    headers = ("Client", "Pipeline", "Since (UTC)")
+    table = _table(*headers[:2])
+    table.add_column(headers[2], no_wrap=True)
+    # The summary gets the width the names leave, folded over lines: it is
+    # what a person reads to act.
+    used = sum(max(len(h), *(len(r[i]) for r in rows)) + COLUMN_GAP for i, h in enumerate(headers))
+    table.add_column("Summary", overflow="fold", min_width=max(20, width - used - 1))
+    for alert, (client, pipeline, since) in zip(alerts, rows, strict=True):
+        # Text, not markup: a summary's brackets are the user's names.
+        summary = Text(alert.summary)
+        if alert.acknowledged_by:
+            summary.append(f"\nacknowledged by {alert.acknowledged_by}", style="dim")
+        table.add_row(Text(client), Text(pipeline, style="bold red"), since, summary)
+    return _section(f"Firing alerts ({total}{more})", table)
+
+
 def _failing_section(board: StatusBoard, width: int) -> list[RenderableType]:
     if not board.failing_now:
         return _section("Failing now: none")
@@ -244,6 +273,7 @@ def render_board(board: StatusBoard, console: Console, health: HealthDetail | No
     other = len(changes.other)
     parts: list[RenderableType] = [
         Text(f"CHM status: {scope}, as of {_time(board.as_of)} UTC", style="bold"),
+        *_firing_section(board, console.width),
         *_failing_section(board, console.width),
         *_stuck_section(board),
         *_changes_section(f"Newly failing since {since}", changes.newly_failing, "red"),
@@ -286,7 +316,7 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The board as JSON on stdout")] = False,
 ) -> None:
-    """The status board: failing now, stuck runs, changes since yesterday, counts by
+    """The status board: firing alerts, failing now, stuck runs, changes since yesterday, counts by
     status, OpenLineage jobs matching no pipeline, each source's ingestion health
     and the workers alive."""
     from chm.core.db import make_session_factory

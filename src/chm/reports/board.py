@@ -1,7 +1,8 @@
 """The status board's data (SC-001, SC-004): what ``chm status`` shows.
 
-What is failing now (with client, platform, environment, when the failing
-run started and its error), which runs are stuck, what changed since
+The alerts firing (written by chm.alerts), what is failing now (with
+client, platform, environment, when the failing run started and its
+error), which runs are stuck, what changed since
 yesterday, how many pipelines stand in each status, and which OpenLineage
 jobs send events that match no pipeline. It reads the
 database through the same report functions as the API, so the board and
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from chm.core.status import RunStatus
 from chm.core.timeutil import isoformat_z
-from chm.models import Client, LineageUnmatchedJob, Run
+from chm.models import Alert, Client, LineageUnmatchedJob, Pipeline, Run
 from chm.models.base import name_key
 from chm.models.lineage_unmatched_job import still_unmatched
 from chm.reports.schemas import LatestStatusRow, StatusChangeRow, StuckRunRow
@@ -32,6 +33,8 @@ ERROR_PREVIEW = 200  # characters of a failing run's error kept on the board
 # The unmatched OpenLineage jobs the board shows, last seen first; the rest
 # are listed by GET /api/v1/lineage/unmatched.
 UNMATCHED_JOBS_SHOWN = 20
+# The firing alerts the board shows, newest first; all: chm alerts --state firing.
+FIRING_ALERTS_SHOWN = 50
 
 
 class ClientNotOnBoard(Exception):
@@ -60,6 +63,21 @@ class FailingPipeline(BaseModel):
     started_at: BoardTime | None
     finished_at: BoardTime | None
     error_message: str | None
+
+
+class FiringAlert(BaseModel):
+    """An alert open at the board's time (chm.alerts): fired, not yet resolved."""
+
+    alert_id: str
+    rule_id: str
+    rule_type: str
+    client_id: str
+    client_name: str
+    pipeline_id: str
+    pipeline_name: str
+    summary: str
+    fired_at: BoardTime
+    acknowledged_by: str | None
 
 
 class StuckRuns(BaseModel):
@@ -93,6 +111,10 @@ class StatusBoard(BaseModel):
 
     as_of: BoardTime
     client: BoardClient | None  # set when the board covers one client
+    # First: what people are being told about. At most FIRING_ALERTS_SHOWN,
+    # newest first; firing_alerts_total counts them all.
+    firing_alerts: list[FiringAlert] = Field(default_factory=list)
+    firing_alerts_total: int = 0
     failing_now: list[FailingPipeline]
     stuck_runs: StuckRuns
     changes: BoardChanges
@@ -139,6 +161,43 @@ def _failing(session: Session, latest: list[LatestStatusRow]) -> list[FailingPip
     ]
 
 
+def firing_alerts(
+    session: Session, as_of: datetime, client_id: int | None = None
+) -> tuple[list[FiringAlert], int]:
+    """The alerts open at ``as_of`` (fired at or before it, resolved after it or
+    not at all), newest first, at most FIRING_ALERTS_SHOWN, and how many there are."""
+    open_at = sa.and_(
+        Alert.fired_at <= as_of, sa.or_(Alert.resolved_at.is_(None), Alert.resolved_at > as_of)
+    )
+    if client_id is not None:
+        open_at = sa.and_(open_at, Alert.client_id == client_id)
+    total = session.scalar(sa.select(sa.func.count()).select_from(Alert).where(open_at)) or 0
+    rows = session.execute(
+        sa.select(Alert, Client.name, Pipeline.name)
+        .join(Client, Client.id == Alert.client_id)
+        .join(Pipeline, Pipeline.id == Alert.pipeline_id)
+        .where(open_at)
+        .order_by(Alert.fired_at.desc(), Alert.id.desc())
+        .limit(FIRING_ALERTS_SHOWN)
+    )
+    alerts = [
+        FiringAlert(
+            alert_id=str(alert.id),
+            rule_id=str(alert.rule_id),
+            rule_type=alert.rule_type,
+            client_id=str(alert.client_id),
+            client_name=client_name,
+            pipeline_id=str(alert.pipeline_id),
+            pipeline_name=pipeline_name,
+            summary=alert.summary,
+            fired_at=alert.fired_at,
+            acknowledged_by=alert.acknowledged_by,
+        )
+        for alert, client_name, pipeline_name in rows
+    ]
+    return alerts, total
+
+
 def unmatched_lineage_jobs(
     session: Session, client_name: str | None = None
 ) -> list[UnmatchedLineageJob]:
@@ -182,9 +241,12 @@ def build_board(
     for row in latest:
         counts[row.latest_status.value if row.latest_status else NO_RUNS] += 1
     failed, success = RunStatus.failed, RunStatus.success
+    alerts, alerts_total = firing_alerts(session, as_of, scope.client_id)
     return StatusBoard(
         as_of=as_of,
         client=BoardClient(id=client[0], name=client[1]) if client else None,
+        firing_alerts=alerts,
+        firing_alerts_total=alerts_total,
         failing_now=_failing(session, latest),
         stuck_runs=StuckRuns(
             older_than_minutes=int(stuck_after.total_seconds() // 60),
