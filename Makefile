@@ -19,14 +19,16 @@ $(VENV)/.installed: requirements-dev.lock pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# The API and the worker together: Ctrl-C (or SIGTERM to make) stops both.
-# On PostgreSQL, run them apart instead (docs/worker.md): `chm serve` and
-# any number of `chm worker`.
+# The API and the worker together: Ctrl-C (or SIGTERM to make) stops both,
+# each after its bounded shutdown. On PostgreSQL, run them apart instead
+# (docs/worker.md): `chm serve` and any number of `chm worker`.
 run: install
 	$(BIN)/chm db upgrade
-	@trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
-	$(BIN)/chm worker & worker=$$!; \
-	$(BIN)/chm serve --host $(HOST) --port $(PORT)
+	@$(BIN)/chm worker & worker=$$!; \
+	$(BIN)/chm serve --host $(HOST) --port $(PORT) & serve=$$!; \
+	trap 'kill -TERM $$serve 2>/dev/null' INT TERM; \
+	wait $$serve; wait $$serve; \
+	kill -TERM $$worker 2>/dev/null; wait $$worker
 
 # The whole suite, on SQLite and on PostgreSQL (see tests/conftest.py), on
 # two worker processes (each with its own template databases).

@@ -250,16 +250,36 @@ def test_an_invalid_sources_file_at_start_names_file_source_and_field(tmp_path) 
 
 
 @pytest.mark.sqlite_only
-def test_a_second_worker_on_sqlite_is_refused_with_a_clear_message(engine, db_url) -> None:
+def test_a_second_worker_on_sqlite_is_refused_with_a_clear_message(
+    engine, db_url, monkeypatch
+) -> None:
     clock = Clock()
     first = make_worker(engine, db_url, None, clock, name="one")
+    # The first worker is another live process of this machine (the test's
+    # parent stands in for it): its own pid would count as a predecessor's.
+    monkeypatch.setattr("chm.worker.registry.os.getpid", os.getppid)
     first.registration.register()
+    monkeypatch.undo()
     second = make_worker(engine, db_url, None, clock, name="two")
     with pytest.raises(WorkerRefused, match="SQLite takes one worker"):
         second.registration.register()
     # Once the first stopped cleanly, another may start.
     first.registration.stopped()
     second.registration.register()
+
+
+@pytest.mark.sqlite_only
+def test_a_restart_that_got_its_predecessors_pid_is_not_refused(engine, db_url) -> None:
+    """pid 1 in a container: the killed worker's row has this process's pid."""
+    clock = Clock()
+    make_worker(engine, db_url, None, clock, name="killed").registration.register()
+    make_worker(engine, db_url, None, clock, name="restarted").registration.register()
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(WorkerProcess.id, WorkerProcess.stopped_at)).all()
+    assert {row.id.rsplit(":", 1)[1]: row.stopped_at for row in rows} == {
+        "killed": T0,
+        "restarted": None,
+    }
 
 
 @pytest.mark.sqlite_only
@@ -432,3 +452,85 @@ def test_the_worker_prunes_old_runs_and_finished_jobs_with_retention_days(
     make_run(api, pipeline, "success", started_at=(T0 - timedelta(days=50)).isoformat())
     worker.run_until_idle()
     assert run_count(engine) == 4
+
+
+def test_only_the_leases_in_hand_are_renewed_a_left_one_expires(
+    api, engine, db_url, fake, tmp_path
+) -> None:
+    """A lease whose release failed (a database blip) is not renewed forever:
+    it expires and the pipeline is ingested again, by any worker."""
+    pipeline = make_pipeline(api, make_client(api), platform="generic", external_id="a")
+    serve_generic(fake, "a", [[generic_run("a1")]])
+    config = write_config(tmp_path / "s.toml", source(fake, interval_s=60))
+    clock = Clock()
+    worker = make_worker(engine, db_url, config, clock)
+    with engine.begin() as connection, Session(bind=connection) as session:
+        assert claim_pipeline(session, worker.ctx.worker_id, int(pipeline["id"]), T0, 60)
+        session.flush()
+    worker.ctx.hold([999_999])  # something else in hand: the heartbeat renews that only
+    for _ in range(5):
+        clock.advance(20)
+        worker.beat()
+    with engine.connect() as connection:
+        expires = connection.scalar(sa.select(Pipeline.ingest_lease_expires_at))
+    assert expires == T0 + timedelta(seconds=60)
+    worker.ctx.drop([999_999])
+    worker.run_until_idle()  # 100 s later: the left lease has expired
+    assert run_count(engine) == 1
+
+
+def test_an_error_text_the_database_refuses_does_not_stop_the_batch(
+    api, engine, db_url, fake, tmp_path
+) -> None:
+    client = make_client(api)
+    ids = [
+        make_pipeline(api, client, platform="generic", external_id=f"p{n}")["id"] for n in range(4)
+    ]
+    for n in (0, 2, 3):
+        serve_generic(fake, f"p{n}", [[generic_run(f"r{n}")]])
+    fake.routes[("GET", generic_path("p1"))] = lambda seen: Reply(404, {"e": "job not\x00found"})
+    config = write_config(tmp_path / "s.toml", source(fake, interval_s=60))
+    worker = make_worker(engine, db_url, config, Clock())
+    worker.run_until_idle()
+    assert run_count(engine) == 3
+    with engine.connect() as connection:
+        errors = dict(
+            connection.execute(sa.select(Pipeline.id, Pipeline.last_ingestion_error)).all()
+        )
+    assert "\x00" not in errors[int(ids[1])] and "HTTP 404" in errors[int(ids[1])]
+    worker.run_until_idle()  # not retried ahead of its interval
+    assert len(fake.hits(generic_path("p1"))) == 1
+
+
+def test_a_failing_task_waits_while_the_others_go_on(engine, db_url) -> None:
+    calls = {"bad": 0, "good": 0}
+
+    class Bad:
+        name = "bad"
+
+        def step(self) -> bool:
+            calls["bad"] += 1
+            raise RuntimeError("boom")
+
+    class Good:
+        name = "good"
+
+        def step(self) -> bool:
+            calls["good"] += 1
+            return False
+
+    worker = make_worker(engine, db_url, None, Clock(), worker_poll_s=10)
+    worker.tasks = [Bad(), Good()]
+    for _ in range(3):
+        worker.run_once()
+    assert calls == {"bad": 1, "good": 3}
+
+
+def test_scheduled_ingestion_retries_a_failing_request_once(
+    api, engine, db_url, fake, tmp_path
+) -> None:
+    make_pipeline(api, make_client(api), platform="generic", external_id="a")
+    fake.routes[("GET", generic_path("a"))] = lambda seen: Reply(503, {"e": "down"})
+    config = write_config(tmp_path / "s.toml", source(fake, interval_s=60, max_retries=5))
+    make_worker(engine, db_url, config, Clock()).run_until_idle()
+    assert len(fake.requests) == 2  # the next interval is its retry

@@ -28,7 +28,7 @@ def worker() -> None:
     from chm.ingestion.config import ConfigError
     from chm.worker.context import LiveSources, WorkerContext
     from chm.worker.loop import Worker
-    from chm.worker.registry import WorkerRefused, new_worker_id
+    from chm.worker.registry import WorkerRefused, clock_skew_s, new_worker_id
 
     settings = load_settings()
     configure_logging(settings.log_level)
@@ -53,6 +53,14 @@ def worker() -> None:
             runner.registration.register()
         except WorkerRefused as refused:
             raise fail(str(refused), code=EXIT_FAILED) from None
+        skew = clock_skew_s(engine, utcnow())
+        if abs(skew) > settings.worker_lease_s / 6:
+            log.error(
+                "this machine's clock is %.1f s %s the database server's: leases (%g s) "
+                "assume clocks within %g s of each other; synchronize them (NTP)",
+                abs(skew), "ahead of" if skew > 0 else "behind",
+                settings.worker_lease_s, settings.worker_lease_s / 3,
+            )  # fmt: skip
         scheduled = [s for s in (loaded.all if loaded else []) if s.pulls and s.interval_s > 0]
         log.info(
             "worker %s started on %s: %d scheduled sources, retention %s",

@@ -60,7 +60,7 @@ from chm.ingestion.connectors import (
     without_read_time,
 )
 from chm.ingestion.fetch import SourceClient, SourceError, SourceUnavailable
-from chm.ingestion.normalize import InvalidRun, canonical_json
+from chm.ingestion.normalize import InvalidRun, canonical_json, clean_text
 from chm.ingestion.report import (
     IngestionReport,
     NoProgress,
@@ -279,7 +279,9 @@ class IngestionEngine:
             raise
         except (SourceUnavailable, TokenMissing) as failure:
             error = f"source {source.name!r}: {failure}"
-            source_failed = True
+            # One failure of the source per run, however many of its pipelines
+            # found it down (its backoff grows by runs, not by pipelines).
+            source_failed = source.name not in self._failed_sources
             self._failed_sources.add(source.name)
         except (PipelineFailed, SourceError) as failure:
             error = f"source {source.name!r}: {failure}"
@@ -292,17 +294,35 @@ class IngestionEngine:
             error = f"unexpected error ({type(failure).__name__})"
         if error is not None:
             client = self._clients.get(source.name)
-            error = client.redactor.text(error) if client else error
+            # A platform's error text may hold NULs, which PostgreSQL refuses.
+            error = clean_text(client.redactor.text(error) if client else error)
             logger.error("%s: ingestion failed: %s", target.describe(), error)
             report.errors.append(PipelineError(pipeline_id=str(target.id), message=error))
         else:
             logger.info("%s: ingestion complete", target.describe())
         now = self.clock()
-        with self.write_sessions.begin() as session:
-            self._store.record_outcome(session, target.id, now, error, attempted_at=attempted_at)
-            self._store.record_source_outcome(
-                session, source.name, now, error, source_failed=source_failed
-            )
+        try:
+            with self.write_sessions.begin() as session:
+                self._store.record_outcome(
+                    session, target.id, now, error, attempted_at=attempted_at
+                )
+                self._store.record_source_outcome(
+                    session, source.name, now, error, source_failed=source_failed
+                )
+        except SQLAlchemyError as failure:
+            # The outcome could not be stored (a value the database refuses):
+            # at least the attempt is, so the pipeline is not retried at once
+            # ahead of every other; a database that is down raises here again.
+            cause = type(getattr(failure, "orig", None) or failure).__name__
+            logger.error("%s: could not record the outcome (%s)", target.describe(), cause)
+            with self.write_sessions.begin() as session:
+                self._store.record_outcome(
+                    session,
+                    target.id,
+                    now,
+                    f"could not record the outcome ({cause})",
+                    attempted_at=attempted_at,
+                )
         self.progress.pipeline_finished(target, error)
 
     def _walk(self, target: PipelineTarget, source: AnySource, report: IngestionReport) -> None:

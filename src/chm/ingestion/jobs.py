@@ -125,7 +125,8 @@ def list_jobs(
     return keyset_page(session, KEYSET, query, cursor=cursor, limit=limit)
 
 
-def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+def claimable(now: datetime) -> sa.ColumnElement[bool]:
+    """A job a worker may take: queued, or running under an expired lease."""
     return sa.or_(
         TABLE.c.status == JobStatus.queued.value,
         sa.and_(TABLE.c.status == JobStatus.running.value, TABLE.c.lease_expires_at < now),
@@ -157,7 +158,7 @@ def claim_job(session: Session, owner: str, now: datetime, lease_s: float) -> In
     on its first claim, one more attempt. None when no job is waiting."""
     candidate = session.scalar(
         sa.select(TABLE.c.id)
-        .where(_claimable(now))
+        .where(claimable(now))
         .order_by(TABLE.c.id)
         .limit(1)
         .with_for_update(skip_locked=True)
@@ -166,7 +167,7 @@ def claim_job(session: Session, owner: str, now: datetime, lease_s: float) -> In
         return None
     claim = (
         sa.update(TABLE)
-        .where(TABLE.c.id == candidate, _claimable(now))
+        .where(TABLE.c.id == candidate, claimable(now))
         .values(
             status=JobStatus.running.value,
             started_at=sa.func.coalesce(TABLE.c.started_at, sa.literal(now, UTCDateTime())),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -79,6 +79,28 @@ class WorkerContext:
     def __post_init__(self) -> None:
         self.write_sessions: sessionmaker[Session] = make_session_factory(self.engine, write=True)
         self.read_sessions: sessionmaker[Session] = make_session_factory(self.engine)
+        # What the work thread holds right now: the heartbeat renews these
+        # leases only, so a lease left behind by a failed release expires and
+        # passes to any worker, this one included.
+        self._held_lock = threading.Lock()
+        self._held_pipelines: set[int] = set()
+        self._held_job: int | None = None
+
+    def hold(self, pipeline_ids: Iterable[int] = (), job_id: int | None = None) -> None:
+        with self._held_lock:
+            self._held_pipelines.update(pipeline_ids)
+            if job_id is not None:
+                self._held_job = job_id
+
+    def drop(self, pipeline_ids: Iterable[int] = (), job_id: int | None = None) -> None:
+        with self._held_lock:
+            self._held_pipelines.difference_update(pipeline_ids)
+            if job_id is not None and self._held_job == job_id:
+                self._held_job = None
+
+    def held(self) -> tuple[list[int], int | None]:
+        with self._held_lock:
+            return sorted(self._held_pipelines), self._held_job
 
     def stopping(self) -> bool:
         return self.stop.is_set()

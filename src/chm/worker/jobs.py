@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 
+import sqlalchemy as sa
+
 from chm.core.errors import ValidationFailed
 from chm.ingestion.engine import Abandoned, IngestionEngine, resolve_scope
-from chm.ingestion.jobs import claim_job, finish_job, requeue_job
+from chm.ingestion.jobs import claim_job, claimable, finish_job, requeue_job
 from chm.ingestion.report import IngestionReport, PipelineTarget
+from chm.models import IngestionJob
 from chm.worker.context import WorkerContext
 from chm.worker.leases import claim_pipeline, release
 from chm.worker.scheduled import ReleaseEach
@@ -40,6 +43,7 @@ class IngestionJobs:
                 if claim_pipeline(
                     session, ctx.worker_id, target.id, ctx.clock(), ctx.settings.worker_lease_s
                 ):
+                    ctx.hold([target.id])
                     return
             if not waited:
                 logger.info("%s: another worker is ingesting it; waiting", target.describe())
@@ -48,12 +52,18 @@ class IngestionJobs:
 
     def step(self) -> bool:
         ctx = self.ctx
+        now = ctx.clock()
+        # A plain read first: an idle worker takes no write lock.
+        with ctx.read_sessions() as session:
+            if session.scalar(sa.select(IngestionJob.id).where(claimable(now)).limit(1)) is None:
+                return False
         with ctx.write_sessions.begin() as session:
-            job = claim_job(session, ctx.worker_id, ctx.clock(), ctx.settings.worker_lease_s)
+            job = claim_job(session, ctx.worker_id, now, ctx.settings.worker_lease_s)
             job_id = job.id if job is not None else None
             requested = dict(job.requested) if job is not None else {}
         if job_id is None:
             return False
+        ctx.hold(job_id=job_id)
         logger.info("ingestion job %d: started (%s)", job_id, requested)
         report: IngestionReport | None = None
         error: str | None = None
@@ -68,11 +78,19 @@ class IngestionJobs:
             logger.exception("ingestion job %d: unexpected error", job_id)
             error = f"unexpected error ({type(failure).__name__})"
         finally:
+            # No longer renewed: should what follows fail, the job's lease
+            # expires and another worker runs it again.
+            held, _ = ctx.held()
+            ctx.drop(held, job_id=job_id)
             with ctx.write_sessions.begin() as session:
                 release(session, ctx.worker_id)
         with ctx.write_sessions.begin() as session:
-            finish_job(session, job_id, ctx.worker_id, ctx.clock(), report, error)
-        logger.info("ingestion job %d: finished%s", job_id, f" ({error})" if error else "")
+            finished = finish_job(session, job_id, ctx.worker_id, ctx.clock(), report, error)
+        if not finished:
+            logger.warning("ingestion job %d: its lease passed to another worker before it "
+                           "finished here; that worker's outcome stands", job_id)  # fmt: skip
+        else:
+            logger.info("ingestion job %d: finished%s", job_id, f" ({error})" if error else "")
         return True
 
     def _run(self, requested: dict[str, object]) -> tuple[IngestionReport | None, str | None]:

@@ -89,6 +89,25 @@ def scheduled_sources(sources: Sources) -> list[Scheduled]:
     ]
 
 
+def _eligible(now: datetime, scheduled: Sequence[Scheduled]) -> sa.ColumnElement[bool]:
+    due = sa.or_(*(entry.due(now) for entry in scheduled))
+    return sa.and_(active_inventory(), Pipeline.external_id.is_not(None), lease_free(now), due)
+
+
+def any_due(session: Session, now: datetime, scheduled: Sequence[Scheduled]) -> bool:
+    """Whether some pipeline is due and free: a plain read, so that an idle
+    worker takes no write lock (SQLite's is the whole database's)."""
+    if not scheduled:
+        return False
+    probe = (
+        sa.select(Pipeline.id)
+        .join(Client, Client.id == Pipeline.client_id)
+        .where(_eligible(now, scheduled))
+        .limit(1)
+    )
+    return session.scalar(probe) is not None
+
+
 def claim_due(
     session: Session,
     owner: str,
@@ -101,8 +120,7 @@ def claim_due(
     ``owner``, oldest attempt first; the ids claimed (the caller commits)."""
     if not scheduled:
         return []
-    due = sa.or_(*(entry.due(now) for entry in scheduled))
-    eligible = sa.and_(active_inventory(), Pipeline.external_id.is_not(None), lease_free(now), due)
+    eligible = _eligible(now, scheduled)
     candidates = (
         sa.select(Pipeline.id)
         .join(Client, Client.id == Pipeline.client_id)
@@ -171,17 +189,30 @@ def release(session: Session, owner: str, pipeline_ids: Sequence[int] | None = N
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def renew(session: Session, owner: str, until: datetime) -> None:
-    """Extend every lease ``owner`` holds (pipelines and a running job) to ``until``."""
-    session.execute(
-        sa.update(Pipeline)
-        .where(Pipeline.ingest_lease_owner == owner)
-        .values(ingest_lease_expires_at=until)
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        sa.update(IngestionJob)
-        .where(IngestionJob.lease_owner == owner, IngestionJob.status == "running")
-        .values(lease_expires_at=until)
-        .execution_options(synchronize_session=False)
-    )
+def renew(
+    session: Session,
+    owner: str,
+    until: datetime,
+    pipeline_ids: Sequence[int],
+    job_id: int | None,
+) -> None:
+    """Extend the leases ``owner`` holds and is working on (``pipeline_ids``, the
+    running job ``job_id``) to ``until``; any other lease of it is left to expire."""
+    if pipeline_ids:
+        session.execute(
+            sa.update(Pipeline)
+            .where(Pipeline.ingest_lease_owner == owner, Pipeline.id.in_(list(pipeline_ids)))
+            .values(ingest_lease_expires_at=until)
+            .execution_options(synchronize_session=False)
+        )
+    if job_id is not None:
+        session.execute(
+            sa.update(IngestionJob)
+            .where(
+                IngestionJob.id == job_id,
+                IngestionJob.lease_owner == owner,
+                IngestionJob.status == "running",
+            )
+            .values(lease_expires_at=until)
+            .execution_options(synchronize_session=False)
+        )

@@ -45,7 +45,7 @@ logger = logging.getLogger("chm.worker")
 _MAX_ERROR_PAUSE_S = 30.0
 # How long a stopping worker tries to release its leases before it leaves them
 # to expire.
-_CLOSE_TIMEOUT_S = 5.0
+_CLOSE_TIMEOUT_S = 3.0
 
 
 class Retention:
@@ -92,26 +92,33 @@ class Worker:
         self.registration = Registration(
             ctx.engine, ctx.worker_id, ctx.settings.worker_lease_s, ctx.clock
         )
-        self._errors = 0
+        # Per task: its consecutive errors, and when it may run again (monotonic).
+        self._errors: dict[str, int] = {}
+        self._resume_at: dict[str, float] = {}
 
     # -- one pass, for the loop and for tests ---------------------------------
 
     def run_once(self) -> bool:
-        """Ask every task once; True when one of them had work."""
+        """Ask every task once; True when one of them had work. A task that
+        failed waits, doubling from the poll up to 30 s, before it is asked again."""
         did = False
         for task in self.tasks:
             if self.ctx.stopping():
                 break
+            if time.monotonic() < self._resume_at.get(task.name, 0.0):
+                continue
             try:
                 did = task.step() or did
-                self._errors = 0
+                self._errors.pop(task.name, None)
+                continue
             except SQLAlchemyError as error:
-                self._errors += 1
                 cause = type(getattr(error, "orig", None) or error).__name__
-                logger.error("%s: database error (%s); trying again", task.name, cause)
+                logger.error("%s: database error (%s); trying again later", task.name, cause)
             except Exception:
-                self._errors += 1
-                logger.exception("%s: unexpected error; trying again", task.name)
+                logger.exception("%s: unexpected error; trying again later", task.name)
+            errors = self._errors[task.name] = self._errors.get(task.name, 0) + 1
+            pause = min(_MAX_ERROR_PAUSE_S, self.ctx.settings.worker_poll_s * 2 ** min(errors, 10))
+            self._resume_at[task.name] = time.monotonic() + pause
         return did
 
     def run_until_idle(self, max_passes: int = 10_000) -> int:
@@ -125,10 +132,7 @@ class Worker:
         while not self.ctx.stopping():
             if self.run_once():
                 continue
-            pause = self.ctx.settings.worker_poll_s
-            if self._errors:
-                pause = min(_MAX_ERROR_PAUSE_S, pause * 2 ** min(self._errors, 10))
-            self.ctx.stop.wait(pause)
+            self.ctx.stop.wait(self.ctx.settings.worker_poll_s)
 
     # -- the process ----------------------------------------------------------
 
@@ -140,12 +144,16 @@ class Worker:
             except SQLAlchemyError as error:
                 cause = type(getattr(error, "orig", None) or error).__name__
                 logger.error("heartbeat: database error (%s)", cause)
+            except Exception:  # the heartbeat must outlive any one failure
+                logger.exception("heartbeat: unexpected error")
 
     def beat(self) -> None:
         self.registration.beat()
         until = self.ctx.clock() + timedelta(seconds=self.ctx.settings.worker_lease_s)
-        with self.ctx.write_sessions.begin() as session:
-            renew(session, self.ctx.worker_id, until)
+        pipelines, job = self.ctx.held()
+        if pipelines or job is not None:
+            with self.ctx.write_sessions.begin() as session:
+                renew(session, self.ctx.worker_id, until, pipelines, job)
 
     def give_back(self) -> None:
         """Release every lease and requeue a running job of this worker."""
@@ -167,13 +175,18 @@ class Worker:
         work = threading.Thread(target=self.loop, name="chm-worker", daemon=True)
         beat = threading.Thread(target=self.heartbeat, name="chm-heartbeat", daemon=True)
         signals = 0
+        first: int | None = None
 
         def on_signal(number: int, _frame: FrameType | None) -> None:
-            nonlocal signals
-            signals += 1
-            if signals == 1:
+            # A second signal of the same kind stops at once; another kind
+            # (Ctrl-C on a terminal, then make's TERM) is the same request.
+            nonlocal signals, first
+            if first is None:
+                first = number
                 logger.info("%s: stopping (at most %gs)", signal.Signals(number).name,
                             shutdown_timeout_s)  # fmt: skip
+            if number == first:
+                signals += 1
             ctx.stop.set()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

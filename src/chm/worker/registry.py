@@ -15,7 +15,8 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -67,8 +68,11 @@ class Registration:
                     )
                 ).all()
                 for other in alive:
-                    if other.hostname == hostname and not _process_exists(other.pid):
-                        other.stopped_at = now  # killed: its process is gone
+                    same_host = other.hostname == hostname
+                    if same_host and (other.pid == os.getpid() or not _process_exists(other.pid)):
+                        # Killed: its process is gone (or this is a restart that
+                        # got its pid, as pid 1 in a container does).
+                        other.stopped_at = now
                         continue
                     raise WorkerRefused(
                         f"another worker is running on this SQLite database (pid {other.pid} "
@@ -101,3 +105,17 @@ class Registration:
                 .where(WorkerProcess.id == self.worker_id)
                 .values(stopped_at=self.clock())
             )
+
+
+# Leases last CHM_WORKER_LEASE_S and are renewed each third of it: workers whose
+# clocks differ by more than that third could take each other's work.
+def clock_skew_s(engine: Engine, now: datetime) -> float:
+    """This machine's clock (``now``) minus the database server's, in seconds."""
+    with engine.connect() as connection:
+        value: Any = connection.scalar(sa.select(sa.func.current_timestamp()))
+    server = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if not isinstance(server, datetime):
+        return 0.0
+    if server.tzinfo is None:  # SQLite: 'YYYY-MM-DD HH:MM:SS', UTC
+        server = server.replace(tzinfo=UTC)
+    return (now - server).total_seconds()

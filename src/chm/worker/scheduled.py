@@ -19,11 +19,12 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from chm.ingestion.config import Sources
 from chm.ingestion.engine import IngestionEngine
 from chm.ingestion.report import NoProgress, PipelineTarget
 from chm.models import IngestionSource
 from chm.worker.context import WorkerContext
-from chm.worker.leases import Scheduled, claim_due, release, scheduled_sources
+from chm.worker.leases import Scheduled, any_due, claim_due, release, scheduled_sources
 
 logger = logging.getLogger("chm.worker")
 
@@ -65,6 +66,28 @@ def backed_off(
     return waiting
 
 
+# Scheduled ingestion tries a failing request this often at most: the next
+# interval is its retry, and one worker's other sources must not wait on it.
+SCHEDULED_MAX_RETRIES = 1
+SCHEDULED_MAX_RETRY_WAIT_S = 10.0
+
+
+def scheduled_retries(sources: Sources) -> Sources:
+    """The sources with the scheduled path's retry limits (``chm ingest``, the
+    API and jobs keep each source's own)."""
+    return Sources(
+        [
+            source.model_copy(
+                update={
+                    "max_retries": min(source.max_retries, SCHEDULED_MAX_RETRIES),
+                    "max_retry_wait_s": min(source.max_retry_wait_s, SCHEDULED_MAX_RETRY_WAIT_S),
+                }
+            )
+            for source in sources.all
+        ]
+    )
+
+
 class ReleaseEach(NoProgress):
     """Releases each pipeline's lease as soon as its ingestion is recorded."""
 
@@ -72,6 +95,7 @@ class ReleaseEach(NoProgress):
         self.ctx = ctx
 
     def pipeline_finished(self, target: PipelineTarget, error: str | None) -> None:
+        self.ctx.drop([target.id])
         with self.ctx.write_sessions.begin() as session:
             release(session, self.ctx.worker_id, [target.id])
 
@@ -102,16 +126,20 @@ class ScheduledIngestion:
                                name, until.isoformat())  # fmt: skip
         ready = [entry for entry in scheduled if entry.source.name not in waiting]
         settings = ctx.settings
+        with ctx.read_sessions() as session:
+            if not any_due(session, now, ready):
+                return False
         with ctx.write_sessions.begin() as session:
             claimed = claim_due(
                 session, ctx.worker_id, now, settings.worker_lease_s, ready, settings.worker_batch
             )
         if not claimed:
             return False
+        ctx.hold(claimed)
         logger.info("%d due pipelines claimed", len(claimed))
         engine = IngestionEngine(
             ctx.engine,
-            sources,
+            scheduled_retries(sources),
             environ=ctx.environ,
             clock=ctx.clock,
             sleep=ctx.sleep,
@@ -123,6 +151,8 @@ class ScheduledIngestion:
             report = engine.run(pipeline_ids=claimed)
         finally:
             # Those not finished (stopped, skipped, no longer matched) stay due.
+            # Not renewed any more: should this release fail, they expire.
+            ctx.drop(claimed)
             with ctx.write_sessions.begin() as session:
                 release(session, ctx.worker_id, claimed)
         logger.info(
