@@ -221,7 +221,10 @@ def test_workers_share_200_pipelines_each_ingested_once_per_due_period(
     # walks its batch on one connection): all of them provably take part.
     fake.gate_clients = workers
     # One due period: nothing becomes due again within the test.
-    config = write_config(tmp_path, source(fake, interval_s=3600))
+    # A request held at the gate (up to 30 s, while slower workers start on a
+    # loaded machine) must not time out and be retried: a retry is a second
+    # request for the same pipeline by the same worker, not a second ingestion.
+    config = write_config(tmp_path, source(fake, interval_s=3600, timeout_s=45))
     # Small batches: many claims, so the workers meet often at the claim.
     env = chm_env(db_url, config, CHM_WORKER_BATCH="5")
     running = [spawn(env, name=f"w{i}") for i in range(workers)]
