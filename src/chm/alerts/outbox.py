@@ -1,0 +1,342 @@
+"""The outbox: the deliveries an alert's state change owes, written in the
+transaction of the change (monitoring contract, "Delivery"; docs/alerts.md).
+
+A delivery is one message owed to one destination for one alert event
+(``firing``, ``resolved``, ``repeat``). When it is created its status is:
+
+- ``superseded`` for a ``resolved`` event whose alert's ``firing`` delivery to
+  the same destination was still pending and never claimed by a sender: the
+  alert fired and resolved within the group wait, so both end here and
+  nothing is sent ("resolved within the group wait");
+- ``silenced`` when an active silence (``starts_at <= now < ends_at``) matches
+  the alert: every field the silence sets (client, pipeline, rule) equals the
+  alert's ("silenced by silence N: <reason>");
+- ``undeliverable`` when the destination does not resolve against the
+  configuration (``chm.alerts.destinations.resolve``; its reason);
+- else ``pending``, due after the group wait (``next_attempt_at = now +
+  CHM_ALERT_GROUP_WAIT_S``), for a sender (``chm.alerts.delivery``).
+
+Where each event goes: a ``firing`` delivery goes to the rule's destination;
+``resolved`` and ``repeat`` deliveries go where the alert's ``firing``
+deliveries went, so a resolve reaches the receiver (the PagerDuty service,
+the channel) that heard the trigger, even after the rule was edited or
+deleted.
+
+Repeats: a firing alert that nobody acknowledged gets one ``repeat``
+delivery per destination every ``CHM_ALERT_REPEAT_S`` (0: never), counted
+from ``last_notified_at``. Acknowledging stops them and supersedes a repeat
+not yet claimed; a resolve supersedes one too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from chm.alerts.channels.base import Undeliverable
+from chm.alerts.destinations import Destinations, resolve
+from chm.core.errors import Conflict, NotFound
+from chm.core.settings import Settings
+from chm.models import Alert, AlertDelivery, AlertRule, Silence
+from chm.models.alert import DELIVERY_EVENTS
+
+ALERTS: sa.Table = Alert.__table__  # type: ignore[assignment]
+DELIVERIES: sa.Table = AlertDelivery.__table__  # type: ignore[assignment]
+RESOLVED_IN_WAIT = "resolved within the group wait"
+RESOLVED_BEFORE_REPEAT = "resolved before the repeat was sent"
+ACKNOWLEDGED = "acknowledged"
+# Ids per IN list: far below SQLite's limit on bound variables.
+_CHUNK = 1000
+
+
+class AlertNotFound(NotFound):
+    title = "Alert not found"
+
+    def __init__(self, alert_id: int) -> None:
+        super().__init__(f"alert '{alert_id}' not found")
+
+
+class AlertResolved(Conflict):
+    title = "Alert already resolved"
+    type_slug = "alert-resolved"
+
+    def __init__(self, alert_id: int) -> None:
+        super().__init__(f"alert '{alert_id}' has resolved: there is nothing to acknowledge")
+
+
+class AlertLike(Protocol):
+    """What deciding a delivery needs of an alert (an ``Alert`` or a row)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def rule_id(self) -> int: ...
+    @property
+    def client_id(self) -> int: ...
+    @property
+    def pipeline_id(self) -> int: ...
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield list(ids[start : start + _CHUNK])
+
+
+def active_silences(session: Session, now: datetime) -> list[Silence]:
+    """The silences active at ``now`` (``starts_at <= now < ends_at``), oldest first."""
+    return list(
+        session.scalars(
+            sa.select(Silence)
+            .where(Silence.starts_at <= now, Silence.ends_at > now)
+            .order_by(Silence.id)
+        )
+    )
+
+
+def silence_matching(silences: Iterable[Silence], alert: AlertLike) -> Silence | None:
+    """The first silence every set field of which (client, pipeline, rule) is the alert's."""
+    for silence in silences:
+        if (
+            (silence.client_id is None or silence.client_id == alert.client_id)
+            and (silence.pipeline_id is None or silence.pipeline_id == alert.pipeline_id)
+            and (silence.rule_id is None or silence.rule_id == alert.rule_id)
+        ):
+            return silence
+    return None
+
+
+class DeliveryPlanner:
+    """Decides the status of each new delivery of one transaction: the active
+    silences are read once (when first needed) and each destination resolved
+    once."""
+
+    def __init__(
+        self,
+        session: Session,
+        now: datetime,
+        settings: Settings,
+        destinations: Destinations | None,
+        environ: Mapping[str, str],
+    ) -> None:
+        self.session = session
+        self.now = now
+        self.settings = settings
+        self.destinations = destinations
+        self.environ = environ
+        self._silences: list[Silence] | None = None
+        self._reasons: dict[str, str | None] = {}
+
+    @property
+    def silences(self) -> list[Silence]:
+        if self._silences is None:
+            self._silences = active_silences(self.session, self.now)
+        return self._silences
+
+    def undeliverable(self, destination: str) -> str | None:
+        """Why ``destination`` cannot be sent to as configured; None when it can."""
+        if destination not in self._reasons:
+            try:
+                resolve(destination, self.destinations, self.settings, self.environ)
+                self._reasons[destination] = None
+            except Undeliverable as exc:
+                self._reasons[destination] = str(exc)
+        return self._reasons[destination]
+
+    def new(
+        self, alert: AlertLike, event: str, destination: str, superseded: bool = False
+    ) -> dict[str, Any]:
+        """The values of the delivery of ``event`` to ``destination``, its status decided."""
+        status, reason, due = "pending", None, self.now
+        silence = None if superseded else silence_matching(self.silences, alert)
+        if superseded:
+            status, reason = "superseded", RESOLVED_IN_WAIT
+        elif silence is not None:
+            status, reason = "silenced", f"silenced by silence {silence.id}: {silence.reason}"
+        elif (why := self.undeliverable(destination)) is not None:
+            status, reason = "undeliverable", why
+        else:
+            due = self.now + timedelta(seconds=self.settings.alert_group_wait_s)
+        return {
+            "alert_id": alert.id,
+            "destination": destination,
+            "event": event,
+            "status": status,
+            "attempts": 0,
+            "last_error": reason,
+            "created_at": self.now,
+            "next_attempt_at": due,
+        }
+
+
+def rule_destinations(session: Session, alerts: Sequence[AlertLike]) -> dict[int, list[str]]:
+    """Where each alert's ``firing`` deliveries go: its rule's destination (none
+    when the rule is gone)."""
+    rule_ids = sorted({alert.rule_id for alert in alerts})
+    destination: dict[int, str] = {}
+    for chunk in _chunks(rule_ids):
+        rows = session.execute(
+            sa.select(AlertRule.id, AlertRule.destination).where(AlertRule.id.in_(chunk))
+        )
+        destination.update({row.id: row.destination for row in rows})
+    return {
+        alert.id: [destination[alert.rule_id]] if alert.rule_id in destination else []
+        for alert in alerts
+    }
+
+
+def notified_destinations(session: Session, alert_ids: Sequence[int]) -> dict[int, list[str]]:
+    """Where each alert's ``firing`` deliveries went, in the order they were created:
+    where its ``resolved`` and ``repeat`` deliveries go."""
+    targets: dict[int, list[str]] = defaultdict(list)
+    for chunk in _chunks(alert_ids):
+        rows = session.execute(
+            sa.select(DELIVERIES.c.alert_id, DELIVERIES.c.destination)
+            .where(DELIVERIES.c.alert_id.in_(chunk), DELIVERIES.c.event == "firing")
+            .order_by(DELIVERIES.c.alert_id, DELIVERIES.c.id)
+        )
+        for row in rows:
+            if row.destination not in targets[row.alert_id]:
+                targets[row.alert_id].append(row.destination)
+    return targets
+
+
+def _unclaimed(alert_ids: list[int], events: Sequence[str]) -> sa.ColumnElement[bool]:
+    """Deliveries of ``alert_ids`` still pending and never claimed by a sender
+    (no message key: nothing of them can have been sent)."""
+    return sa.and_(
+        DELIVERIES.c.alert_id.in_(alert_ids),
+        DELIVERIES.c.event.in_(events),
+        DELIVERIES.c.status == "pending",
+        DELIVERIES.c.attempts == 0,
+        DELIVERIES.c.message_key.is_(None),
+    )
+
+
+def supersede_unsent(session: Session, alert_ids: Sequence[int]) -> dict[int, set[str]]:
+    """For alerts that resolve: their ``firing`` and ``repeat`` deliveries not yet
+    claimed end ``superseded``. Answers, per alert, the destinations whose
+    firing delivery was superseded (the resolved one is then superseded too)."""
+    superseded: dict[int, set[str]] = defaultdict(set)
+    reason = sa.case(
+        (DELIVERIES.c.event == "firing", RESOLVED_IN_WAIT), else_=RESOLVED_BEFORE_REPEAT
+    )
+    for chunk in _chunks(alert_ids):
+        rows = session.execute(
+            sa.update(DELIVERIES)
+            .where(_unclaimed(chunk, ("firing", "repeat")))
+            .values(status="superseded", last_error=reason)
+            .returning(DELIVERIES.c.alert_id, DELIVERIES.c.destination, DELIVERIES.c.event)
+        )
+        for row in rows:
+            if row.event == "firing":
+                superseded[row.alert_id].add(row.destination)
+    return superseded
+
+
+def deliveries_for(
+    session: Session,
+    alerts: Sequence[AlertLike],
+    event: str,
+    planner: DeliveryPlanner,
+    *,
+    targets: Mapping[int, Sequence[str]] | None = None,
+) -> list[AlertDelivery]:
+    """The deliveries ``event`` owes for each of ``alerts``, inserted:
+    one per destination, to ``targets`` when given (alert id to destinations),
+    else where the module doc says. A constant number of statements, however
+    many alerts."""
+    if event not in DELIVERY_EVENTS:
+        raise ValueError(f"unknown delivery event {event!r}")
+    if not alerts:
+        return []
+    ids = [alert.id for alert in alerts]
+    if targets is None:
+        targets = (
+            rule_destinations(session, alerts)
+            if event == "firing"
+            else notified_destinations(session, ids)
+        )
+    superseded = supersede_unsent(session, ids) if event == "resolved" else {}
+    rows = [
+        planner.new(alert, event, destination, destination in superseded.get(alert.id, ()))
+        for alert in alerts
+        for destination in targets.get(alert.id, ())
+    ]
+    if not rows:
+        return []
+    # One INSERT (batched by the driver), RETURNING the new rows as objects of
+    # the session, on both databases.
+    return list(session.scalars(sa.insert(AlertDelivery).returning(AlertDelivery), rows))
+
+
+def create_deliveries(
+    session: Session,
+    alert: AlertLike,
+    event: str,
+    now: datetime,
+    settings: Settings,
+    destinations: Destinations | None,
+    environ: Mapping[str, str] = os.environ,
+) -> list[AlertDelivery]:
+    """The deliveries ``event`` (firing, resolved or repeat) of ``alert`` owes,
+    inserted in ``session``'s transaction; see the module doc."""
+    planner = DeliveryPlanner(session, now, settings, destinations, environ)
+    return deliveries_for(session, [alert], event, planner)
+
+
+def create_repeats(
+    session: Session,
+    now: datetime,
+    settings: Settings,
+    destinations: Destinations | None,
+    environ: Mapping[str, str] = os.environ,
+) -> int:
+    """A ``repeat`` delivery per destination for every firing alert nobody
+    acknowledged whose last notification is ``CHM_ALERT_REPEAT_S`` old or more
+    (none when it is 0); answers how many deliveries it created.
+
+    Each alert's ``last_notified_at`` moves to ``now`` in one conditional
+    UPDATE: two workers doing this at once repeat each alert once."""
+    if settings.alert_repeat_s <= 0:
+        return 0
+    cutoff = now - timedelta(seconds=settings.alert_repeat_s)
+    due = sa.func.coalesce(ALERTS.c.last_notified_at, ALERTS.c.fired_at) <= cutoff
+    repeated = session.execute(
+        sa.update(ALERTS)
+        .where(ALERTS.c.state == "firing", ALERTS.c.acknowledged_at.is_(None), due)
+        .values(last_notified_at=now)
+        .returning(ALERTS.c.id, ALERTS.c.rule_id, ALERTS.c.client_id, ALERTS.c.pipeline_id)
+    ).all()
+    planner = DeliveryPlanner(session, now, settings, destinations, environ)
+    return len(deliveries_for(session, repeated, "repeat", planner))
+
+
+def acknowledge(session: Session, alert_id: int, by: str, note: str | None, now: datetime) -> Alert:
+    """Record who took the alert (a later acknowledgement replaces an earlier
+    one): no more repeats, and its repeat deliveries not yet claimed are
+    ``superseded`` ("acknowledged"). 404 when there is no such alert, 409 when
+    it has resolved."""
+    taken = session.execute(
+        sa.update(ALERTS)
+        .where(ALERTS.c.id == alert_id, ALERTS.c.state == "firing")
+        .values(acknowledged_at=now, acknowledged_by=by, acknowledgement_note=note)
+        .returning(ALERTS.c.id)
+    ).first()
+    if taken is None:
+        if session.scalar(sa.select(Alert.id).where(Alert.id == alert_id)) is None:
+            raise AlertNotFound(alert_id)
+        raise AlertResolved(alert_id)
+    session.execute(
+        sa.update(DELIVERIES)
+        .where(_unclaimed([alert_id], ("repeat",)))
+        .values(status="superseded", last_error=ACKNOWLEDGED)
+    )
+    alert = session.get(Alert, alert_id, populate_existing=True)
+    assert alert is not None
+    return alert
