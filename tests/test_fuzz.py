@@ -19,7 +19,8 @@ from schemathesis.config import SchemathesisConfig
 from chm.app import create_app
 from chm.core.db import make_session_factory
 from chm.ingestion.jobs import create_job
-from factories import make_client, make_pipeline, make_rule, make_run
+from chm.models import Alert
+from factories import API, make_client, make_pipeline, make_rule, make_run, ok
 
 EXAMPLES = int(os.environ.get("CHM_FUZZ_EXAMPLES", "15"))
 CASES_RUN: dict[str, int] = {}
@@ -41,14 +42,18 @@ BUSINESS_RULES: dict[str, set[str]] = {
     "out_of_range": TIMESTAMPS,
     # a reference to an id that does not exist, is inactive, or is not of
     # the client also named
-    "not_found": {"client_id", "pipeline_id"},
+    "not_found": {"client_id", "pipeline_id", "rule_id"},
     "inactive": {"client_id"},
     "not_of_client": {"pipeline_id"},
+    # a silence must end in the future, after it starts
+    "not_in_future": {"ends_at"},
+    "not_after_starts_at": {"ends_at"},
 }
 # A PATCH is validated as a whole once merged with the stored entity.
 MERGED_RULES: dict[str, set[str]] = {
     "scope_required": {"client_id", "pipeline_id"},
     "required": {"threshold", "window_minutes"},
+    "not_used": {"threshold", "window_minutes"},
 }
 # 401: the lineage intake's key (credentials are not data); 404: a path id
 # that does not exist; 409: a name already taken, an enabled duplicate rule,
@@ -105,12 +110,33 @@ def test_api_conforms_to_its_schema(settings, engine, api, backend, tmp_path):
     with make_session_factory(engine, write=True)() as session, session.begin():
         scope = {"client_id": None, "pipeline_id": None, "full": False}
         job_id = create_job(session, scope, datetime(2026, 1, 1, tzinfo=UTC)).id
+        alert = Alert(
+            rule_id=int(rule["id"]),
+            rule_type=rule["rule_type"],
+            client_id=int(client["id"]),
+            pipeline_id=int(pipeline["id"]),
+            state="firing",
+            fingerprint="0" * 32,
+            fired_at=datetime(2026, 1, 1, tzinfo=UTC),
+            summary="orders (Acme, airflow/prod) has failed (latest run)",
+            run_id=int(run["id"]),
+        )
+        session.add(alert)
+        session.flush()
+        alert_id = alert.id
+    # Far ahead, so that it is in the future whenever the test runs.
+    silence = {"client_id": client["id"], "ends_at": "8999-01-01T00:00:00Z"}
+    silence_id = ok(
+        api.post(f"{API}/silences", json=silence | {"reason": "fuzz", "created_by": "fuzz"}), 201
+    )["id"]
     existing = {
         "client_id": client["id"],
         "pipeline_id": pipeline["id"],
         "run_id": run["id"],
         "rule_id": rule["id"],
         "job_id": str(job_id),
+        "alert_id": str(alert_id),
+        "silence_id": silence_id,
     }
     config = SchemathesisConfig.from_dict(
         {"checks": {"positive_data_acceptance": {"expected-statuses": POSITIVE_STATUSES}}}

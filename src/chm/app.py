@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chm import __version__
 from chm.alert_rules.router import router as alert_rules_router
+from chm.alerts.router import router as alerts_router
 from chm.clients.router import router as clients_router
 from chm.core.auth import BearerTokenMiddleware
 from chm.core.body_limit import BodyLimitMiddleware
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         pipelines_router,
         runs_router,
         alert_rules_router,
+        alerts_router,
         ingestion_router,
         lineage_router,
         reports_router,
