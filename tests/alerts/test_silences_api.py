@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from chm.alerts.router import request_time
 from chm.alerts.service import SilenceEnded, end_silence
 from chm.core.db import make_session_factory
-from factories import API, make_client, make_pipeline, make_rule, ok, walk
+from factories import API, make_client, make_pipeline, make_rule, make_run, ok, walk
 
 T = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -305,3 +305,38 @@ def test_of_two_concurrent_ends_the_second_is_a_409(api, clock, silence, acme, e
     thread.join(10)
     assert outcome == {"second": "409"}
     assert ok(api.get(f"{API}/silences/{silence_id}"))["ends_at"] == "2026-03-15T13:00:00Z"
+
+
+def test_a_silence_made_here_silences_what_evaluation_then_sends(
+    api, clock, silence, settings, engine, acme, orders
+):
+    """End to end: the silence's scope and window as evaluation reads them."""
+    from chm.alerts.evaluate import evaluate
+
+    billing = make_pipeline(api, acme, "billing_sync")
+    make_rule(api, client_id=acme["id"], destination="slack:#data-alerts")
+    for pipeline in (orders, billing):
+        make_run(api, pipeline, "failed", started_at=z(T - HOUR))
+    quiet = silence(pipeline_id=orders["id"], reason="orders backfill")
+    evaluate(engine, T, settings, None)
+    deliveries = {
+        alert["pipeline_id"]: alert["deliveries"] for alert in walk(api, "/alerts", state="firing")
+    }
+    [silenced] = deliveries[orders["id"]]
+    assert (silenced["status"], silenced["last_error"]) == (
+        "silenced",
+        f"silenced by silence {quiet['id']}: orders backfill",
+    )
+    # Out of its scope: not silenced (undeliverable here: no Slack token is set).
+    assert [d["status"] for d in deliveries[billing["id"]]] == ["undeliverable"]
+    # Ended, it silences nothing more: the resolution goes out.
+    clock.now = T + timedelta(minutes=5)
+    ok(api.delete(f"{API}/silences/{quiet['id']}"))
+    make_run(api, orders, "success", started_at=z(T + timedelta(minutes=6)))
+    evaluate(engine, T + timedelta(minutes=10), settings, None)
+    [resolved] = walk(api, "/alerts", pipeline_id=orders["id"])
+    assert resolved["state"] == "resolved"
+    assert [(d["event"], d["status"]) for d in resolved["deliveries"]] == [
+        ("firing", "silenced"),
+        ("resolved", "undeliverable"),
+    ]
