@@ -60,9 +60,15 @@ def test_each_rule_type_has_its_own_body_in_the_schema(api):
         tag: components[ref.rsplit("/", 1)[-1]]
         for tag, ref in schema["discriminator"]["mapping"].items()
     }
-    assert set(variants) == {"on_failure", "failures_in_window"}
+    assert set(variants) == {
+        "on_failure", "failures_in_window", "consecutive_failures", "long_running",
+        "duration_anomaly",
+    }  # fmt: skip
     assert {"threshold", "window_minutes"} <= set(variants["failures_in_window"]["required"])
     assert {"threshold", "window_minutes"}.isdisjoint(variants["on_failure"]["required"])
+    for needs_threshold in ("consecutive_failures", "long_running"):
+        assert "threshold" in variants[needs_threshold]["required"]
+    assert {"threshold", "window_minutes"}.isdisjoint(variants["duration_anomaly"]["required"])
     for variant in variants.values():
         # and at least one scope, not null
         assert [option["required"] for option in variant["anyOf"]] == [
