@@ -24,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from chm.alerts import delivery
 from chm.alerts.channels import base as channels
 from chm.alerts.channels.base import Channel, NamedFields, Resolved, SendContext, SendFailed
 from chm.alerts.delivery import (
@@ -741,7 +742,7 @@ def test_a_repeat_of_an_alert_acknowledged_since_is_superseded(
     assert (rows[repeat].status, rows[repeat].last_error) == ("superseded", "acknowledged")
     assert (rows[resolved_repeat].status, rows[resolved_repeat].last_error) == (
         "superseded",
-        "resolved",
+        "resolved before the repeat was sent",
     )
 
 
@@ -810,6 +811,67 @@ def test_a_stopping_sender_hands_back_what_it_has_not_sent(
     # Another worker takes them at once, under the key they were given.
     assert send(T0 + timedelta(seconds=1), owner="worker-b").messages_sent == 1
     assert receiver.keys()[1] in kept
+
+
+class Killed(BaseException):
+    """The worker dies (SIGKILL) at this point."""
+
+
+def test_a_send_whose_record_was_lost_goes_again_under_the_same_key(
+    engine: Engine, config: Settings, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real webhook channel: the receiver sees the same X-CHM-Delivery
+    # twice and can drop the second copy.
+    server = FakeServer()
+    server.routes[("POST", "/alerts")] = lambda _seen: Reply(200, {})
+    hooks = Destinations(
+        [Destination(name="hook", kind="webhook", url_env="HOOK_URL", secret_env="HOOK_SECRET")]
+    )
+    environ = {"HOOK_URL": f"{server.url}/alerts", "HOOK_SECRET": SIGNING_SECRET}
+    ids = seed(engine, 2, destination="webhook:hook")
+
+    def killed(*_args: Any, **_kwargs: Any) -> None:
+        raise Killed
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(delivery, "_record", killed)
+            with pytest.raises(Killed):
+                send_due(
+                    engine,
+                    owner="worker-a",
+                    now=T0,
+                    settings=config,
+                    destinations=hooks,
+                    environ=environ,
+                    http=http,
+                )
+        rows = deliveries(engine)
+        assert {(rows[i].status, rows[i].lease_owner) for i in ids} == {("pending", "worker-a")}
+
+        after = T0 + timedelta(seconds=61)
+        report = send_due(
+            engine,
+            owner="worker-b",
+            now=after,
+            settings=config,
+            destinations=hooks,
+            environ=environ,
+            http=http,
+        )
+        assert report.messages_sent == 1
+        first, second = server.requests
+        assert first.headers["x-chm-delivery"] == second.headers["x-chm-delivery"]
+        assert first.headers["x-chm-delivery"] == rows[ids[0]].message_key
+        assert first.headers["x-chm-signature"] == second.headers["x-chm-signature"]
+        assert first.body == second.body
+        assert first.body["version"] == "4" and len(first.body["alerts"]) == 2
+        rows = deliveries(engine)
+        assert {(rows[i].status, rows[i].attempts, rows[i].sent_at) for i in ids} == {
+            ("sent", 1, after)
+        }
+    finally:
+        server.close()
 
 
 @pytest.mark.postgres_only

@@ -51,11 +51,17 @@ from chm.alerts.channels.base import (
 )
 from chm.alerts.destinations import Destinations, resolve
 from chm.alerts.message import AlertView, Message
+from chm.alerts.outbox import (
+    ACKNOWLEDGED,
+    RESOLVED_BEFORE_REPEAT,
+    active_silences,
+    silence_matching,
+)
 from chm.core.db import make_session_factory
 from chm.core.redaction import Redactor, cap_text, redact_known
 from chm.core.settings import Settings
 from chm.core.types import UTCDateTime
-from chm.models import Alert, AlertDelivery, Client, Pipeline, Run, Silence
+from chm.models import Alert, AlertDelivery, Client, Pipeline, Run
 from chm.runs.ordering import ORDER_BY
 
 logger = logging.getLogger("chm.alerts")
@@ -285,13 +291,18 @@ def send_due(
         return report
     writes = make_session_factory(engine, write=True)
     started = time.monotonic()
-    context = SendContext(settings, http)
+
+    def clock() -> datetime:
+        # ``now``, moved on by the time this call has taken so far.
+        return now + timedelta(seconds=time.monotonic() - started)
+
+    context = SendContext(settings, http, clock)
     for index, group in enumerate(groups):
         if should_stop():
             with writes.begin() as session:
                 report.released += _release(session, owner, groups[index:])
             break
-        current = now + timedelta(seconds=time.monotonic() - started)
+        current = clock()
         with writes.begin() as session:
             prepared = _prepare(
                 session, group, owner, now, current, settings, destinations, environ, report
@@ -337,9 +348,9 @@ def _prepare(
             text = cap_text(f"silenced by silence {number}: {reason}", LAST_ERROR_CHARS)
             _end(session, [row.delivery_id], "silenced", text, report)
         elif row.event == "repeat" and row.view.state != "firing":
-            _end(session, [row.delivery_id], "superseded", "resolved", report)
+            _end(session, [row.delivery_id], "superseded", RESOLVED_BEFORE_REPEAT, report)
         elif row.event == "repeat" and row.acknowledged:
-            _end(session, [row.delivery_id], "superseded", "acknowledged", report)
+            _end(session, [row.delivery_id], "superseded", ACKNOWLEDGED, report)
     sending = [
         row
         for row in rows
@@ -371,24 +382,13 @@ def _prepare(
 
 def _load(session: Session, ids: Sequence[int], now: datetime, settings: Settings) -> list[_Row]:
     """Each delivery with its alert as a message shows it, and the active
-    silence (the lowest id) that covers the alert now, if any."""
+    silence that covers the alert now, if any (the outbox's rule: the oldest
+    active silence every set field of which is the alert's)."""
     latest_error = (
         sa.select(Run.error_message)
         .where(Run.pipeline_id == Alert.pipeline_id)
         .order_by(*ORDER_BY)
         .limit(1)
-        .correlate(Alert)
-        .scalar_subquery()
-    )
-    silence_id = (
-        sa.select(sa.func.min(Silence.id))
-        .where(
-            Silence.starts_at <= now,
-            Silence.ends_at > now,
-            sa.or_(Silence.client_id.is_(None), Silence.client_id == Alert.client_id),
-            sa.or_(Silence.pipeline_id.is_(None), Silence.pipeline_id == Alert.pipeline_id),
-            sa.or_(Silence.rule_id.is_(None), Silence.rule_id == Alert.rule_id),
-        )
         .correlate(Alert)
         .scalar_subquery()
     )
@@ -403,7 +403,6 @@ def _load(session: Session, ids: Sequence[int], now: datetime, settings: Setting
             Pipeline.platform,
             Pipeline.environment,
             latest_error.label("error_message"),
-            silence_id.label("silence_id"),
         )
         .join(Alert, Alert.id == Delivery.alert_id)
         .join(Pipeline, Pipeline.id == Alert.pipeline_id)
@@ -411,12 +410,7 @@ def _load(session: Session, ids: Sequence[int], now: datetime, settings: Setting
         .where(Delivery.id.in_(list(ids)))
         .order_by(Alert.fired_at, Alert.id, Delivery.id)
     ).all()
-    silence_ids = {row.silence_id for row in result if row.silence_id is not None}
-    reasons = dict(
-        session.execute(
-            sa.select(Silence.id, Silence.reason).where(Silence.id.in_(silence_ids))
-        ).all()
-    )
+    silences = active_silences(session, now) if result else []
     base = settings.public_url.rstrip("/") if settings.public_url else None
     rows = []
     for row in result:
@@ -443,7 +437,8 @@ def _load(session: Session, ids: Sequence[int], now: datetime, settings: Setting
             pipeline_url=f"{base}/pipelines/{alert.pipeline_id}" if base else None,
             acknowledged_by=alert.acknowledged_by,
         )
-        silence = (row.silence_id, reasons[row.silence_id]) if row.silence_id else None
+        found = silence_matching(silences, alert)
+        silence = (found.id, found.reason) if found is not None else None
         acknowledged = alert.acknowledged_at is not None
         rows.append(_Row(row.delivery_id, row.event, row.attempts, view, acknowledged, silence))
     return rows
