@@ -23,9 +23,12 @@ from chm.cli.runtime import (
 
 def worker() -> None:
     """Keep CHM current: ingest every pull source on its interval_s, run ingestion
-    jobs, prune old runs (CHM_RETENTION_DAYS). Stops on SIGTERM or Ctrl-C."""
+    jobs, evaluate the alert rules and send their notifications, prune old runs
+    (CHM_RETENTION_DAYS). Stops on SIGTERM or Ctrl-C."""
+    from chm.alerts.destinations import DestinationsError
     from chm.core.timeutil import utcnow
     from chm.ingestion.config import ConfigError
+    from chm.worker.alerts import LiveDestinations
     from chm.worker.context import LiveSources, WorkerContext
     from chm.worker.loop import Worker
     from chm.worker.registry import WorkerRefused, clock_skew_s, new_worker_id
@@ -40,15 +43,17 @@ def worker() -> None:
         raise fail("; ".join(problems), code=EXIT_FAILED)
     log = logging.getLogger("chm.worker")
     sources = LiveSources(settings.config, settings.env)
+    destinations = LiveDestinations(settings.config)
     try:
         loaded = sources.load_initial()
-    except ConfigError as error:
+        destinations.load_initial()
+    except (ConfigError, DestinationsError) as error:
         raise fail(str(error)) from None
     if loaded is None:
         log.warning("CHM_CONFIG is not set: no scheduled ingestion (jobs fail until it is)")
     with open_database(settings) as engine:
         ctx = WorkerContext(engine, settings, new_worker_id(), utcnow, sources)
-        runner = Worker(ctx)
+        runner = Worker(ctx, destinations=destinations)
         try:
             runner.registration.register()
         except WorkerRefused as refused:

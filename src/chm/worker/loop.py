@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chm.ingestion.jobs import prune_jobs
 from chm.models import IngestionJob, WorkerProcess
+from chm.worker.alerts import Delivery, Evaluation, LiveDestinations
 from chm.worker.context import Task, WorkerContext
 from chm.worker.jobs import IngestionJobs
 from chm.worker.leases import release, renew
@@ -80,15 +81,28 @@ class Retention:
         return False
 
 
-def default_tasks(ctx: WorkerContext) -> list[Task]:
-    # Jobs first: a person asked for them and waits.
-    return [IngestionJobs(ctx), ScheduledIngestion(ctx), Retention(ctx)]
+def default_tasks(ctx: WorkerContext, destinations: LiveDestinations | None = None) -> list[Task]:
+    # Jobs first: a person asked for them and waits; then what keeps runs
+    # current, what turns them into alerts, and what tells people.
+    destinations = destinations or LiveDestinations(ctx.settings.config)
+    return [
+        IngestionJobs(ctx),
+        ScheduledIngestion(ctx),
+        Evaluation(ctx, destinations),
+        Delivery(ctx, destinations),
+        Retention(ctx),
+    ]
 
 
 class Worker:
-    def __init__(self, ctx: WorkerContext, tasks: Sequence[Task] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        tasks: Sequence[Task] | None = None,
+        destinations: LiveDestinations | None = None,
+    ) -> None:
         self.ctx = ctx
-        self.tasks = list(tasks) if tasks is not None else default_tasks(ctx)
+        self.tasks = list(tasks) if tasks is not None else default_tasks(ctx, destinations)
         self.registration = Registration(
             ctx.engine, ctx.worker_id, ctx.settings.worker_lease_s, ctx.clock
         )
@@ -218,6 +232,10 @@ class Worker:
         return in_time and not closing.is_alive()
 
     def _close(self) -> None:
+        for task in self.tasks:
+            close = getattr(task, "close", None)
+            if close is not None:
+                close()
         try:
             self.give_back()
             self.registration.stopped()
