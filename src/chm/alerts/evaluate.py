@@ -262,15 +262,28 @@ def _pair(source: sa.FromClause) -> list[ColumnElement[Any]]:
     return [source.c[name] for name in PAIR_COLUMNS]
 
 
-def _latest_run_id(pipeline_id: ColumnElement[Any], *where: ColumnElement[bool]) -> Any:
-    """The id of the pipeline's latest run (ordering rule) among those ``where`` says."""
+def _latest_run(
+    column: ColumnElement[Any], pipeline_id: ColumnElement[Any], *where: ColumnElement[bool]
+) -> Any:
+    """``column`` of the pipeline's latest run (ordering rule) among those ``where``
+    says: a correlated top-1 of the ordering index.
+
+    Each value of a run a statement needs is one such subquery, never a join
+    of the runs table on a computed id: PostgreSQL's planner, misjudging the
+    cost of the subquery, may hash-join the whole table instead."""
+    runs = column.table
     return (
-        sa.select(RUNS.c.id)
-        .where(RUNS.c.pipeline_id == pipeline_id, *where)
-        .order_by(*_newest_first(RUNS))
+        sa.select(column)
+        .where(runs.c.pipeline_id == pipeline_id, *where)
+        .order_by(*_newest_first(runs))
         .limit(1)
         .scalar_subquery()
     )
+
+
+def _latest_run_id(pipeline_id: ColumnElement[Any], *where: ColumnElement[bool]) -> Any:
+    """The id of the pipeline's latest run (ordering rule) among those ``where`` says."""
+    return _latest_run(RUNS.c.id, pipeline_id, *where)
 
 
 # --- the conditions, one statement per rule type ----------------------------------------
@@ -279,15 +292,12 @@ def _latest_run_id(pipeline_id: ColumnElement[Any], *where: ColumnElement[bool])
 def on_failure_statement(now: datetime) -> sa.Select[Any]:
     """The pipeline's latest run is failed; run_id = that run."""
     scope = _scope(RuleType.on_failure)
-    pairs = sa.select(*_pair(scope), _latest_run_id(scope.c.pipeline_id).label("run_id")).subquery(
-        "latest"
-    )
-    latest_run = RUNS.alias("latest_run")
-    return (
-        sa.select(*_pair(pairs), pairs.c.run_id)
-        .join(latest_run, latest_run.c.id == pairs.c.run_id)
-        .where(latest_run.c.status == FAILED)
-    )
+    latest = sa.select(
+        *_pair(scope),
+        _latest_run_id(scope.c.pipeline_id).label("run_id"),
+        _latest_run(RUNS.c.status, scope.c.pipeline_id).label("run_status"),
+    ).subquery("latest")
+    return sa.select(*_pair(latest), latest.c.run_id).where(latest.c.run_status == FAILED)
 
 
 def failures_in_window_statement(now: datetime) -> sa.Select[Any]:
@@ -375,7 +385,7 @@ def long_running_statement(now: datetime) -> sa.Select[Any]:
 
 
 def _interpolated(samples: sa.Subquery, numerator: int) -> ColumnElement[Any]:
-    """The percentile ``numerator``/100 of each group's durations by linear
+    """The percentile ``numerator``/100 of ``samples``' durations (an aggregate) by linear
     interpolation (Hyndman and Fan's type 7, numpy's default): with the n
     values sorted v[0..n-1] and h = (n - 1) * p, v[floor(h)] + (h - floor(h))
     * (v[floor(h) + 1] - v[floor(h)]). h is integer arithmetic, so both
@@ -403,129 +413,91 @@ def percentile(values: list[float], numerator: int) -> float:
     return ordered[low] + (remainder / 100) * (high - ordered[low])
 
 
+def _sample_statistic(last: sa.Subquery, statistic: str) -> Any:
+    """A statistic of the sample of ``last``'s pair (a correlated scalar subquery):
+    the 30 successful runs with a duration before the pair's last finished run
+    in the ordering rule, a top-30 walk of the ordering index.
+
+    ``statistic``: ``n`` (the sample's size), ``p95``, ``median``, or ``bound``:
+    max(1.5 x p95, 3 x median) when the sample holds at least 10 runs, else
+    null (so a comparison with it never holds)."""
+    sample = RUNS.alias("sample_run")
+    upper = (
+        NullsLowKey(last.c.last_started_at),
+        NullsLowKey(last.c.last_finished_at),
+        last.c.run_id,
+    )
+    newest = (
+        sa.select(sample.c.duration_seconds.label("duration"))
+        .where(
+            sample.c.pipeline_id == last.c.pipeline_id,
+            sample.c.status == SUCCESS,
+            sample.c.duration_seconds.is_not(None),
+            _older_than(sample, upper),
+        )
+        .order_by(*_newest_first(sample))
+        .limit(ANOMALY_SAMPLE)
+        .correlate(last)
+        .subquery("sample")
+    )
+    ranked = sa.select(
+        newest.c.duration,
+        (sa.func.row_number().over(order_by=newest.c.duration) - 1).label("rank"),
+        sa.func.count().over().label("n"),
+    ).subquery("ranked")
+    p95, median = _interpolated(ranked, 95), _interpolated(ranked, 50)
+    by_p95 = sa.literal(ANOMALY_P95_FACTOR, sa.Float()) * p95
+    by_median = sa.literal(ANOMALY_MEDIAN_FACTOR, sa.Float()) * median
+    value = {
+        "n": sa.func.max(ranked.c.n),
+        "p95": p95,
+        "median": median,
+        "bound": sa.case(
+            (
+                sa.func.max(ranked.c.n) >= ANOMALY_MIN_SAMPLE,
+                sa.case((by_p95 >= by_median, by_p95), else_=by_median),
+            ),
+            else_=sa.null(),
+        ),
+    }[statistic]
+    return sa.select(value).scalar_subquery()
+
+
 def duration_anomaly_statement(now: datetime) -> sa.Select[Any]:
     """The latest finished run (success or failed, with a duration) took longer
     than max(1.5 x p95, 3 x median) of the 30 successful runs (with a duration)
     before it in the ordering rule; never with fewer than 10 of them. run_id =
     that run.
 
-    Per pair: the latest finished run (a top-1 of the ordering index) and the
-    first ordering key of the 30th successful run before it (an index walk of
-    about 30 entries); the runs between the two are a range of the ordering
-    index, of which the 30 newest successful ones are the sample (a range on
-    the first key alone can hold a few more: runs sharing that key), ranked
-    by duration for the percentiles. Every run is reached through the index:
-    no plan joins the runs table on a computed id, which PostgreSQL's planner
-    would rather hash."""
+    Per pair, walks of the ordering index: the latest finished run (a top-1
+    for each of its values), then the sample before it (a top-30), ranked by
+    duration for the bound. The percentiles a summary shows are computed again for the few
+    pairs that fire only."""
     scope = _scope(RuleType.duration_anomaly)
-    finished = sa.select(
+    finished = (RUNS.c.status.in_(FINISHED_STATUSES), RUNS.c.duration_seconds.is_not(None))
+    lasts = sa.select(
         *_pair(scope),
-        _latest_run_id(
-            scope.c.pipeline_id,
-            RUNS.c.status.in_(FINISHED_STATUSES),
-            RUNS.c.duration_seconds.is_not(None),
-        ).label("run_id"),
-    ).subquery("finished")
-    last, before = RUNS.alias("last_run"), RUNS.alias("before_run")
-
-    def sampled(runs: sa.FromClause, pipeline_id: ColumnElement[Any]) -> list[ColumnElement[bool]]:
-        return [
-            runs.c.pipeline_id == pipeline_id,
-            runs.c.status == SUCCESS,
-            runs.c.duration_seconds.is_not(None),
-        ]
-
-    # The far end of the sample: the 30th successful run before the last one;
-    # its first key, or the floor (every run) when there are fewer than 30.
-    far_end_started = (
-        sa.select(before.c.started_at)
-        .where(*sampled(before, last.c.pipeline_id), _older_than(before, _keys(last)))
-        .order_by(*_newest_first(before))
-        .limit(1)
-        .offset(ANOMALY_SAMPLE - 1)
-        .scalar_subquery()
+        *(
+            _latest_run(RUNS.c[column], scope.c.pipeline_id, *finished).label(label)
+            for column, label in (
+                ("id", "run_id"),
+                ("duration_seconds", "run_duration"),
+                ("started_at", "last_started_at"),
+                ("finished_at", "last_finished_at"),
+            )
+        ),
+    ).subquery("last_finished")
+    bounded = sa.select(*lasts.c, _sample_statistic(lasts, "bound").label("bound")).subquery(
+        "bounded"
     )
-    bounds = (
-        sa.select(
-            *_pair(finished),
-            last.c.id.label("run_id"),
-            last.c.duration_seconds.label("run_duration"),
-            last.c.started_at.label("last_started_at"),
-            last.c.finished_at.label("last_finished_at"),
-            NullsLowKey(far_end_started).label("far_end_key"),
-        )
-        .select_from(finished)
-        .join(last, last.c.id == finished.c.run_id)
-        .subquery("bounds")
-    )
-    sample = RUNS.alias("sample_run")
-    upper = (
-        NullsLowKey(bounds.c.last_started_at),
-        NullsLowKey(bounds.c.last_finished_at),
-        bounds.c.run_id,
-    )
-    group = (bounds.c.rule_id, bounds.c.pipeline_id)
-    recency = sa.func.row_number().over(partition_by=group, order_by=_newest_first(sample))
-    candidates = (
-        sa.select(
-            *_pair(bounds),
-            bounds.c.run_id,
-            bounds.c.run_duration,
-            sample.c.duration_seconds.label("duration"),
-            recency.label("recency"),
-        )
-        .select_from(bounds)
-        .join(
-            sample,
-            sa.and_(
-                *sampled(sample, bounds.c.pipeline_id),
-                _older_than(sample, upper),
-                _keys(sample)[0] >= bounds.c.far_end_key,
-            ),
-        )
-        .subquery("candidates")
-    )
-    pair = (candidates.c.rule_id, candidates.c.pipeline_id)
-    samples = (
-        sa.select(
-            *_pair(candidates),
-            candidates.c.run_id,
-            candidates.c.run_duration,
-            candidates.c.duration,
-            (
-                sa.func.row_number().over(partition_by=pair, order_by=candidates.c.duration) - 1
-            ).label("rank"),
-            sa.func.count().over(partition_by=pair).label("n"),
-        )
-        .where(candidates.c.recency <= ANOMALY_SAMPLE)
-        .subquery("samples")
-    )
-    stats = (
-        sa.select(
-            *_pair(samples),
-            samples.c.run_id,
-            samples.c.run_duration,
-            sa.func.max(samples.c.n).label("sampled"),
-            _interpolated(samples, 95).label("p95"),
-            _interpolated(samples, 50).label("median"),
-        )
-        .group_by(*_pair(samples), samples.c.run_id, samples.c.run_duration)
-        .subquery("stats")
-    )
-    p95_factor = sa.literal(ANOMALY_P95_FACTOR, sa.Float())
-    median_factor = sa.literal(ANOMALY_MEDIAN_FACTOR, sa.Float())
     return sa.select(
-        *_pair(stats),
-        stats.c.run_id,
-        stats.c.run_duration,
-        stats.c.p95,
-        stats.c.median,
-        stats.c.sampled,
-    ).where(
-        stats.c.sampled >= ANOMALY_MIN_SAMPLE,
-        stats.c.run_duration > p95_factor * stats.c.p95,
-        stats.c.run_duration > median_factor * stats.c.median,
-    )
+        *_pair(bounded),
+        bounded.c.run_id,
+        bounded.c.run_duration,
+        _sample_statistic(bounded, "p95").label("p95"),
+        _sample_statistic(bounded, "median").label("median"),
+        _sample_statistic(bounded, "n").label("sampled"),
+    ).where(bounded.c.run_duration > bounded.c.bound)
 
 
 # --- summaries ------------------------------------------------------------------------
