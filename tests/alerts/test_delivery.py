@@ -26,7 +26,14 @@ from sqlalchemy import Engine
 
 from chm.alerts import delivery
 from chm.alerts.channels import base as channels
-from chm.alerts.channels.base import Channel, NamedFields, Resolved, SendContext, SendFailed
+from chm.alerts.channels.base import (
+    Channel,
+    NamedFields,
+    Resolved,
+    SendContext,
+    SendFailed,
+    Undeliverable,
+)
 from chm.alerts.delivery import (
     GROUP_CAP,
     SendReport,
@@ -644,6 +651,23 @@ def test_an_unknown_kind_is_undeliverable_at_send(
 
     error = deliveries(engine)[delivery_id].last_error
     assert error is not None and error.startswith("unknown destination kind 'carrier-pigeon'")
+
+
+def test_a_channel_that_finds_the_destination_unusable_makes_it_undeliverable(
+    engine: Engine, receiver: Receiver, send: Sender
+) -> None:
+    ids = seed(engine, 2)
+    _raise_instead.append(Undeliverable("the destination has no address"))
+
+    report = send(T0)
+
+    assert (report.messages_sent, report.failed_attempts) == (0, 0)
+    assert report.outcomes == {"undeliverable": 2}
+    rows = deliveries(engine)
+    assert {(rows[i].status, rows[i].attempts, rows[i].last_error) for i in ids} == {
+        ("undeliverable", 0, "the destination has no address")
+    }
+    assert next_due(engine, T0) is None
 
 
 def test_a_silence_active_at_send_time_silences_what_it_covers(

@@ -475,6 +475,8 @@ class _Outcome:
     reason: str = ""
     retryable: bool = False
     retry_after: float | None = None
+    # The channel found the destination unusable as configured: no attempt.
+    undeliverable: bool = False
 
 
 def _secrets_of(resolved: Resolved) -> list[str]:
@@ -499,6 +501,8 @@ def _attempt(message: Message, resolved: Resolved, context: SendContext) -> _Out
         channel.send(message, resolved, context)
     except SendFailed as failed:
         return _Outcome(False, str(failed), failed.retryable, failed.retry_after)
+    except Undeliverable as failure:
+        return _Outcome(False, str(failure), undeliverable=True)
     except Exception as error:  # a channel's bug is a failed attempt, not a dead worker
         # Its text may hold what the channel was given (a URL, a key): the type only.
         name = type(error).__name__
@@ -529,58 +533,52 @@ def _record(
 ) -> None:
     """The attempt's outcome on every delivery of the message that ``owner`` still holds."""
     held = _held(owner, message.delivery_ids)
-    released = {"lease_owner": None, "lease_expires_at": None}
-    if outcome.sent:
-        recorded = session.execute(
-            sa.update(Delivery)
-            .where(held)
-            .values(status="sent", sent_at=now, attempts=Delivery.attempts + 1, **released)
-            .execution_options(synchronize_session=False)
-        )
-        count = int(recorded.rowcount)  # type: ignore[attr-defined]
-        report.messages_sent += 1
-        report.outcomes["sent"] += count
-        logger.info("message %s to %s: sent (%d alerts)", message.key, message.destination, count)
-        return
-
-    report.failed_attempts += 1
+    values: dict[str, object] = {"lease_owner": None, "lease_expires_at": None}
     reason = cap_text(
         redact_known(Redactor(_secrets_of(resolved)).text(outcome.reason)), LAST_ERROR_CHARS
     )
     attempt = attempts + 1
-    final = not outcome.retryable or attempt >= settings.delivery_max_attempts
-    wait = max(backoff_s(message.key, attempt), min(outcome.retry_after or 0.0, RETRY_AFTER_CAP_S))
-    values: dict[str, object] = {
-        "attempts": Delivery.attempts + 1,
-        "last_error": reason,
-        **released,
-    }
-    if final:
-        values["status"] = "failed"
+    wait = 0.0
+    if outcome.sent:
+        status = "sent"
+        values |= {"status": "sent", "sent_at": now, "attempts": Delivery.attempts + 1}
+    elif outcome.undeliverable:
+        status = "undeliverable"
+        values |= {"status": "undeliverable", "last_error": reason}
     else:
-        values["next_attempt_at"] = now + timedelta(seconds=wait)
+        final = not outcome.retryable or attempt >= settings.delivery_max_attempts
+        status = "failed" if final else "retrying"
+        values |= {"attempts": Delivery.attempts + 1, "last_error": reason}
+        if final:
+            values["status"] = "failed"
+        else:
+            retry_after = min(outcome.retry_after or 0.0, RETRY_AFTER_CAP_S)
+            wait = max(backoff_s(message.key, attempt), retry_after)
+            values["next_attempt_at"] = now + timedelta(seconds=wait)
     recorded = session.execute(
         sa.update(Delivery).where(held).values(values).execution_options(synchronize_session=False)
     )
     count = int(recorded.rowcount)  # type: ignore[attr-defined]
-    report.outcomes["failed" if final else "retrying"] += count
-    if final:
+    report.outcomes[status] += count
+    if count < len(message.delivery_ids):
         logger.warning(
-            "message %s to %s: failed after attempt %d: %s",
+            "message %s to %s: %d deliveries were claimed by another worker meanwhile",
             message.key,
             message.destination,
-            attempt,
-            reason,
+            len(message.delivery_ids) - count,
         )
+    where = f"message {message.key} to {message.destination}"
+    if status == "sent":
+        report.messages_sent += 1
+        logger.info("%s: sent (%d alerts)", where, count)
+    elif status == "undeliverable":
+        logger.warning("%s: undeliverable: %s", where, reason)
+    elif status == "failed":
+        report.failed_attempts += 1
+        logger.warning("%s: failed at attempt %d: %s", where, attempt, reason)
     else:
-        logger.warning(
-            "message %s to %s: attempt %d failed, next in %.0f s: %s",
-            message.key,
-            message.destination,
-            attempt,
-            wait,
-            reason,
-        )
+        report.failed_attempts += 1
+        logger.warning("%s: attempt %d failed, next in %.0f s: %s", where, attempt, wait, reason)
 
 
 def next_due(engine: Engine, now: datetime) -> datetime | None:
