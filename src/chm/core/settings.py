@@ -8,7 +8,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./chm.db"
@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
     # How long one send may take, as a whole.
     delivery_timeout_s: float = Field(default=10.0, gt=0.0, le=300.0)
+
+    @model_validator(mode="after")
+    def _a_send_ends_within_its_lease(self) -> Settings:
+        # A send still going when its lease expires could be sent again by
+        # another worker (the receiver dedups on X-CHM-Delivery, but noise).
+        if self.delivery_timeout_s >= self.worker_lease_s:
+            raise ValueError(
+                f"CHM_DELIVERY_TIMEOUT_S ({self.delivery_timeout_s:g}) must be below "
+                f"CHM_WORKER_LEASE_S ({self.worker_lease_s:g})"
+            )
+        return self
 
     @property
     def cursor_key(self) -> bytes:
