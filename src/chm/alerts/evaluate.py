@@ -258,6 +258,16 @@ PAIR_COLUMNS = (
 )
 
 
+def _materialized(query: sa.Select[Any], name: str) -> sa.CTE:
+    """``query`` as a CTE computed once (``AS MATERIALIZED``, on both databases):
+    each row's facts, correlated subqueries over the runs, are then computed
+    once per row, however often later steps read them. Without it SQLite
+    would flatten the query and run such a subquery again at each mention
+    (in a WHERE, in each comparison of a range), and PostgreSQL may repeat it
+    as well."""
+    return query.cte(name).prefix_with("MATERIALIZED")
+
+
 def _pair(source: sa.FromClause) -> list[ColumnElement[Any]]:
     return [source.c[name] for name in PAIR_COLUMNS]
 
@@ -292,11 +302,14 @@ def _latest_run_id(pipeline_id: ColumnElement[Any], *where: ColumnElement[bool])
 def on_failure_statement(now: datetime) -> sa.Select[Any]:
     """The pipeline's latest run is failed; run_id = that run."""
     scope = _scope(RuleType.on_failure)
-    latest = sa.select(
-        *_pair(scope),
-        _latest_run_id(scope.c.pipeline_id).label("run_id"),
-        _latest_run(RUNS.c.status, scope.c.pipeline_id).label("run_status"),
-    ).subquery("latest")
+    latest = _materialized(
+        sa.select(
+            *_pair(scope),
+            _latest_run_id(scope.c.pipeline_id).label("run_id"),
+            _latest_run(RUNS.c.status, scope.c.pipeline_id).label("run_status"),
+        ),
+        "latest",
+    )
     return sa.select(*_pair(latest), latest.c.run_id).where(latest.c.run_status == FAILED)
 
 
@@ -318,7 +331,7 @@ def failures_in_window_statement(now: datetime) -> sa.Select[Any]:
         .where(RUNS.c.pipeline_id == scope.c.pipeline_id, *in_window(scope))
         .scalar_subquery()
     )
-    counted = sa.select(*_pair(scope), failures.label("failures")).subquery("counted")
+    counted = _materialized(sa.select(*_pair(scope), failures.label("failures")), "counted")
     latest_failed = _latest_run_id(counted.c.pipeline_id, *in_window(counted))
     return sa.select(*_pair(counted), latest_failed.label("run_id"), counted.c.failures).where(
         counted.c.failures >= counted.c.threshold
@@ -330,11 +343,14 @@ def consecutive_failures_statement(now: datetime) -> sa.Select[Any]:
     latest run that did not fail (all runs, when every run failed) are at least
     ``threshold``; run_id = the latest run."""
     scope = _scope(RuleType.consecutive_failures)
-    ends = sa.select(
-        *_pair(scope),
-        _latest_run_id(scope.c.pipeline_id).label("run_id"),
-        _latest_run_id(scope.c.pipeline_id, RUNS.c.status != FAILED).label("last_not_failed"),
-    ).subquery("ends")
+    ends = _materialized(
+        sa.select(
+            *_pair(scope),
+            _latest_run_id(scope.c.pipeline_id).label("run_id"),
+            _latest_run_id(scope.c.pipeline_id, RUNS.c.status != FAILED).label("last_not_failed"),
+        ),
+        "ends",
+    )
     newer, boundary = RUNS.alias("newer"), RUNS.alias("boundary")
     since_last_not_failed = (
         sa.select(sa.func.count())
@@ -350,7 +366,9 @@ def consecutive_failures_statement(now: datetime) -> sa.Select[Any]:
         .scalar_subquery()
     )
     streak = sa.case((ends.c.last_not_failed.is_(None), every_run), else_=since_last_not_failed)
-    streaks = sa.select(*_pair(ends), ends.c.run_id, streak.label("streak")).subquery("streaks")
+    streaks = _materialized(
+        sa.select(*_pair(ends), ends.c.run_id, streak.label("streak")), "streaks"
+    )
     return sa.select(*_pair(streaks), streaks.c.run_id, streaks.c.streak).where(
         streaks.c.streak >= streaks.c.threshold
     )
@@ -413,7 +431,7 @@ def percentile(values: list[float], numerator: int) -> float:
     return ordered[low] + (remainder / 100) * (high - ordered[low])
 
 
-def _sample_statistic(last: sa.Subquery, statistic: str) -> Any:
+def _sample_statistic(last: sa.CTE, statistic: str) -> Any:
     """A statistic of the sample of ``last``'s pair (a correlated scalar subquery):
     the 30 successful runs with a duration before the pair's last finished run
     in the ordering rule, a top-30 walk of the ordering index.
@@ -475,20 +493,23 @@ def duration_anomaly_statement(now: datetime) -> sa.Select[Any]:
     pairs that fire only."""
     scope = _scope(RuleType.duration_anomaly)
     finished = (RUNS.c.status.in_(FINISHED_STATUSES), RUNS.c.duration_seconds.is_not(None))
-    lasts = sa.select(
-        *_pair(scope),
-        *(
-            _latest_run(RUNS.c[column], scope.c.pipeline_id, *finished).label(label)
-            for column, label in (
-                ("id", "run_id"),
-                ("duration_seconds", "run_duration"),
-                ("started_at", "last_started_at"),
-                ("finished_at", "last_finished_at"),
-            )
+    lasts = _materialized(
+        sa.select(
+            *_pair(scope),
+            *(
+                _latest_run(RUNS.c[column], scope.c.pipeline_id, *finished).label(label)
+                for column, label in (
+                    ("id", "run_id"),
+                    ("duration_seconds", "run_duration"),
+                    ("started_at", "last_started_at"),
+                    ("finished_at", "last_finished_at"),
+                )
+            ),
         ),
-    ).subquery("last_finished")
-    bounded = sa.select(*lasts.c, _sample_statistic(lasts, "bound").label("bound")).subquery(
-        "bounded"
+        "last_finished",
+    )
+    bounded = _materialized(
+        sa.select(*lasts.c, _sample_statistic(lasts, "bound").label("bound")), "bounded"
     )
     return sa.select(
         *_pair(bounded),
