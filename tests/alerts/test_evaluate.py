@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chm.alerts.destinations import Destination, Destinations
 from chm.alerts.evaluate import (
+    EVALUATION_LOCK,
     EvaluationReport,
     duration_anomaly_statement,
     evaluate,
@@ -634,6 +635,41 @@ def test_a_new_occurrence_after_a_resolve_opens_a_new_alert(
     assert first.fingerprint != second.fingerprint
 
 
+# --- time never goes backwards ----------------------------------------------------------------
+
+
+SECOND = timedelta(seconds=1)
+
+
+def test_an_evaluation_at_an_earlier_time_does_not_resolve_what_fired_later(
+    api: TestClient, engine: Engine, settings: Settings, pipeline: dict[str, Any]
+) -> None:
+    # Workers read their own clocks: one evaluates at NOW + 1 s, another then at NOW - 1 s.
+    rule(api, pipeline, rule_type="long_running", threshold=30)
+    add_run(engine, pipeline, "running", started_at=at(-30))  # over 30 min only after NOW
+    assert run(engine, settings, NOW + SECOND).fired == 1
+    late = run(engine, settings, NOW - SECOND)
+    assert (late.fired, late.resolved, late.firing, late.deliveries) == (0, 0, 1, {})
+    (alert,) = alerts(engine)
+    assert (alert.state, alert.fired_at, alert.resolved_at) == ("firing", NOW + SECOND, None)
+    assert len(deliveries(engine)) == 1
+
+
+def test_an_evaluation_at_an_earlier_time_does_not_fire_again_what_resolved_later(
+    api: TestClient, engine: Engine, settings: Settings, pipeline: dict[str, Any]
+) -> None:
+    rule(api, pipeline, rule_type="failures_in_window", threshold=1, window_minutes=60)
+    add_run(engine, pipeline, "failed", started_at=at(-60))  # in the window only before NOW
+    assert run(engine, settings, NOW - 2 * SECOND).fired == 1
+    assert run(engine, settings, NOW + SECOND).resolved == 1
+    late = run(engine, settings, NOW - SECOND)
+    assert (late.fired, late.resolved, late.firing, late.deliveries) == (0, 0, 0, {})
+    (alert,) = alerts(engine)
+    assert (alert.state, alert.resolved_at) == ("resolved", NOW + SECOND)
+    # Deliveries: its firing one and its resolved one, nothing more.
+    assert [d.event for d in deliveries(engine)] == ["firing", "resolved"]
+
+
 def test_the_database_refuses_a_second_firing_alert_for_a_rule_and_pipeline(
     api: TestClient, engine: Engine, settings: Settings, pipeline: dict[str, Any]
 ) -> None:
@@ -679,6 +715,30 @@ def test_two_concurrent_evaluations_fire_one_alert(
     assert errors == []
     assert sorted(r.fired for r in reports) == [0, 0, 0, 20]
     assert len(alerts(engine)) == 20 and len(deliveries(engine)) == 20
+
+
+@pytest.mark.postgres_only
+def test_an_evaluation_skips_while_another_holds_the_lock(
+    api: TestClient, engine: Engine, settings: Settings, pipeline: dict[str, Any]
+) -> None:
+    rule(api, pipeline)
+    add_run(engine, pipeline, "failed", started_at=at(-30))
+    with engine.connect() as other:
+        other.execute(sa.select(sa.func.pg_advisory_xact_lock(*EVALUATION_LOCK)))
+        done: list[EvaluationReport] = []
+        # In a thread, so a wait for the lock (the old behaviour) fails the test
+        # instead of hanging it.
+        worker = threading.Thread(target=lambda: done.append(run(engine, settings)))
+        worker.start()
+        worker.join(10)
+        assert done, "the evaluation waited for the lock instead of skipping"
+        (skipped,) = done
+        assert skipped.skipped is True
+        assert (skipped.fired, skipped.resolved, skipped.deliveries) == (0, 0, {})
+        assert alerts(engine) == []
+        other.rollback()  # the other evaluation ends
+    again = run(engine, settings)
+    assert again.skipped is False and again.fired == 1
 
 
 def test_the_report_counts_deliveries_by_status(

@@ -3,14 +3,23 @@
 
 One call of ``evaluate`` is one short write transaction:
 
-1. serialize with every other evaluation (PostgreSQL: a transaction-scoped
-   advisory lock; SQLite: the write lock ``BEGIN IMMEDIATE`` takes), so two
-   workers never fire the same alert;
-2. one SELECT per rule type, over all enabled rules of the type and all the
+1. serialize with every other evaluation, so two workers never fire the same
+   alert. PostgreSQL: a transaction-scoped advisory lock, *tried*: when
+   another evaluation holds it, this one is skipped (the report says
+   ``skipped``; the worker tries again at its next poll) instead of queueing
+   behind it to re-read what the holder is reading. SQLite: the write lock
+   ``BEGIN IMMEDIATE`` takes (it waits, ``busy_timeout``);
+2. make the time monotonic: ``now`` is at least the latest ``fired_at`` or
+   ``resolved_at`` recorded. Each worker reads its own clock before it gets
+   the lock, so evaluations may come in with times out of order; evaluating
+   at an earlier time than one already recorded would otherwise undo its
+   time-based decisions (resolve an alert before it fired, fire again what
+   resolved);
+3. one SELECT per rule type, over all enabled rules of the type and all the
    pipelines in their scope (the rule's pipeline, or every active pipeline of
    its client; only active pipelines of active clients), giving the pairs
    (rule, pipeline) whose condition holds now, with the run that shows it;
-3. the open alerts read once: a pair that holds without an open alert fires
+4. the open alerts read once: a pair that holds without an open alert fires
    (a new alert and its deliveries); an open alert whose pair no longer holds
    (the condition ended, or the rule was deleted, disabled, re-scoped or
    changed type, or the pipeline or client deactivated) resolves.
@@ -83,9 +92,8 @@ ANOMALY_SAMPLE = 30
 ANOMALY_MIN_SAMPLE = 10
 ANOMALY_P95_FACTOR = 1.5
 ANOMALY_MEDIAN_FACTOR = 3.0
-# pg_advisory_xact_lock(class, object): "CHMA" marks the alerts' locks.
-_LOCK_CLASS = 0x43484D41
-_EVALUATION_LOCK = 1
+# pg_try_advisory_xact_lock(class, object): "CHMA" marks the alerts' locks.
+EVALUATION_LOCK = (0x43484D41, 1)
 
 
 # --- what differs per database ----------------------------------------------------
@@ -98,28 +106,34 @@ class EvaluationDialect(ABC):
     dialect: ClassVar[DatabaseDialect]
 
     @abstractmethod
-    def prepare(self, session: Session) -> None:
-        """Wait until no other evaluation runs (held until the transaction ends)."""
+    def prepare(self, session: Session) -> bool:
+        """Exclude every other evaluation until the transaction ends: True once
+        excluded, False when another evaluation runs now (this one then skips)."""
 
 
 class SQLiteEvaluation(EvaluationDialect):
     dialect = SQLiteDialect()
 
-    def prepare(self, session: Session) -> None:
+    def prepare(self, session: Session) -> bool:
         # The write transaction began with BEGIN IMMEDIATE (chm.core.dialects):
-        # it holds the database's one write lock already.
-        return None
+        # it holds the database's one write lock already (it waited for it).
+        return True
 
 
 class PostgresEvaluation(EvaluationDialect):
     dialect = PostgresDialect()
 
-    def prepare(self, session: Session) -> None:
-        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_CLASS, _EVALUATION_LOCK)))
+    def prepare(self, session: Session) -> bool:
+        # Tried, not waited for: the holder is evaluating the same data now;
+        # workers queueing behind it would each evaluate it again, one by one.
+        locked = sa.func.pg_try_advisory_xact_lock(*EVALUATION_LOCK)
+        if not session.execute(sa.select(locked)).scalar_one():
+            return False
         # The statements are thousands of short index walks whose estimated
         # cost crosses jit_above_cost: compiling them (0.5 to 1.5 s measured on
         # the bench data set) would take longer than running them.
         session.execute(sa.text("SET LOCAL jit = off"))
+        return True
 
 
 _DIALECTS: dict[str, EvaluationDialect] = {
@@ -587,13 +601,16 @@ class Holding:
 
 @dataclass(frozen=True)
 class EvaluationReport:
-    """What one evaluation did. ``deliveries``: the deliveries it created, by status."""
+    """What one evaluation did. ``deliveries``: the deliveries it created, by status.
+    ``skipped``: another evaluation was running (PostgreSQL), so this one did
+    nothing and counted nothing; evaluate again later."""
 
     fired: int
     resolved: int
     firing: int  # open alerts after the evaluation
     deliveries: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    skipped: bool = False
 
 
 def fingerprint(rule_id: int, pipeline_id: int, fired_at: datetime) -> str:
@@ -617,6 +634,21 @@ def holding_pairs(session: Session, now: datetime) -> dict[tuple[int, int], Hold
                 summary=condition.summary(row, now),
             )
     return holding
+
+
+def monotonic_now(session: Session, now: datetime) -> datetime:
+    """``now``, or the latest time an evaluation recorded if that is later: a
+    ``fired_at`` (a top-1 of its index) or a ``resolved_at`` (a scan of the
+    alerts, a small table; no index for it). Read under the evaluation's lock,
+    so no evaluation acts at a time before one already acted on."""
+    latest = session.execute(
+        sa.select(
+            sa.select(sa.func.max(Alert.fired_at)).scalar_subquery(),
+            sa.select(sa.func.max(Alert.resolved_at)).scalar_subquery(),
+        )
+    ).one()
+    recorded: list[datetime] = [at for at in latest if at is not None]
+    return max([now, *recorded])
 
 
 def _resolve(session: Session, alert_ids: list[int], now: datetime) -> list[sa.Row[Any]]:
@@ -663,15 +695,20 @@ def evaluate(
     destinations: Destinations | None,
     environ: Mapping[str, str] = os.environ,
 ) -> EvaluationReport:
-    """Fire and resolve every rule's alerts at ``now`` (an aware time), with their
-    deliveries, in one write transaction; see the module doc."""
+    """Fire and resolve every rule's alerts at ``now`` (an aware time; never
+    earlier than the latest time recorded), with their deliveries, in one write
+    transaction; skipped when another evaluation runs. See the module doc."""
     if now.tzinfo is None:
         raise ValueError("evaluate needs an aware time")
     now = now.astimezone(UTC)
     started = time.perf_counter()
     created: Counter[str] = Counter()
     with make_session_factory(engine, write=True).begin() as session:
-        evaluation_dialect(engine).prepare(session)
+        if not evaluation_dialect(engine).prepare(session):
+            return EvaluationReport(
+                fired=0, resolved=0, firing=0, elapsed_s=time.perf_counter() - started, skipped=True
+            )
+        now = monotonic_now(session, now)
         holding = holding_pairs(session, now)
         open_alerts = session.execute(
             sa.select(Alert.id, Alert.rule_id, Alert.pipeline_id, Alert.rule_type).where(

@@ -101,6 +101,10 @@ class Evaluation:
         if self._last_at is not None and now < self._last_at + every and seen == self._seen:
             return False
         report = evaluate(ctx.engine, now, ctx.settings, self.destinations.current(), ctx.environ)
+        if report.skipped:
+            # Another worker is evaluating, maybe from before the change seen
+            # here: nothing is recorded, so the next poll evaluates again.
+            return False
         self._last_at, self._seen = now, seen
         if report.fired or report.resolved:
             logger.info("alerts: %d fired, %d resolved", report.fired, report.resolved)
