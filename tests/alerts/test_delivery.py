@@ -14,9 +14,10 @@ from __future__ import annotations
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -93,9 +94,13 @@ class Receiver:
 
 # What the channel does instead of sending, when a test says so.
 _raise_instead: list[BaseException] = []
+# What the channel does first on every send, when a test says so.
+_while_sending: list[Callable[[], None]] = []
 
 
 def _send(message: Message, resolved: Resolved, context: SendContext) -> None:
+    for step in _while_sending:
+        step()
     if _raise_instead:
         raise _raise_instead.pop(0)
     assert resolved.url is not None
@@ -140,6 +145,15 @@ def _send(message: Message, resolved: Resolved, context: SendContext) -> None:
     raise SendFailed(reason, retryable=False)
 
 
+@pytest.fixture(autouse=True)
+def elapsed(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The sender's measure of real elapsed time, frozen: ``now`` dates every
+    record unless a test moves it on (``elapsed[0] += seconds``)."""
+    seconds = [0.0]
+    monkeypatch.setattr(delivery, "time", SimpleNamespace(monotonic=lambda: seconds[0]))
+    return seconds
+
+
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
     # Registered for this test only: other tests see the real kinds.
@@ -149,10 +163,12 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
         Channel(KIND, _send, named=NamedFields(("url_env",), ("secret_env",))),
     )
     _raise_instead.clear()
+    _while_sending.clear()
     fake = Receiver()
     yield fake
     fake.server.close()
     _raise_instead.clear()
+    _while_sending.clear()
 
 
 @pytest.fixture
@@ -781,6 +797,145 @@ def test_a_resolved_delivery_shows_the_alert_resolved(
     body = receiver.requests[0].body
     assert body["status"] == "resolved"
     assert (body["alerts"][0]["event"], body["alerts"][0]["state"]) == ("resolved", "resolved")
+
+
+def test_a_retried_firing_of_an_alert_resolved_since_is_still_told_as_firing(
+    engine: Engine, receiver: Receiver, send: Sender
+) -> None:
+    # The firing failed once; the alert resolved before its retry. The retry
+    # is the trigger the receiver never had (its resolve follows on its own).
+    [firing] = seed(engine, 1)
+    receiver.script(Reply(503))
+    send(T0)
+    update_alert(engine, firing, state="resolved", resolved_at=T0 + timedelta(seconds=2))
+
+    assert send(T0 + timedelta(minutes=1)).messages_sent == 1
+
+    body = receiver.requests[1].body
+    assert body["status"] == "firing"
+    assert (body["alerts"][0]["event"], body["alerts"][0]["state"]) == ("firing", "firing")
+
+
+def test_a_resolve_is_sent_during_a_silence(
+    engine: Engine, receiver: Receiver, send: Sender
+) -> None:
+    # The receiver heard the trigger: it must hear the end (a PagerDuty
+    # incident would stay open otherwise), silence or not.
+    [resolved] = seed(engine, 1, event="resolved")
+    [firing] = seed(engine, 1)
+    update_alert(engine, resolved, state="resolved", resolved_at=T0 - timedelta(seconds=1))
+    with make_session_factory(engine, write=True).begin() as session:
+        session.add(
+            Silence(
+                client_id=alert_of(engine, resolved).client_id,
+                reason="freeze",
+                starts_at=T0 - timedelta(hours=1),
+                ends_at=T0 + timedelta(hours=1),
+                created_by="ops",
+                created_at=T0 - timedelta(hours=1),
+            )
+        )
+
+    report = send(T0)
+
+    assert report.outcomes == {"sent": 1, "silenced": 1}
+    assert receiver.requests[0].body["delivery_ids"] == [resolved]
+    assert deliveries(engine)[firing].status == "silenced"
+
+
+# --- what is stored of a failure --------------------------------------------------------------
+
+
+def hooked(
+    engine: Engine, config: Settings, http: httpx.Client, receiver: Receiver
+) -> tuple[Sender, list[int], list[int]]:
+    """A sender to two destinations: ``webhook:bad`` (the real webhook channel)
+    due first, then ``ops``; one delivery each."""
+    named = Destinations(
+        [
+            Destination(name="ops", kind=KIND, url_env="OPS_URL"),
+            Destination(name="bad", kind="webhook", url_env="BAD_URL"),
+        ]
+    )
+    environ = {
+        "OPS_URL": f"{receiver.server.url}/hook/{URL_SECRET}",
+        "BAD_URL": f"{receiver.server.url}/bad",
+    }
+    bad = seed(engine, 1, destination="webhook:bad", due=T0 - timedelta(seconds=10))
+    good = seed(engine, 1, due=T0)
+    return Sender(engine, config, named, environ, http), bad, good
+
+
+def test_control_characters_in_a_receivers_answer_are_not_stored_and_the_batch_goes_on(
+    engine: Engine, config: Settings, http: httpx.Client, receiver: Receiver
+) -> None:
+    # PostgreSQL refuses a NUL in text: stored as is, it failed the record and
+    # stopped the batch, the delivery retried forever with 0 attempts.
+    receiver.server.routes[("POST", "/bad")] = lambda _seen: Reply(
+        500, "upstream error\x00\x1b[31m red\r\n\tdetail\x7f\x9b".encode()
+    )
+    send, [bad], [good] = hooked(engine, config, http, receiver)
+
+    report = send(T0)
+
+    assert (report.messages_sent, report.outcomes) == (1, {"retrying": 1, "sent": 1})
+    rows = deliveries(engine)
+    assert (rows[good].status, rows[good].attempts) == ("sent", 1)
+    assert (rows[bad].status, rows[bad].attempts) == ("pending", 1)
+    assert rows[bad].last_error == "webhook 'bad' answered HTTP 500: upstream error[31m red detail"
+
+
+def test_a_failure_that_cannot_be_stored_is_recorded_without_its_text(
+    engine: Engine,
+    config: Settings,
+    http: httpx.Client,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver.server.routes[("POST", "/bad")] = lambda _seen: Reply(500, b"upstream error")
+    send, [bad], [good] = hooked(engine, config, http, receiver)
+    record = delivery._record
+    refused: list[str] = []
+
+    def refusing(*args: Any, **kwargs: Any) -> None:
+        outcome = args[5]
+        if not outcome.sent and not refused:
+            refused.append(outcome.reason)
+            raise sa.exc.DataError("UPDATE alert_deliveries ...", {}, ValueError("refused"))
+        record(*args, **kwargs)
+
+    monkeypatch.setattr(delivery, "_record", refusing)
+
+    report = send(T0)
+
+    assert refused and "upstream error" in refused[0]
+    assert report.outcomes == {"retrying": 1, "sent": 1}
+    rows = deliveries(engine)
+    assert rows[good].status == "sent"
+    assert (rows[bad].status, rows[bad].attempts) == ("pending", 1)
+    assert rows[bad].last_error == "the attempt failed; its error could not be stored (DataError)"
+    assert "could not be stored (DataError)" in caplog.text
+
+
+def test_an_attempt_is_dated_when_it_ended_not_when_the_batch_began(
+    engine: Engine, receiver: Receiver, send: Sender, elapsed: list[float]
+) -> None:
+    def slow() -> None:
+        elapsed[0] += 100.0  # each send takes 100 s
+
+    _while_sending.append(slow)
+    [failing] = seed(engine, 1, destination=f"{KIND}:dev", due=T0 - timedelta(seconds=10))
+    [sent] = seed(engine, 1, due=T0)
+    receiver.script(Reply(503))
+
+    send(T0)
+
+    rows = deliveries(engine)
+    key = rows[failing].message_key
+    assert key is not None
+    assert rows[failing].next_attempt_at == T0 + timedelta(seconds=100 + backoff_s(key, 1))
+    assert rows[sent].sent_at == T0 + timedelta(seconds=200)
 
 
 # --- crashes, stops and concurrency ------------------------------------------------------------------

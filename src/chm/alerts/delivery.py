@@ -33,14 +33,14 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from chm.alerts.channels.base import (
     Resolved,
@@ -56,6 +56,7 @@ from chm.alerts.outbox import (
     RESOLVED_BEFORE_REPEAT,
     active_silences,
     silence_matching,
+    stored_reason,
 )
 from chm.core.db import make_session_factory
 from chm.core.redaction import Redactor, cap_text, redact_known
@@ -77,9 +78,9 @@ CLAIM_ROUNDS = 4
 BACKOFF_BASE_S = 5.0
 BACKOFF_CAP_S = 3600.0
 RETRY_AFTER_CAP_S = 86_400.0
-# The latest run's error text as a message shows it, and a stored last_error.
+# The latest run's error text as a message shows it (a stored last_error is
+# cut by the outbox's ``stored_reason``).
 ERROR_TEXT_CHARS = 1000
-LAST_ERROR_CHARS = 2000
 # A path segment or query value of a destination's URL this long is taken
 # for a credential (a webhook's token) and redacted wherever it appears.
 URL_SECRET_PIECE = 16
@@ -266,6 +267,8 @@ class _Row:
     attempts: int
     view: AlertView
     acknowledged: bool
+    # The alert has resolved since (whatever the event this delivery tells).
+    alert_resolved: bool
     # The active silence that covers the alert now: its id and reason.
     silence: tuple[int, str] | None
 
@@ -283,8 +286,10 @@ def send_due(
     limit: int = 50,
 ) -> SendReport:
     """Claim up to ``limit`` messages of due deliveries, send each, record each
-    outcome. ``now`` dates every record; the leases also follow the time this
-    call has taken, so a long batch keeps the groups it has not sent yet."""
+    outcome. ``now`` is the batch's start; the leases, and each record
+    (``sent_at``, the next attempt after a failure), follow the time this call
+    has taken since, so a long batch keeps the groups it has not sent yet and
+    dates each outcome when it happened."""
     report = SendReport()
     groups = claim(engine, owner=owner, now=now, lease_s=settings.worker_lease_s, limit=limit)
     if not groups:
@@ -302,18 +307,68 @@ def send_due(
             with writes.begin() as session:
                 report.released += _release(session, owner, groups[index:])
             break
-        current = clock()
-        with writes.begin() as session:
-            prepared = _prepare(
-                session, group, owner, now, current, settings, destinations, environ, report
+        # One group's failed write (the database refusing a value, a lost
+        # connection) must not stop the others: logged, and the group left to
+        # its lease (it is claimed again, under its key, when that expires).
+        try:
+            current = clock()
+            with writes.begin() as session:
+                prepared = _prepare(
+                    session, group, owner, now, current, settings, destinations, environ, report
+                )
+            if prepared is None:
+                continue
+            message, resolved, attempts = prepared
+            outcome = _attempt(message, resolved, context)
+            _record_safely(
+                writes, message, owner, clock, attempts, outcome, resolved, settings, report
             )
-        if prepared is None:
-            continue
-        message, resolved, attempts = prepared
-        outcome = _attempt(message, resolved, context)
-        with writes.begin() as session:
-            _record(session, message, owner, now, attempts, outcome, resolved, settings, report)
+        except sa.exc.SQLAlchemyError as error:
+            logger.error(
+                "message %s to %s: not recorded (%s); tried again when its lease expires",
+                group.message_key,
+                group.destination,
+                type(error).__name__,
+            )
     return report
+
+
+def _record_safely(
+    writes: sessionmaker[Session],
+    message: Message,
+    owner: str,
+    clock: Callable[[], datetime],
+    attempts: int,
+    outcome: _Outcome,
+    resolved: Resolved,
+    settings: Settings,
+    report: SendReport,
+) -> None:
+    """``_record``, dated when the attempt ended (``clock()``, not the batch's
+    start). When the database refuses the record, the attempt is recorded
+    again with a generic ``last_error`` (the refused text is not logged: it is
+    the receiver's)."""
+    part = SendReport()
+    try:
+        with writes.begin() as session:
+            _record(session, message, owner, clock(), attempts, outcome, resolved, settings, part)
+    except sa.exc.SQLAlchemyError as error:
+        name = type(error).__name__
+        logger.error(
+            "message %s to %s: its outcome could not be stored (%s); recorded without its error",
+            message.key,
+            message.destination,
+            name,
+        )
+        generic = replace(
+            outcome, reason=f"the attempt failed; its error could not be stored ({name})"
+        )
+        part = SendReport()
+        with writes.begin() as session:
+            _record(session, message, owner, clock(), attempts, generic, resolved, settings, part)
+    report.messages_sent += part.messages_sent
+    report.failed_attempts += part.failed_attempts
+    report.outcomes.update(part.outcomes)
 
 
 def _prepare(
@@ -342,21 +397,21 @@ def _prepare(
         )
         return None
     rows = _load(session, held, now, settings)
+    sending = []
     for row in rows:
-        if row.silence is not None:
+        # A resolve is never silenced: it is only written for a receiver that
+        # heard (or may have heard) the trigger, and that one must learn the
+        # alert ended (a PagerDuty incident would stay open otherwise).
+        if row.silence is not None and row.event != "resolved":
             number, reason = row.silence
-            text = cap_text(f"silenced by silence {number}: {reason}", LAST_ERROR_CHARS)
+            text = stored_reason(f"silenced by silence {number}: {reason}")
             _end(session, [row.delivery_id], "silenced", text, report)
-        elif row.event == "repeat" and row.view.state != "firing":
+        elif row.event == "repeat" and row.alert_resolved:
             _end(session, [row.delivery_id], "superseded", RESOLVED_BEFORE_REPEAT, report)
         elif row.event == "repeat" and row.acknowledged:
             _end(session, [row.delivery_id], "superseded", ACKNOWLEDGED, report)
-    sending = [
-        row
-        for row in rows
-        if row.silence is None
-        and not (row.event == "repeat" and (row.view.state != "firing" or row.acknowledged))
-    ]
+        else:
+            sending.append(row)
     if not sending:
         return None
     try:
@@ -364,7 +419,7 @@ def _prepare(
         if channel_for(resolved.kind) is None:
             raise Undeliverable(f"no channel for destination kind {resolved.kind!r}")
     except Undeliverable as failure:
-        reason = cap_text(redact_known(str(failure)), LAST_ERROR_CHARS)
+        reason = stored_reason(redact_known(str(failure)))
         _end(session, [row.delivery_id for row in sending], "undeliverable", reason, report)
         logger.warning("%s: undeliverable: %s", group.destination, reason)
         return None
@@ -421,7 +476,10 @@ def _load(session: Session, ids: Sequence[int], now: datetime, settings: Setting
             rule_id=alert.rule_id,
             rule_type=alert.rule_type,
             fingerprint=alert.fingerprint,
-            state="firing" if alert.state == "firing" else "resolved",
+            # As the delivery's event tells it, not as the alert is now: a
+            # firing retried after the alert resolved is still the trigger
+            # the receiver never had (its resolve is a delivery of its own).
+            state="resolved" if row.event == "resolved" else "firing",
             event=row.event,
             summary=alert.summary,
             client_id=alert.client_id,
@@ -431,7 +489,7 @@ def _load(session: Session, ids: Sequence[int], now: datetime, settings: Setting
             platform=row.platform,
             environment=row.environment,
             fired_at=alert.fired_at,
-            resolved_at=alert.resolved_at,
+            resolved_at=alert.resolved_at if row.event == "resolved" else None,
             run_id=alert.run_id,
             error_message=cap_text(redact_known(error), ERROR_TEXT_CHARS) if error else None,
             pipeline_url=f"{base}/pipelines/{alert.pipeline_id}" if base else None,
@@ -440,7 +498,10 @@ def _load(session: Session, ids: Sequence[int], now: datetime, settings: Setting
         found = silence_matching(silences, alert)
         silence = (found.id, found.reason) if found is not None else None
         acknowledged = alert.acknowledged_at is not None
-        rows.append(_Row(row.delivery_id, row.event, row.attempts, view, acknowledged, silence))
+        gone = alert.state != "firing"
+        rows.append(
+            _Row(row.delivery_id, row.event, row.attempts, view, acknowledged, gone, silence)
+        )
     return rows
 
 
@@ -534,9 +595,7 @@ def _record(
     """The attempt's outcome on every delivery of the message that ``owner`` still holds."""
     held = _held(owner, message.delivery_ids)
     values: dict[str, object] = {"lease_owner": None, "lease_expires_at": None}
-    reason = cap_text(
-        redact_known(Redactor(_secrets_of(resolved)).text(outcome.reason)), LAST_ERROR_CHARS
-    )
+    reason = stored_reason(redact_known(Redactor(_secrets_of(resolved)).text(outcome.reason)))
     attempt = attempts + 1
     wait = 0.0
     if outcome.sent:

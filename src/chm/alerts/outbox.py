@@ -31,6 +31,7 @@ not yet claimed; a resolve supersedes one too.
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ from sqlalchemy.orm import Session
 from chm.alerts.channels.base import Undeliverable
 from chm.alerts.destinations import Destinations, resolve
 from chm.core.errors import Conflict, NotFound
+from chm.core.redaction import cap_text
 from chm.core.settings import Settings
 from chm.models import Alert, AlertDelivery, AlertRule, Silence
 from chm.models.alert import DELIVERY_EVENTS
@@ -51,6 +53,12 @@ DELIVERIES: sa.Table = AlertDelivery.__table__  # type: ignore[assignment]
 RESOLVED_IN_WAIT = "resolved within the group wait"
 RESOLVED_BEFORE_REPEAT = "resolved before the repeat was sent"
 ACKNOWLEDGED = "acknowledged"
+# Why a ``last_error`` is stored at most this long.
+LAST_ERROR_CHARS = 2000
+# Control characters (C0, DEL, C1) but tab and newline: PostgreSQL refuses a
+# NUL in text (the whole write fails), and none belongs in a reason a person
+# reads.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Ids per IN list: far below SQLite's limit on bound variables.
 _CHUNK = 1000
 
@@ -81,6 +89,14 @@ class AlertLike(Protocol):
     def client_id(self) -> int: ...
     @property
     def pipeline_id(self) -> int: ...
+
+
+def stored_reason(text: str) -> str:
+    """A reason as ``last_error`` stores it: without control characters (tab
+    and newline kept), cut to ``LAST_ERROR_CHARS``. Every reason an alert's
+    delivery stores goes through here: a receiver's answer, a silence's
+    reason, a destination's problem."""
+    return cap_text(_CONTROL.sub("", text), LAST_ERROR_CHARS)
 
 
 def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
@@ -157,9 +173,10 @@ class DeliveryPlanner:
         if superseded:
             status, reason = "superseded", RESOLVED_IN_WAIT
         elif silence is not None:
-            status, reason = "silenced", f"silenced by silence {silence.id}: {silence.reason}"
+            status = "silenced"
+            reason = stored_reason(f"silenced by silence {silence.id}: {silence.reason}")
         elif (why := self.undeliverable(destination)) is not None:
-            status, reason = "undeliverable", why
+            status, reason = "undeliverable", stored_reason(why)
         else:
             due = self.now + timedelta(seconds=self.settings.alert_group_wait_s)
         return {
