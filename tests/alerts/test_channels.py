@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import socket
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -904,6 +905,65 @@ def test_email_unreachable_server_is_retryable(http: httpx.Client) -> None:
     settings = Settings(smtp_url=SecretStr(f"smtp://127.0.0.1:{port}"), smtp_from="chm@example.com")
     failed = email_failure(message("email:ops@example.com"), settings, http)
     assert failed.retryable is True
+
+
+class QuitBadlyServer:
+    """A minimal SMTP server on 127.0.0.1 that accepts the mail, then ends the
+    session badly: ``quit`` is its answer to QUIT, ``"close"`` closes the
+    connection instead, ``"silent"`` answers nothing until the client leaves."""
+
+    def __init__(self, quit: str) -> None:
+        self.quit = quit
+        self.accepted = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with self.listener:
+            conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 fake ESMTP\r\n")
+            for line in lines:
+                verb = line[:4].upper()
+                if verb == b"DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    while lines.readline() not in (b".\r\n", b""):
+                        pass
+                    self.accepted += 1
+                    conn.sendall(b"250 2.0.0 queued as 1\r\n")
+                elif verb == b"QUIT":
+                    if self.quit == "close":
+                        return
+                    if self.quit != "silent":
+                        conn.sendall(self.quit.encode() + b"\r\n")
+                else:  # EHLO, MAIL, RCPT
+                    conn.sendall(b"250 ok\r\n")
+
+    def __enter__(self) -> QuitBadlyServer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.thread.join(5)
+
+
+@pytest.mark.parametrize(
+    "quit", ["421 4.3.2 shutting down", "500 5.5.1 command unrecognized", "close", "silent"]
+)
+def test_email_accepted_by_the_server_is_sent_whatever_quit_answers(
+    http: httpx.Client, quit: str
+) -> None:
+    # Once the server accepted the mail, a failure to end the session must not
+    # make the send fail: a retry would send the mail again.
+    with QuitBadlyServer(quit) as server:
+        settings = Settings(
+            smtp_url=SecretStr(f"smtp://127.0.0.1:{server.port}"),
+            smtp_from="chm@example.com",
+            delivery_timeout_s=1.0,
+        )
+        email_send(message("email:ops@example.com"), settings, http)
+    assert server.accepted == 1
 
 
 @pytest.fixture(scope="module")

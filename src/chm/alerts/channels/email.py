@@ -10,7 +10,9 @@ The mail is multipart/alternative: plain text and HTML (everything
 escaped). Its ``Message-ID`` is derived from the message's key, the same on
 every retry, so a receiver (or a person) recognizes a second copy.
 
-Outcomes: the server accepting the mail is sent. A 4xx answer, a timeout or
+Outcomes: the server accepting the mail is sent (whatever happens after:
+the answer to QUIT, a closed or silent connection, is logged at debug level
+and ignored, since a retry would send the mail again). A 4xx answer, a timeout or
 a lost connection is retried; a 5xx answer (a refused recipient, failed
 authentication) and an untrusted certificate are final. A password is sent
 only over TLS (or to a server on this machine): a server that offers no
@@ -20,6 +22,7 @@ STARTTLS while CHM has a password to give is refused, never sent it in clear.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import smtplib
 import ssl
@@ -47,6 +50,8 @@ _ADDRESS = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,253})$"
 )
 _PORTS = {"smtp": 25, "smtps": 465}
+
+logger = logging.getLogger("chm.alerts")
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,7 @@ def _deliver(
         smtp = smtplib.SMTP_SSL(server.host, server.port, timeout=timeout, context=context)
     else:
         smtp = smtplib.SMTP(server.host, server.port, timeout=timeout)
-    with smtp:
+    try:
         smtp.ehlo()
         secure = server.scheme == "smtps"
         if not secure and smtp.has_extn("starttls"):
@@ -208,6 +213,22 @@ def _deliver(
                 )
             smtp.login(server.user, password or "")
         smtp.send_message(mail, from_addr=sender, to_addrs=[recipient])
+    finally:
+        _end_session(smtp, server)
+
+
+def _end_session(smtp: smtplib.SMTP, server: SmtpServer) -> None:
+    """QUIT and close, never raising: once ``send_message`` returned the mail
+    is the server's (and when an error came first, that error is the outcome)."""
+    where = f"SMTP server {server.host}:{server.port}"
+    try:
+        code, _text = smtp.quit()
+        if code != 221:
+            logger.debug("%s answered QUIT with %d, ignored", where, code)
+    except (smtplib.SMTPException, OSError) as exc:
+        logger.debug("%s: ending the session failed (%s), ignored", where, type(exc).__name__)
+    finally:
+        smtp.close()
 
 
 CHANNEL = register(Channel(kind="email", send=send, resolve_target=resolve_target))
