@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chm.core.redaction import redact
-from chm.ingestion.fetch import retry_after_seconds
+from chm.core.timeutil import retry_after_seconds
 from chm.ingestion.normalize import (
     InvalidRun,
     canonical_json,

@@ -26,12 +26,10 @@ when the source answers 401 (an expired token).
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import httpx
@@ -45,7 +43,7 @@ from tenacity import (
 )
 
 from chm.core.redaction import Redactor, register_secret
-from chm.core.timeutil import utcnow
+from chm.core.timeutil import retry_after_seconds
 from chm.ingestion.connectors.base import PageRequest
 from chm.ingestion.credentials import Credentials
 from chm.ingestion.deadline import deadline, deadline_mounts, deadline_transport
@@ -74,22 +72,6 @@ class RetryableError(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds from now: delay-seconds or an HTTP date; None if unreadable."""
-    if value is None:
-        return None
-    text = value.strip()
-    if _SECONDS.match(text):
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or utcnow())).total_seconds())
 
 
 def rate_limit_wait(headers: httpx.Headers, now: float | None = None) -> float | None:

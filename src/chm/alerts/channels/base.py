@@ -3,11 +3,9 @@ each ending in ``register(Channel(...))`` (like ingestion's platforms)."""
 
 from __future__ import annotations
 
-import email.utils
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
@@ -15,7 +13,7 @@ import httpx
 from chm.alerts.message import Message
 from chm.core.redaction import Redactor
 from chm.core.settings import Settings
-from chm.core.timeutil import utcnow
+from chm.core.timeutil import retry_after_seconds, utcnow
 
 
 class Undeliverable(Exception):
@@ -148,25 +146,6 @@ def kinds() -> list[str]:
 
 
 # --- what the HTTP channels share (webhook, teams, pagerduty) ------------------------
-
-_SECONDS = re.compile(r"^\d+(\.\d+)?$")
-
-
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """``Retry-After`` as seconds from ``now``: delay-seconds or an HTTP date (a date
-    past gives 0); None when absent or unreadable."""
-    if value is None:
-        return None
-    text = value.strip()
-    if _SECONDS.match(text):
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def is_retryable_status(status: int) -> bool:

@@ -38,11 +38,11 @@ from chm.alerts.channels.base import (
     Undeliverable,
     is_retryable_status,
     register,
-    retry_after_seconds,
 )
 from chm.alerts.message import Message
 from chm.core.redaction import Redactor
 from chm.core.settings import Settings
+from chm.core.timeutil import retry_after_seconds
 
 # "#" and a channel's name (Slack: up to 80 characters, no spaces, commas or periods
 # in new names; older names may hold them, so only blanks, "#" and "," are refused).
