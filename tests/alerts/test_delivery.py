@@ -45,6 +45,7 @@ from chm.alerts.delivery import (
 )
 from chm.alerts.destinations import Destination, Destinations
 from chm.alerts.message import Message
+from chm.alerts.outbox import DeliveryPlanner, deliveries_for
 from chm.core.db import make_session_factory
 from chm.core.settings import Settings
 from chm.models import Alert, AlertDelivery, Client, Pipeline, Run, Silence
@@ -388,6 +389,35 @@ def test_more_than_a_message_holds_goes_out_in_several(
     assert sizes == [5, GROUP_CAP]
     sent = sorted(i for seen in receiver.requests for i in seen.body["delivery_ids"])
     assert sent == ids
+
+
+def test_alerts_firing_5_s_apart_within_the_group_wait_go_out_as_one_message(
+    engine: Engine,
+    receiver: Receiver,
+    send: Sender,
+    config: Settings,
+    destinations: Destinations,
+    environ: dict[str, str],
+) -> None:
+    waiting = config.model_copy(update={"alert_group_wait_s": 30.0})
+    ids = []
+    for n in range(4):
+        now = T0 + timedelta(seconds=5 * n)
+        # An alert fired at ``now``, its delivery written by the outbox.
+        [seeded] = seed(engine, 1, due=now)
+        with make_session_factory(engine, write=True).begin() as session:
+            alert = alert_of(engine, seeded)
+            session.execute(sa.delete(AlertDelivery).where(AlertDelivery.id == seeded))
+            planner = DeliveryPlanner(session, now, waiting, destinations, environ)
+            targets = {alert.id: [f"{KIND}:ops"]}
+            [made] = deliveries_for(session, [alert], "firing", planner, targets=targets)
+            ids.append(made.id)
+
+    assert next_due(engine, T0) == T0 + timedelta(seconds=30)
+    assert send(T0 + timedelta(seconds=30) - timedelta(microseconds=1)).messages_sent == 0
+    assert send(T0 + timedelta(seconds=30)).messages_sent == 1
+    [request] = receiver.requests
+    assert sorted(request.body["delivery_ids"]) == ids
 
 
 def test_nothing_goes_out_before_the_group_wait_ends(

@@ -12,7 +12,8 @@ One call of ``send_due`` works in three steps, each its own short transaction:
    conditional UPDATE and committed **before** anything is sent.
 2. **Prepare**, per group: the lease is renewed (only while this worker still
    holds it), and each delivery checked again: a silence active now makes it
-   ``silenced``, a destination that no longer resolves ``undeliverable``, a
+   ``silenced`` (never a ``resolved`` one: its receiver heard the trigger), a
+   destination that no longer resolves ``undeliverable``, a
    repeat of an alert acknowledged (or resolved) since ``superseded``. The
    rest becomes one ``Message``; the channel sends it, with no transaction open.
 3. **Record**, guarded by the lease: ``sent``; or one more failed attempt

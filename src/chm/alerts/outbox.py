@@ -4,17 +4,26 @@ transaction of the change (monitoring contract, "Delivery"; docs/alerts.md).
 A delivery is one message owed to one destination for one alert event
 (``firing``, ``resolved``, ``repeat``). When it is created its status is:
 
-- ``superseded`` for a ``resolved`` event whose alert's ``firing`` delivery to
-  the same destination was still pending and never claimed by a sender: the
-  alert fired and resolved within the group wait, so both end here and
-  nothing is sent ("resolved within the group wait");
+- for a ``resolved`` event, ``pending`` only where the receiver heard of the
+  alert, or may have: a ``firing`` or ``repeat`` delivery there was ``sent``,
+  or is pending with a message key (a sender claimed it). Elsewhere it is
+  ``superseded`` at once: "resolved within the group wait" when the firing
+  was still pending and never claimed (superseded with it: nothing is
+  sent), else "the firing notification was not delivered" (it was silenced,
+  undeliverable, failed or superseded). A resolve is never silenced: the
+  receiver that heard the trigger must learn the alert ended;
 - ``silenced`` when an active silence (``starts_at <= now < ends_at``) matches
   the alert: every field the silence sets (client, pipeline, rule) equals the
   alert's ("silenced by silence N: <reason>");
 - ``undeliverable`` when the destination does not resolve against the
   configuration (``chm.alerts.destinations.resolve``; its reason);
-- else ``pending``, due after the group wait (``next_attempt_at = now +
-  CHM_ALERT_GROUP_WAIT_S``), for a sender (``chm.alerts.delivery``).
+- else ``pending``, due with its destination's open group (Alertmanager's
+  group wait): ``next_attempt_at = min(now + CHM_ALERT_GROUP_WAIT_S, the
+  earliest next_attempt_at of the destination's pending deliveries no sender
+  has claimed)``, never before ``now``; for a sender (``chm.alerts.delivery``).
+
+Every reason stored in ``last_error`` goes through ``stored_reason``: no
+control character (PostgreSQL refuses a NUL), cut to ``LAST_ERROR_CHARS``.
 
 Where each event goes: a ``firing`` delivery goes to the rule's destination;
 ``resolved`` and ``repeat`` deliveries go where the alert's ``firing``
@@ -52,6 +61,7 @@ ALERTS: sa.Table = Alert.__table__  # type: ignore[assignment]
 DELIVERIES: sa.Table = AlertDelivery.__table__  # type: ignore[assignment]
 RESOLVED_IN_WAIT = "resolved within the group wait"
 RESOLVED_BEFORE_REPEAT = "resolved before the repeat was sent"
+NOT_NOTIFIED = "the firing notification was not delivered"
 ACKNOWLEDGED = "acknowledged"
 # Why a ``last_error`` is stored at most this long.
 LAST_ERROR_CHARS = 2000
@@ -147,6 +157,8 @@ class DeliveryPlanner:
         self.environ = environ
         self._silences: list[Silence] | None = None
         self._reasons: dict[str, str | None] = {}
+        # Per destination: when its open group is due (None: no open group).
+        self._groups: dict[str, datetime | None] = {}
 
     @property
     def silences(self) -> list[Silence]:
@@ -164,21 +176,53 @@ class DeliveryPlanner:
                 self._reasons[destination] = str(exc)
         return self._reasons[destination]
 
+    def open_groups(self, destinations: Iterable[str]) -> None:
+        """Read when each destination's open group is due: the earliest
+        ``next_attempt_at`` of its pending deliveries no sender has claimed
+        (no message key). One statement per thousand destinations."""
+        wanted = sorted(set(destinations) - self._groups.keys())
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            self._groups.update(dict.fromkeys(chunk))
+            rows = self.session.execute(
+                sa.select(DELIVERIES.c.destination, sa.func.min(DELIVERIES.c.next_attempt_at))
+                .where(
+                    DELIVERIES.c.destination.in_(chunk),
+                    DELIVERIES.c.status == "pending",
+                    DELIVERIES.c.message_key.is_(None),
+                )
+                .group_by(DELIVERIES.c.destination)
+            )
+            self._groups.update({row[0]: row[1] for row in rows})
+
+    def due(self, destination: str) -> datetime:
+        """When a new pending delivery to ``destination`` is due: with its
+        destination's open group if there is one (Alertmanager's group wait:
+        alerts arriving within the wait go out together), at the end of a
+        group wait from now at the latest, never before now."""
+        self.open_groups([destination])
+        wait_end = self.now + timedelta(seconds=self.settings.alert_group_wait_s)
+        group = self._groups[destination]
+        return wait_end if group is None else max(self.now, min(wait_end, group))
+
     def new(
-        self, alert: AlertLike, event: str, destination: str, superseded: bool = False
+        self, alert: AlertLike, event: str, destination: str, superseded: str | None = None
     ) -> dict[str, Any]:
-        """The values of the delivery of ``event`` to ``destination``, its status decided."""
+        """The values of the delivery of ``event`` to ``destination``, its status
+        decided; ``superseded``: why it ends ``superseded`` at once, if it does.
+        A ``resolved`` delivery is never silenced (see the module doc)."""
         status, reason, due = "pending", None, self.now
-        silence = None if superseded else silence_matching(self.silences, alert)
-        if superseded:
-            status, reason = "superseded", RESOLVED_IN_WAIT
+        silenced = superseded is None and event != "resolved"
+        silence = silence_matching(self.silences, alert) if silenced else None
+        if superseded is not None:
+            status, reason = "superseded", superseded
         elif silence is not None:
             status = "silenced"
             reason = stored_reason(f"silenced by silence {silence.id}: {silence.reason}")
         elif (why := self.undeliverable(destination)) is not None:
             status, reason = "undeliverable", stored_reason(why)
         else:
-            due = self.now + timedelta(seconds=self.settings.alert_group_wait_s)
+            due = self.due(destination)
         return {
             "alert_id": alert.id,
             "destination": destination,
@@ -225,14 +269,40 @@ def notified_destinations(session: Session, alert_ids: Sequence[int]) -> dict[in
 
 def _unclaimed(alert_ids: list[int], events: Sequence[str]) -> sa.ColumnElement[bool]:
     """Deliveries of ``alert_ids`` still pending and never claimed by a sender
-    (no message key: nothing of them can have been sent)."""
+    (no message key: nothing of them can have been sent; a sender writes the
+    key before its first attempt and never clears it, so these have 0
+    attempts too)."""
     return sa.and_(
         DELIVERIES.c.alert_id.in_(alert_ids),
         DELIVERIES.c.event.in_(events),
         DELIVERIES.c.status == "pending",
-        DELIVERIES.c.attempts == 0,
         DELIVERIES.c.message_key.is_(None),
     )
+
+
+def heard_destinations(session: Session, alert_ids: Sequence[int]) -> dict[int, set[str]]:
+    """Per alert, the destinations that heard of it, or may have: a ``firing``
+    or ``repeat`` delivery there was ``sent``, or is pending with a message key
+    (a sender claimed it: it may be on the wire, or be retried)."""
+    heard: dict[int, set[str]] = defaultdict(set)
+    for chunk in _chunks(alert_ids):
+        rows = session.execute(
+            sa.select(DELIVERIES.c.alert_id, DELIVERIES.c.destination)
+            .where(
+                DELIVERIES.c.alert_id.in_(chunk),
+                DELIVERIES.c.event.in_(("firing", "repeat")),
+                sa.or_(
+                    DELIVERIES.c.status == "sent",
+                    sa.and_(
+                        DELIVERIES.c.status == "pending", DELIVERIES.c.message_key.is_not(None)
+                    ),
+                ),
+            )
+            .distinct()
+        )
+        for row in rows:
+            heard[row.alert_id].add(row.destination)
+    return heard
 
 
 def supersede_unsent(session: Session, alert_ids: Sequence[int]) -> dict[int, set[str]]:
@@ -279,9 +349,19 @@ def deliveries_for(
             if event == "firing"
             else notified_destinations(session, ids)
         )
-    superseded = supersede_unsent(session, ids) if event == "resolved" else {}
+    why: dict[tuple[int, str], str] = {}
+    if event == "resolved":
+        superseded = supersede_unsent(session, ids)
+        heard = heard_destinations(session, ids)
+        for alert in alerts:
+            for destination in targets.get(alert.id, ()):
+                if destination in heard.get(alert.id, ()):
+                    continue
+                in_wait = destination in superseded.get(alert.id, ())
+                why[alert.id, destination] = RESOLVED_IN_WAIT if in_wait else NOT_NOTIFIED
+    planner.open_groups(d for alert in alerts for d in targets.get(alert.id, ()))
     rows = [
-        planner.new(alert, event, destination, destination in superseded.get(alert.id, ()))
+        planner.new(alert, event, destination, why.get((alert.id, destination)))
         for alert in alerts
         for destination in targets.get(alert.id, ())
     ]
