@@ -149,6 +149,53 @@ def test_destination_must_be_non_empty(api, acme):
         assert response.status_code == 422 and fields_of(response) == ["destination"]
 
 
+SECRET = "XXXXs3cr3tT0k3n"
+# A URL (whose path or query holds a token), whitespace, control or invisible
+# characters: never stored, never echoed.
+REFUSED_DESTINATIONS = (
+    f"slack:https://hooks.slack.com/services/T0000/B0000/{SECRET}",
+    f"webhook:HTTP://ops:{SECRET}@example.com/hook",
+    f"https://example.webhook.office.com/workflows/1?sig={SECRET}",
+    f"pagerduty:{SECRET}:/x",
+    f"slack:#data alerts{SECRET}",
+    f" slack:#data-alerts{SECRET}",
+    f"email:ops@example.com\n{SECRET}",
+    f"slack:#ops\x1b[31m{SECRET}",
+    f"slack:#ops\u200b{SECRET}",
+)
+
+
+def test_a_destination_is_never_a_url_nor_holds_whitespace_or_control_characters(api, acme):
+    body = {"rule_type": "on_failure", "client_id": acme["id"]}
+    rule = make_rule(api, **body, destination="slack:#data-alerts")
+    for destination in REFUSED_DESTINATIONS:
+        for response in (
+            api.post(f"{API}/alert-rules", json={**body, "destination": destination}),
+            api.patch(f"{API}/alert-rules/{rule['id']}", json={"destination": destination}),
+        ):
+            assert response.status_code == 422, destination
+            assert fields_of(response) == ["destination"]
+            assert SECRET not in response.text
+    assert [r["destination"] for r in walk(api, "/alert-rules")] == ["slack:#data-alerts"]
+
+
+def test_a_destination_is_otherwise_free_text_as_the_contract_says(api, acme):
+    # An unknown kind or name is stored: its deliveries are undeliverable, with the reason.
+    for destination in (
+        "slack:#data-alerts",
+        "email:oncall+data@example.com",
+        "webhook:ops-webhook",
+        "teams:Data.Team_1",
+        "carrier-pigeon:loft",
+        "x",
+        "pagerduty:team:db",
+    ):
+        rule = make_rule(api, client_id=acme["id"], destination=destination)
+        assert rule["destination"] == destination
+        patched = api.patch(f"{API}/alert-rules/{rule['id']}", json={"destination": destination})
+        assert ok(patched)["destination"] == destination
+
+
 def test_duplicate_enabled_rules_are_rejected_on_create(api, acme, orders):
     make_rule(api, client_id=acme["id"])
     assert (

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -10,16 +11,65 @@ from pydantic import (
     Discriminator,
     Field,
     GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StrictBool,
     StrictInt,
 )
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from chm.core.ids import ClientRef, PipelineRef
-from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel, text
+from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel
 from chm.models.alert_rule import MAX_WINDOW_MINUTES, RuleType
 
-Destination = Annotated[str, text(500)]
+# A destination is free text by the HTTP contract ("a non-empty string", e.g.
+# slack:#data-alerts), and the monitoring contract makes an unknown kind or
+# name an `undeliverable` delivery, not a refused rule: its form is checked by
+# chm.alerts at delivery. Refused here is only what would put a secret, or a
+# trap for whoever reads it, in the database and every answer: a URL (its
+# path or query holds a token; the URLs of named destinations live in
+# environment variables), whitespace, control and invisible characters. No
+# value holds ":/", so no "scheme://"; no part of it is trimmed.
+# Python's re and ECMA regexes read this pattern alike (the schema states it).
+_NOT_IN_DESTINATION = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200f\u2028-\u202f\u205f-\u2064\u3000\ufeff"
+DESTINATION_PATTERN = rf"^(?:[^:{_NOT_IN_DESTINATION}]|:+[^:/{_NOT_IN_DESTINATION}])+:*$"
+_DESTINATION = re.compile(DESTINATION_PATTERN)
+DESTINATION_MAX_LENGTH = 500
+
+
+@dataclass(frozen=True)
+class _DestinationForm:
+    """``DESTINATION_PATTERN``, with a message that never repeats the value (a
+    refused value may be a secret)."""
+
+    def _check(self, value: str) -> str:
+        if not _DESTINATION.match(value):
+            raise PydanticCustomError(
+                "invalid_format",
+                "a destination is kind:target (slack:#data-alerts, email:oncall@example.com, "
+                "webhook:<a destination of the CHM_CONFIG file>), without whitespace or control "
+                "characters, and never a URL: a URL or key goes in an environment variable "
+                "named by a [[destinations]] entry of the CHM_CONFIG file",
+            )
+        return value
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            self._check,
+            core_schema.str_schema(min_length=1, max_length=DESTINATION_MAX_LENGTH),
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema["pattern"] = DESTINATION_PATTERN
+        return json_schema
+
+
+Destination = Annotated[str, _DestinationForm()]
 
 
 def _integral_number(value: object) -> object:
