@@ -285,12 +285,14 @@ def send_due(
     http: httpx.Client,
     should_stop: Callable[[], bool] = lambda: False,
     limit: int = 50,
+    clock: Callable[[], datetime] | None = None,
 ) -> SendReport:
     """Claim up to ``limit`` messages of due deliveries, send each, record each
     outcome. ``now`` is the batch's start; the leases, and each record
     (``sent_at``, the next attempt after a failure), follow the time this call
     has taken since, so a long batch keeps the groups it has not sent yet and
-    dates each outcome when it happened."""
+    dates each outcome when it happened. A ``clock`` (the worker's) replaces
+    that reckoning: each record is dated by it."""
     report = SendReport()
     groups = claim(engine, owner=owner, now=now, lease_s=settings.worker_lease_s, limit=limit)
     if not groups:
@@ -298,10 +300,12 @@ def send_due(
     writes = make_session_factory(engine, write=True)
     started = time.monotonic()
 
-    def clock() -> datetime:
+    def elapsed_clock() -> datetime:
         # ``now``, moved on by the time this call has taken so far.
         return now + timedelta(seconds=time.monotonic() - started)
 
+    if clock is None:
+        clock = elapsed_clock
     context = SendContext(settings, http, clock)
     for index, group in enumerate(groups):
         if should_stop():

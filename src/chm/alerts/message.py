@@ -19,8 +19,9 @@ class AlertView:
     rule_id: int
     rule_type: str
     fingerprint: str
-    # The alert's state when the message is built, and the event this
-    # delivery is for (a repeat of a firing alert is event "repeat").
+    # The state this delivery tells ("firing" for a firing or repeat event,
+    # "resolved" for a resolved one, whatever the alert's state by the time
+    # it is sent), and the event itself.
     state: Literal["firing", "resolved"]
     event: Event
     summary: str

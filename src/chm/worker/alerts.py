@@ -144,6 +144,7 @@ class Delivery:
             environ=ctx.environ,
             http=self.http,
             should_stop=ctx.stopping,
+            clock=ctx.clock,
         )
         return bool(report.messages_sent or report.failed_attempts)
 
