@@ -42,10 +42,12 @@ import json
 import math
 import os
 import random
+import shutil
 import sqlite3
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -511,6 +513,51 @@ def ensure(spec: Spec, backend: str, *, rebuild: bool = False) -> str:
     if backend == "sqlite":
         return ensure_sqlite(spec, rebuild=rebuild)
     return ensure_postgres(spec, backend, rebuild=rebuild)
+
+
+# CREATE DATABASE ... TEMPLATE waits for the template's other sessions this long.
+COPY_WAIT_S = 120
+
+
+@contextmanager
+def postgres_copy(spec: Spec, admin_url: str, purpose: str) -> Iterator[str]:
+    """A scratch copy of the cached PostgreSQL data set, dropped on leaving."""
+    source = make_url(ensure(spec, admin_url)).database
+    admin = make_url(admin_url).set(drivername="postgresql").render_as_string(False)
+    copy = f"chm_bench_{purpose}_{spec.name}_{os.getpid()}"
+    started, deadline = time.perf_counter(), time.monotonic() + COPY_WAIT_S
+    with psycopg.connect(admin, autocommit=True) as conn:
+        while True:
+            try:
+                conn.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{source}"')
+                break
+            except psycopg.errors.ObjectInUse:
+                # Another session is connected to the cached data set: wait.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+    print(f"copied {source} to {copy} in {time.perf_counter() - started:.0f} s", flush=True)
+    try:
+        yield make_url(admin_url).set(database=copy).render_as_string(False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+        print(f"dropped {copy}", flush=True)
+
+
+@contextmanager
+def sqlite_copy(spec: Spec, purpose: str) -> Iterator[str]:
+    """A scratch copy of the cached SQLite data set, removed on leaving."""
+    source = Path(make_url(ensure(spec, "sqlite")).database or "")
+    copy = source.with_name(f"chm_bench_{purpose}_{spec.name}_{os.getpid()}.db")
+    started = time.perf_counter()
+    shutil.copyfile(source, copy)
+    print(f"copied {source.name} to {copy.name} in {time.perf_counter() - started:.0f} s")
+    try:
+        yield f"sqlite:///{copy}"
+    finally:
+        for path in (copy, Path(f"{copy}-wal"), Path(f"{copy}-shm")):
+            path.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

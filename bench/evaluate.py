@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import sys
 import time
@@ -41,7 +39,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
@@ -56,47 +53,7 @@ from chm.core.migrate import upgrade
 from chm.core.settings import Settings
 from chm.models import Alert, AlertDelivery, AlertRule, Client, Pipeline
 
-COPY_WAIT_S = 120  # CREATE DATABASE ... TEMPLATE waits for the template's other sessions
 PIPELINE_RULE_EVERY = 50
-
-
-@contextmanager
-def postgres_copy(spec: dataset.Spec, admin_url: str) -> Iterator[str]:
-    """A scratch copy of the cached PostgreSQL data set, dropped on leaving."""
-    source = make_url(dataset.ensure(spec, admin_url)).database
-    admin = make_url(admin_url).set(drivername="postgresql").render_as_string(False)
-    copy = f"chm_bench_evaluate_{spec.name}_{os.getpid()}"
-    started, deadline = time.perf_counter(), time.monotonic() + COPY_WAIT_S
-    with psycopg.connect(admin, autocommit=True) as conn:
-        while True:
-            try:
-                conn.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{source}"')
-                break
-            except psycopg.errors.ObjectInUse:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(2)
-    print(f"copied {source} to {copy} in {time.perf_counter() - started:.0f} s", flush=True)
-    try:
-        yield make_url(admin_url).set(database=copy).render_as_string(False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
-        print(f"dropped {copy}", flush=True)
-
-
-@contextmanager
-def sqlite_copy(spec: dataset.Spec) -> Iterator[str]:
-    source = Path(make_url(dataset.ensure(spec, "sqlite")).database or "")
-    copy = source.with_name(f"chm_bench_evaluate_{spec.name}_{os.getpid()}.db")
-    started = time.perf_counter()
-    shutil.copyfile(source, copy)
-    print(f"copied {source.name} to {copy.name} in {time.perf_counter() - started:.0f} s")
-    try:
-        yield f"sqlite:///{copy}"
-    finally:
-        for path in (copy, Path(f"{copy}-wal"), Path(f"{copy}-shm")):
-            path.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -286,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         copy = given(args.url)
     elif args.backend == "postgresql":
-        copy = postgres_copy(spec, args.admin_url)
+        copy = dataset.postgres_copy(spec, args.admin_url, "evaluate")
     else:
-        copy = sqlite_copy(spec)
+        copy = dataset.sqlite_copy(spec, "evaluate")
     with copy as url:
         quiet = wait_quiet(args.wait_quiet)
         result = measure(url, args.repeat, args.plans)

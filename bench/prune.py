@@ -27,21 +27,15 @@ import argparse
 import itertools
 import json
 import math
-import os
-import shutil
 import statistics
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
 from bench import dataset
 from bench.dataset import AS_OF
@@ -53,47 +47,6 @@ from chm.models import Run
 from chm.worker.retention import prune
 
 DEFAULT_BATCH = int(Settings.model_fields["retention_batch"].default)
-COPY_WAIT_S = 120  # CREATE DATABASE ... TEMPLATE waits for the template's other sessions
-
-
-@contextmanager
-def postgres_copy(spec: dataset.Spec, admin_url: str) -> Iterator[str]:
-    """A scratch copy of the cached PostgreSQL data set, dropped on leaving."""
-    source = make_url(dataset.ensure(spec, admin_url)).database
-    admin = make_url(admin_url).set(drivername="postgresql").render_as_string(False)
-    copy = f"chm_bench_prune_{spec.name}_{os.getpid()}"
-    started, deadline = time.perf_counter(), time.monotonic() + COPY_WAIT_S
-    with psycopg.connect(admin, autocommit=True) as conn:
-        while True:
-            try:
-                conn.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{source}"')
-                break
-            except psycopg.errors.ObjectInUse:
-                # Another session is connected to the cached data set: wait.
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(2)
-    print(f"copied {source} to {copy} in {time.perf_counter() - started:.0f} s", flush=True)
-    try:
-        yield make_url(admin_url).set(database=copy).render_as_string(False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
-        print(f"dropped {copy}", flush=True)
-
-
-@contextmanager
-def sqlite_copy(spec: dataset.Spec) -> Iterator[str]:
-    source = Path(make_url(dataset.ensure(spec, "sqlite")).database or "")
-    copy = source.with_name(f"chm_bench_prune_{spec.name}_{os.getpid()}.db")
-    started = time.perf_counter()
-    shutil.copyfile(source, copy)
-    print(f"copied {source.name} to {copy.name} in {time.perf_counter() - started:.0f} s")
-    try:
-        yield f"sqlite:///{copy}"
-    finally:
-        for path in (copy, Path(f"{copy}-wal"), Path(f"{copy}-shm")):
-            path.unlink(missing_ok=True)
 
 
 def counts(engine: Engine, cutoff: Any) -> dict[str, int]:
@@ -178,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     spec = dataset.SIZES[args.size]
-    copy = postgres_copy(spec, args.admin_url) if args.backend == "postgresql" else None
-    with copy or sqlite_copy(spec) as url:
+    copy = (
+        dataset.postgres_copy(spec, args.admin_url, "prune")
+        if args.backend == "postgresql"
+        else None
+    )
+    with copy or dataset.sqlite_copy(spec, "prune") as url:
         quiet = wait_quiet(args.wait_quiet)
         result = measure(url, args.keep_days, args.batch_size)
     result = {"backend": args.backend, "size": args.size, "quiet": quiet, **result}
