@@ -13,16 +13,11 @@ facts (a request seen, a row written, a process gone) under a deadline.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 from channel_fakes import Answer, Request, WebhookReceiver
 from sqlalchemy import Engine
+from worker_processes import POLL_S, Clock, base_env, wait_until
 
 from chm.alerts.delivery import backoff_s
 from chm.core.settings import Settings
@@ -40,54 +36,9 @@ from chm.worker.context import LiveSources, WorkerContext
 from chm.worker.loop import Worker
 from factories import make_client, make_pipeline, make_rule, make_run
 
-CHM_WORKER = [sys.executable, "-m", "chm.cli", "worker"]
-POLL_S = 0.05
 SECRET = "webhook-signing-secret-7d1c0a"
 # The receiver's path carries a credential, as many webhook URLs do.
 URL_TOKEN = "hook-path-Credential-4b9e2f71"
-SENT = re.compile(r"message ([0-9a-f]{32}) to \S+: sent")
-
-
-@dataclass
-class RunningWorker:
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def sent_keys(self) -> list[str]:
-        return SENT.findall(self.stderr())
-
-    def stop(self, timeout: float = 30) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
-
-
-Spawn = Callable[..., RunningWorker]
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Spawn]:
-    """Starts ``chm worker`` processes (stderr to a file); any still running at
-    the end are killed."""
-    started: list[RunningWorker] = []
-
-    def start(env: dict[str, str], name: str = "worker") -> RunningWorker:
-        log = tmp_path / f"{name}-{len(started)}.log"
-        with log.open("wb") as handle:
-            process = subprocess.Popen(
-                CHM_WORKER, env=env, stdin=subprocess.DEVNULL, stdout=handle, stderr=handle
-            )
-        running = RunningWorker(process, log)
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        if running.process.poll() is None:
-            running.process.kill()
-            running.process.wait(timeout=10)
 
 
 def write_config(tmp_path: Path, *names: str) -> Path:
@@ -107,36 +58,14 @@ def write_config(tmp_path: Path, *names: str) -> Path:
 def worker_env(
     db_url: str, config: Path, receiver: WebhookReceiver, **extra: str
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHM_")}
-    return env | {
-        "CHM_DATABASE_URL": db_url,
-        "CHM_CONFIG": str(config),
-        "CHM_LOG_LEVEL": "INFO",
-        "CHM_WORKER_POLL_S": str(POLL_S),
-        "CHM_ALERT_GROUP_WAIT_S": "0",
-        "OPS_HOOK_URL": receiver.endpoint,
-        "OPS_HOOK_SECRET": SECRET,
+    return base_env(
+        db_url,
+        config,
+        CHM_ALERT_GROUP_WAIT_S="0",
+        OPS_HOOK_URL=receiver.endpoint,
+        OPS_HOOK_SECRET=SECRET,
         **extra,
-    }
-
-
-def wait_until(
-    ready: Callable[[], bool], what: str, *watched: RunningWorker, timeout: float = 60
-) -> None:
-    """Polls ``ready`` until it holds; fails at the deadline, or at once when a
-    watched worker exits (with its log)."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        for running in watched:
-            if running.process.poll() is not None:
-                pytest.fail(
-                    f"worker exited ({running.process.returncode}) before {what}:\n"
-                    + running.stderr()[-3000:]
-                )
-        if time.monotonic() > deadline:
-            logs = "\n---\n".join(running.stderr()[-2000:] for running in watched)
-            pytest.fail(f"timed out waiting until {what}\n{logs}")
-        time.sleep(0.02)
+    )
 
 
 def delivery_rows(engine: Engine) -> list[Any]:
@@ -309,14 +238,6 @@ def test_two_workers_send_each_alerts_firing_and_resolution_exactly_once(
 
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def in_process_worker(

@@ -11,15 +11,12 @@ never a fixed sleep, except where a test shows that nothing more happens.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +34,7 @@ from ingestion_fakes import (
     toml_text,
 )
 from sqlalchemy import Engine
+from worker_processes import CHM_WORKER, POLL_S, Clock, base_env, wait_until
 
 from chm.app import create_app
 from chm.core.settings import Settings
@@ -46,43 +44,6 @@ from chm.worker.context import LiveSources, WorkerContext
 from chm.worker.loop import Worker
 from factories import API, make_client, make_pipeline, ok
 
-CHM_WORKER = [sys.executable, "-m", "chm.cli", "worker"]
-POLL_S = 0.05
-STARTED = re.compile(r"worker (\S+) started on")
-# The engine's line when a pipeline's ingestion ended well: "pipeline 12 (name): ..."
-INGESTED = re.compile(r"pipeline (\d+) \([^)]*\): ingestion complete")
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@dataclass
-class RunningWorker:
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def worker_id(self) -> str | None:
-        found = STARTED.search(self.stderr())
-        return found.group(1) if found else None
-
-    def ingested(self) -> list[int]:
-        return [int(number) for number in INGESTED.findall(self.stderr())]
-
-    def stop(self, timeout: float = 30) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
-
-
-Spawn = Callable[..., RunningWorker]
-
 
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:
@@ -91,63 +52,14 @@ def fake() -> Iterator[FakeServer]:
     server.close()
 
 
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Spawn]:
-    """Starts ``chm worker`` processes (stderr to a file, never a pipe that
-    could fill up); any still running at the end are killed."""
-    started: list[RunningWorker] = []
-
-    def start(env: dict[str, str], name: str = "worker") -> RunningWorker:
-        log = tmp_path / f"{name}-{len(started)}.log"
-        with log.open("wb") as handle:
-            process = subprocess.Popen(
-                CHM_WORKER, env=env, stdin=subprocess.DEVNULL, stdout=handle, stderr=handle
-            )
-        running = RunningWorker(process, log)
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        if running.process.poll() is None:
-            running.process.kill()
-            running.process.wait(timeout=10)
-
-
 def chm_env(db_url: str, config: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHM_")}
-    return env | {
-        "CHM_DATABASE_URL": db_url,
-        "CHM_CONFIG": str(config),
-        "CHM_LOG_LEVEL": "INFO",
-        "CHM_WORKER_POLL_S": str(POLL_S),
-        **extra,
-    }
+    return base_env(db_url, config, **extra)
 
 
 def write_config(tmp_path: Path, *entries: dict[str, Any]) -> Path:
     path = tmp_path / "sources.toml"
     path.write_text(toml_text(*entries))
     return path
-
-
-def wait_until(
-    ready: Callable[[], bool], what: str, *watched: RunningWorker, timeout: float = 60
-) -> None:
-    """Polls ``ready`` until it holds; fails at the deadline, or at once when a
-    watched worker exits (with its log)."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        for running in watched:
-            if running.process.poll() is not None:
-                pytest.fail(
-                    f"worker exited ({running.process.returncode}) before {what}:\n"
-                    + running.stderr()[-3000:]
-                )
-        if time.monotonic() > deadline:
-            logs = "\n---\n".join(running.stderr()[-2000:] for running in watched)
-            pytest.fail(f"timed out waiting until {what}\n{logs}")
-        time.sleep(0.02)
 
 
 def counts(engine: Engine) -> tuple[int, int]:
