@@ -608,7 +608,7 @@ def test_a_production_session_sending_alerts_through_every_kind_never_shows_or_s
         assert (destination, "resolved", "sent", 1) in outcomes, (destination, outcomes)
     assert {(row.event, row.status, row.attempts) for row in rows
             if row.destination == "webhook:refusing-hook"} == {("firing", "failed", 1),
-                                                                ("resolved", "failed", 1)}  # fmt: skip
+                                                                ("resolved", "superseded", 0)}  # fmt: skip
     errors = {row.destination: row.last_error for row in rows if row.event == "firing"}
     assert "answered HTTP 500" in errors["webhook:ops-hook"]
     assert "answered HTTP 403" in errors["webhook:refusing-hook"]
