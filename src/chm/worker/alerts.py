@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from chm.alerts.delivery import send_due
+from chm.alerts.delivery import next_due, send_due
 from chm.alerts.destinations import Destinations, DestinationsCache, DestinationsError
 from chm.alerts.evaluate import evaluate
 from chm.alerts.outbox import create_repeats
@@ -135,6 +135,10 @@ class Delivery:
                 repeats = create_repeats(session, now, ctx.settings, destinations, ctx.environ)
             if repeats:
                 logger.info("alerts: %d repeat notifications due", repeats)
+        # A plain read first: an idle worker takes no write lock.
+        due = next_due(ctx.engine, now)
+        if due is None or due > now:
+            return False
         report = send_due(
             ctx.engine,
             owner=ctx.worker_id,

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from chm.ingestion.jobs import prune_jobs
-from chm.models import IngestionJob, WorkerProcess
+from chm.models import IngestionJob
 from chm.worker.alerts import Delivery, Evaluation, LiveDestinations
 from chm.worker.context import Task, WorkerContext
 from chm.worker.jobs import IngestionJobs
@@ -242,17 +242,3 @@ class Worker:
         except SQLAlchemyError as error:
             cause = type(getattr(error, "orig", None) or error).__name__
             logger.error("could not release this worker's leases (%s); they expire", cause)
-
-
-def live_workers(ctx: WorkerContext) -> int:
-    """How many workers (this one included) have a fresh heartbeat."""
-    fresh = ctx.clock() - timedelta(seconds=ctx.settings.worker_lease_s)
-    with ctx.read_sessions() as session:
-        return int(
-            session.scalar(
-                sa.select(sa.func.count())
-                .select_from(WorkerProcess)
-                .where(WorkerProcess.stopped_at.is_(None), WorkerProcess.heartbeat_at > fresh)
-            )
-            or 0
-        )
