@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from typer.testing import CliRunner
 
-from chm.cli import app
 from chm.core.db import make_session_factory
-from chm.core.settings import get_settings
 from chm.models import Alert, AlertDelivery
 from factories import API, make_client, make_pipeline, make_rule, make_run, ok
 
@@ -24,22 +21,6 @@ T_TEXT = "2026-03-15T12:00:00Z"
 MINUTE = timedelta(minutes=1)
 
 Run = Callable[..., Any]
-
-
-@pytest.fixture
-def chm(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
-    """Run `chm ...` in-process against the test database, no sources file."""
-    monkeypatch.setenv("CHM_DATABASE_URL", db_url)
-    monkeypatch.delenv("CHM_CONFIG", raising=False)
-    monkeypatch.delenv("COLUMNS", raising=False)
-    get_settings.cache_clear()
-
-    def run(*args: str) -> Any:
-        get_settings.cache_clear()
-        return CliRunner().invoke(app, list(args))
-
-    yield run
-    get_settings.cache_clear()
 
 
 def insert_alert(

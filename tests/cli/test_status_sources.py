@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,10 +12,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from typer.testing import CliRunner
 
-from chm.cli import app
-from chm.core.settings import get_settings
 from chm.models import IngestionSource, WorkerProcess
 from factories import make_client
 
@@ -56,22 +53,6 @@ token_env = "SPARK_KEY"
 """
 
 Run = Callable[..., Any]
-
-
-@pytest.fixture
-def chm(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
-    """Run `chm ...` in-process against the test database, no sources file."""
-    monkeypatch.setenv("CHM_DATABASE_URL", db_url)
-    monkeypatch.delenv("CHM_CONFIG", raising=False)
-    monkeypatch.delenv("COLUMNS", raising=False)
-    get_settings.cache_clear()
-
-    def run(*args: str) -> Any:
-        get_settings.cache_clear()
-        return CliRunner().invoke(app, list(args))
-
-    yield run
-    get_settings.cache_clear()
 
 
 @pytest.fixture

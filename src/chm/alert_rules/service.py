@@ -48,6 +48,36 @@ class RuleValues:
     is_enabled: bool
 
 
+def scope_reference_issues(
+    session: Session, client_id: int | None, pipeline_id: int | None
+) -> list[FieldIssue]:
+    """A scope's references checked: a client and a pipeline that exist, the
+    pipeline of that client (the rules' and the silences' scope)."""
+    issues: list[FieldIssue] = []
+    client = pipeline = None
+    if client_id is not None:
+        client = session.get(Client, client_id)
+        if client is None:
+            issues.append(
+                FieldIssue("client_id", "not_found", f"client '{client_id}' does not exist")
+            )
+    if pipeline_id is not None:
+        pipeline = session.get(Pipeline, pipeline_id)
+        if pipeline is None:
+            issues.append(
+                FieldIssue("pipeline_id", "not_found", f"pipeline '{pipeline_id}' does not exist")
+            )
+    if client is not None and pipeline is not None and pipeline.client_id != client.id:
+        issues.append(
+            FieldIssue(
+                "pipeline_id",
+                "not_of_client",
+                f"pipeline '{pipeline_id}' does not belong to client '{client_id}'",
+            )
+        )
+    return issues
+
+
 def _resolve(session: Session, values: RuleValues) -> dict[str, Any]:
     """Validate a whole rule; every issue at once, field by field (AC-002)."""
     issues: list[FieldIssue] = []
@@ -57,29 +87,7 @@ def _resolve(session: Session, values: RuleValues) -> dict[str, Any]:
             FieldIssue("client_id", "scope_required", message),
             FieldIssue("pipeline_id", "scope_required", message),
         ]
-    client = pipeline = None
-    if values.client_id is not None:
-        client = session.get(Client, values.client_id)
-        if client is None:
-            issues.append(
-                FieldIssue("client_id", "not_found", f"client '{values.client_id}' does not exist")
-            )
-    if values.pipeline_id is not None:
-        pipeline = session.get(Pipeline, values.pipeline_id)
-        if pipeline is None:
-            issues.append(
-                FieldIssue(
-                    "pipeline_id", "not_found", f"pipeline '{values.pipeline_id}' does not exist"
-                )
-            )
-    if client is not None and pipeline is not None and pipeline.client_id != client.id:
-        issues.append(
-            FieldIssue(
-                "pipeline_id",
-                "not_of_client",
-                f"pipeline '{values.pipeline_id}' does not belong to client '{values.client_id}'",
-            )
-        )
+    issues += scope_reference_issues(session, values.client_id, values.pipeline_id)
     for field, use in PARAMETERS[values.rule_type].items():
         value = getattr(values, field)
         if use == "required" and value is None:
@@ -94,8 +102,8 @@ def _resolve(session: Session, values: RuleValues) -> dict[str, Any]:
         raise ValidationFailed(issues)
     return {
         "rule_type": values.rule_type.value,
-        "client_id": client.id if client is not None else None,
-        "pipeline_id": pipeline.id if pipeline is not None else None,
+        "client_id": values.client_id,
+        "pipeline_id": values.pipeline_id,
         "destination": values.destination,
         "threshold": values.threshold,
         "window_minutes": values.window_minutes,

@@ -11,13 +11,14 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from chm.alert_rules.service import scope_reference_issues
 from chm.alerts.schemas import SilenceCreate
 from chm.core.errors import Conflict, FieldIssue, ValidationFailed
 from chm.core.keyset import Keyset, SortKey, keyset_page
 from chm.core.lookup import get_or_404, not_found
 from chm.core.timeutil import isoformat_z
 from chm.core.window import check_window
-from chm.models import Alert, AlertDelivery, AlertRule, Client, Pipeline, Silence
+from chm.models import Alert, AlertDelivery, AlertRule, Silence
 
 # Newest first; the index (fired_at, id) serves it. The implied bound on
 # fired_at lets SQLite, which does not seek with row values, start there too.
@@ -103,30 +104,7 @@ def _scope_issues(session: Session, data: SilenceCreate) -> list[FieldIssue]:
     if all(getattr(data, name) is None for name in scope):
         message = "a silence needs a client_id, a pipeline_id or a rule_id (or several)"
         return [FieldIssue(name, "scope_required", message) for name in scope]
-    issues: list[FieldIssue] = []
-    client = pipeline = None
-    if data.client_id is not None:
-        client = session.get(Client, data.client_id)
-        if client is None:
-            issues.append(
-                FieldIssue("client_id", "not_found", f"client '{data.client_id}' does not exist")
-            )
-    if data.pipeline_id is not None:
-        pipeline = session.get(Pipeline, data.pipeline_id)
-        if pipeline is None:
-            issues.append(
-                FieldIssue(
-                    "pipeline_id", "not_found", f"pipeline '{data.pipeline_id}' does not exist"
-                )
-            )
-    if client is not None and pipeline is not None and pipeline.client_id != client.id:
-        issues.append(
-            FieldIssue(
-                "pipeline_id",
-                "not_of_client",
-                f"pipeline '{pipeline.id}' does not belong to client '{client.id}'",
-            )
-        )
+    issues = scope_reference_issues(session, data.client_id, data.pipeline_id)
     if data.rule_id is not None and session.get(AlertRule, data.rule_id) is None:
         issues.append(
             FieldIssue("rule_id", "not_found", f"alert rule '{data.rule_id}' does not exist")
