@@ -9,6 +9,7 @@ from chm.models.ingestion_source import IngestionSource
 from chm.models.lineage_unmatched_job import LineageUnmatchedJob
 from chm.models.pipeline import Pipeline
 from chm.models.run import Run
+from chm.models.schedule_tick import ScheduleTick
 from chm.models.settings import DatabaseSetting
 from chm.models.worker import WorkerProcess
 
@@ -25,6 +26,7 @@ __all__ = [
     "Pipeline",
     "RuleType",
     "Run",
+    "ScheduleTick",
     "Silence",
     "WorkerProcess",
 ]

@@ -14,6 +14,7 @@ class RuleType(StrEnum):
     consecutive_failures = "consecutive_failures"
     long_running = "long_running"
     duration_anomaly = "duration_anomaly"
+    missed_schedule = "missed_schedule"
 
 
 # The rule types whose `threshold` is required (a count, or minutes for long_running).

@@ -1,17 +1,73 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import StrictBool
+from pydantic import AfterValidator, Field, StrictBool, StrictInt
+from pydantic_core import PydanticCustomError
 
+from chm.core.cron import CronError, TimezoneError, check_timezone, normalize_cron
 from chm.core.ids import ClientRef
 from chm.core.schemas import EntityId, Name, NotNull, RequestModel, ResponseModel, Slug, text
+from chm.models.pipeline import MAX_SCHEDULE_MINUTES
 
 ExternalId = Annotated[str, text(500)]
 
 
-class PipelineCreate(RequestModel):
+def _cron(value: str) -> str:
+    try:
+        return normalize_cron(value)
+    except CronError as error:
+        raise PydanticCustomError("cron", "{reason}", {"reason": str(error)}) from None
+
+
+def _zone(value: str) -> str:
+    try:
+        return check_timezone(value)
+    except TimezoneError as error:
+        raise PydanticCustomError("timezone", "{reason}", {"reason": str(error)}) from None
+
+
+Cron = Annotated[
+    str,
+    text(200),
+    AfterValidator(_cron),
+    Field(
+        description="A five-field cron expression (minute hour day-of-month month "
+        "day-of-week), or a preset such as @daily; stored as five fields",
+        examples=["30 2 * * *"],
+    ),
+]
+TimeZone = Annotated[
+    str,
+    text(64),
+    AfterValidator(_zone),
+    Field(description="An IANA time zone name", examples=["Europe/Berlin"]),
+]
+GraceMinutes = Annotated[StrictInt, Field(ge=0, le=MAX_SCHEDULE_MINUTES)]
+DeadlineMinutes = Annotated[StrictInt, Field(ge=1, le=MAX_SCHEDULE_MINUTES)]
+ScheduleSource = Literal["user", "platform"]
+
+
+class ScheduleFields(RequestModel):
+    """The schedule (monitoring contract, "Schedules"). Null timezone or grace
+    means the default (UTC, 30 minutes)."""
+
+    schedule: Cron | None = None
+    schedule_timezone: TimeZone | None = None
+    grace_minutes: GraceMinutes | None = None
+    deadline_minutes: DeadlineMinutes | None = None
+    schedule_source: Annotated[
+        ScheduleSource | None,
+        Field(
+            description="Who owns the schedule: 'user' (set by default when schedule "
+            "is written; with a null schedule it pins 'no schedule'), 'platform' "
+            "(ingestion may fill and replace it), or null"
+        ),
+    ] = None
+
+
+class PipelineCreate(ScheduleFields):
     client_id: ClientRef
     name: Name
     platform: Slug
@@ -21,7 +77,7 @@ class PipelineCreate(RequestModel):
     is_active: StrictBool = True
 
 
-class PipelineUpdate(RequestModel):
+class PipelineUpdate(ScheduleFields):
     name: Annotated[Name | None, NotNull] = None
     platform: Annotated[Slug | None, NotNull] = None
     pipeline_type: Annotated[Slug | None, NotNull] = None
@@ -41,5 +97,13 @@ class PipelineOut(ResponseModel):
     is_active: bool
     last_ingested_at: datetime | None
     last_ingestion_error: str | None
+    schedule: str | None
+    schedule_timezone: str
+    grace_minutes: int
+    deadline_minutes: int | None
+    schedule_source: ScheduleSource | None
+    schedule_set_at: datetime | None
+    schedule_note: str | None
+    schedule_checked_at: datetime | None
     created_at: datetime
     updated_at: datetime

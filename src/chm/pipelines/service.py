@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -9,10 +12,17 @@ from chm.core.changes import apply_changes
 from chm.core.errors import Conflict, ValidationFailed
 from chm.core.keyset import Keyset, SortKey, keyset_page
 from chm.core.lookup import flush_or_conflict, get_or_404
+from chm.core.timeutil import utcnow
 from chm.models import Client, Pipeline
 from chm.models.base import name_key
-from chm.models.pipeline import active_inventory
-from chm.pipelines.schemas import PipelineCreate, PipelineUpdate
+from chm.models.pipeline import DEFAULT_GRACE_MINUTES, active_inventory
+from chm.pipelines.schemas import PipelineCreate, PipelineUpdate, ScheduleFields
+from chm.schedules.ticks import rewrite_ticks
+
+# The fields whose change makes the stored ticks stale (chm.schedules.ticks),
+# and those whose change restarts the expectation (ticks before it expect nothing).
+TICK_FIELDS = ("schedule", "schedule_timezone", "grace_minutes", "deadline_minutes")
+SETTING_FIELDS = ("schedule", "schedule_timezone")
 
 # By name across clients; the id makes the order total (names repeat across clients).
 KEYSET = Keyset("pipelines", (SortKey(Pipeline.name_key, str), SortKey(Pipeline.id, int)))
@@ -57,6 +67,39 @@ def _flush_or_conflict(session: Session) -> None:
     )
 
 
+def _schedule_changes(sent: dict[str, Any]) -> dict[str, Any]:
+    """The stored values of the schedule fields a request sent: a null zone or
+    grace is the default; writing ``schedule`` makes the user its owner (or
+    nobody, when it is cleared) unless the request names the owner."""
+    changes: dict[str, Any] = {}
+    if "schedule_timezone" in sent:
+        changes["schedule_timezone"] = sent["schedule_timezone"] or "UTC"
+    if "grace_minutes" in sent:
+        grace = sent["grace_minutes"]
+        changes["grace_minutes"] = DEFAULT_GRACE_MINUTES if grace is None else grace
+    if "deadline_minutes" in sent:
+        changes["deadline_minutes"] = sent["deadline_minutes"]
+    if "schedule" in sent:
+        changes["schedule"] = sent["schedule"]
+        owner = "user" if sent["schedule"] is not None else None
+        changes["schedule_source"] = sent.get("schedule_source", owner)
+    elif "schedule_source" in sent:
+        changes["schedule_source"] = sent["schedule_source"]
+    return changes
+
+
+def _schedule_changed(
+    session: Session, pipeline: Pipeline, before: tuple[Any, ...], now: datetime
+) -> None:
+    """After a write: restart the expectation and rewrite the ticks as needed."""
+    after = tuple(getattr(pipeline, name) for name in TICK_FIELDS)
+    if after == before:
+        return
+    if after[: len(SETTING_FIELDS)] != before[: len(SETTING_FIELDS)]:
+        pipeline.schedule_set_at = now
+    rewrite_ticks(session, pipeline, now)
+
+
 def create_pipeline(session: Session, data: PipelineCreate) -> Pipeline:
     client = session.get(Client, data.client_id)
     if client is None:
@@ -82,15 +125,27 @@ def create_pipeline(session: Session, data: PipelineCreate) -> Pipeline:
         environment=data.environment,
         external_id=data.external_id,
         is_active=data.is_active,
+        schedule_timezone="UTC",
+        grace_minutes=DEFAULT_GRACE_MINUTES,
     )
+    schedule = _schedule_changes(data.model_dump(exclude_unset=True))
+    for name, value in schedule.items():
+        setattr(pipeline, name, value)
     session.add(pipeline)
     _flush_or_conflict(session)
+    if pipeline.schedule is not None:
+        now = utcnow()
+        pipeline.schedule_set_at = now
+        rewrite_ticks(session, pipeline, now)
     return pipeline
 
 
 def update_pipeline(session: Session, pipeline_id: int, data: PipelineUpdate) -> Pipeline:
     pipeline = get_pipeline(session, pipeline_id)
-    changes = data.model_dump(exclude_unset=True)
+    sent = data.model_dump(exclude_unset=True)
+    changes = {k: v for k, v in sent.items() if k not in ScheduleFields.model_fields}
+    changes.update(_schedule_changes(sent))
+    before = tuple(getattr(pipeline, name) for name in TICK_FIELDS)
     _check_unique(
         session,
         client_id=pipeline.client_id,
@@ -101,6 +156,7 @@ def update_pipeline(session: Session, pipeline_id: int, data: PipelineUpdate) ->
     )
     if apply_changes(pipeline, changes):
         _flush_or_conflict(session)
+        _schedule_changed(session, pipeline, before, pipeline.updated_at)
     return pipeline
 
 
