@@ -14,6 +14,13 @@ recomputed on every read too, against a fake clock that moves
 ``READ_TICK`` per read: two reads of an unchanged run always differ there.
 Airflow's ``clear``/``start``/``finish`` and GitHub's ``rerun`` play a
 finished run started again under its id, as the platforms do.
+
+Each fake of a platform that says how a pipeline is scheduled also answers
+that request (Airflow's DAG details, Databricks' ``jobs/get``, dbt Cloud's
+job, Prefect's deployment, Dagster's ``repositoriesOrError``) from an
+attribute the test sets with the ``*_schedule``/``*_job``/``*_details``
+builders below; left None, it answers the platform's own 404 (or, for
+Dagster, a repository without schedules).
 """
 
 from __future__ import annotations
@@ -88,14 +95,32 @@ class AirflowFake:
     tokens_issued: int = 0
     # The JWT expires once this many pages were served with it.
     expire_after: int | None = None
+    # The DAG's details (airflow_dag_details), or None: 404.
+    details: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        self.path = f"/api/v{self.version}/dags/{quote(self.dag_id, safe='')}/dagRuns"
+        dag_path = f"/api/v{self.version}/dags/{quote(self.dag_id, safe='')}"
+        self.path = f"{dag_path}/dagRuns"
+        self.details_path = f"{dag_path}/details"
         self.token = ""
         self.served_with_token = 0
         self.server.routes[("GET", self.path)] = self.answer
+        self.server.routes[("GET", self.details_path)] = self.answer_details
         if self.version == "2":
             self.server.routes[("POST", "/auth/token")] = self.issue_token
+
+    def answer_details(self, seen: Seen) -> Reply:
+        if not self.authorized(seen):
+            return Reply(
+                401, {"title": "Unauthorized", "status": 401, "detail": "Not authenticated"}
+            )
+        queued = scripted(self.server, self.details_path, None)
+        if queued is not None:
+            return queued
+        if self.details is None:
+            return Reply(404, {"title": "DAG not found", "status": 404, "type": "NotFound",
+                               "detail": f"DAG with dag_id: '{self.dag_id}' not found"})  # fmt: skip
+        return Reply(body=self.details)
 
     def issue_token(self, seen: Seen) -> Reply:
         if seen.body != {"username": self.username, "password": self.password}:
@@ -187,6 +212,53 @@ def airflow_run(
     return run | fields
 
 
+def airflow_dag_details(
+    version: str = "2",
+    schedule: Any = "0 6 * * *",
+    timezone: str = "UTC",
+    paused: bool = False,
+    dag_id: str = "orders_daily",
+    **fields: Any,
+) -> dict[str, Any]:
+    """``GET /api/v{1,2}/dags/{dag_id}/details`` as Airflow documents it.
+
+    v1 (Airflow 2): ``schedule`` is the ``schedule_interval`` object (or a cron
+    string, wrapped as a ``CronExpression``) and the zone is written as pendulum
+    2 writes it, ``Timezone('...')``; v2 (Airflow 3): ``schedule`` is the
+    ``timetable_summary`` and the zone its IANA name."""
+    details: dict[str, Any] = {
+        "dag_id": dag_id, "dag_display_name": dag_id, "is_paused": paused,
+        "last_parsed_time": "2026-03-01T09:00:00+00:00", "last_expired": None,
+        "fileloc": f"/opt/airflow/dags/{dag_id}.py", "description": "Orders, daily",
+        "timetable_description": "At 06:00", "tags": [{"name": "orders", "dag_id": dag_id}],
+        "max_active_tasks": 16, "max_active_runs": 1, "has_task_concurrency_limits": False,
+        "has_import_errors": False, "next_dagrun_data_interval_start": None,
+        "next_dagrun_data_interval_end": None, "owners": ["data-eng"], "catchup": False,
+        "doc_md": None, "start_date": "2026-01-01T00:00:00+00:00", "params": {},
+        "is_paused_upon_creation": None, "render_template_as_native_obj": False,
+        "template_search_path": None, "dag_run_timeout": None, "concurrency": 16,
+    }  # fmt: skip
+    if version == "1":
+        interval = (
+            {"__type": "CronExpression", "value": schedule}
+            if isinstance(schedule, str)
+            else schedule
+        )
+        details |= {"schedule_interval": interval, "timezone": f"Timezone('{timezone}')",
+                    "is_active": True, "is_subdag": False, "root_dag_id": None,
+                    "file_token": "Ii9vcHQvYWlyZmxvdy9kYWdzL29yZGVycy5weSI", "orientation": "LR",
+                    "default_view": "grid", "next_dagrun": None,
+                    "next_dagrun_create_after": None}  # fmt: skip
+    else:
+        details |= {"timetable_summary": schedule, "timezone": timezone, "is_stale": False,
+                    "bundle_name": "dags-folder", "bundle_version": None,
+                    "relative_fileloc": f"{dag_id}.py", "next_dagrun_logical_date": None,
+                    "next_dagrun_run_after": None, "asset_expression": None, "end_date": None,
+                    "last_parsed": "2026-03-01T09:00:00+00:00", "default_args": {},
+                    "owner_links": {}, "file_token": ".eJw", "latest_dag_version": None}  # fmt: skip
+    return details | fields
+
+
 # --- dbt Cloud -----------------------------------------------------------------------------
 
 DBT_HUMANIZED = {
@@ -212,10 +284,29 @@ class DbtCloudFake:
     runs: list[dict[str, Any]] = field(default_factory=list)
     on_page: Any = None
     reads: int = 0
+    # The job (dbt_job), or None: 404.
+    job: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.path = f"/api/v2/accounts/{self.account_id}/runs/"
+        self.job_path = f"/api/v2/accounts/{self.account_id}/jobs/{self.job_id}/"
         self.server.routes[("GET", self.path)] = self.answer
+        self.server.routes[("GET", self.job_path)] = self.answer_job
+
+    def answer_job(self, seen: Seen) -> Reply:
+        if seen.headers.get("authorization") != f"Token {self.token}":
+            return Reply(401, {"status": {"code": 401, "is_success": False,
+                                          "user_message": "Invalid token.",
+                                          "developer_message": None}, "data": None})  # fmt: skip
+        queued = scripted(self.server, self.job_path, None)
+        if queued is not None:
+            return queued
+        if self.job is None:
+            return Reply(404, {"status": {"code": 404, "is_success": False,
+                                          "user_message": "The requested resource was not found.",
+                                          "developer_message": ""}, "data": None})  # fmt: skip
+        return Reply(body={"status": {"code": 200, "is_success": True, "user_message": "Success!",
+                                      "developer_message": ""}, "data": self.job})  # fmt: skip
 
     def answer(self, seen: Seen) -> Reply:
         if seen.headers.get("authorization") != f"Token {self.token}":
@@ -301,6 +392,35 @@ def dbt_run(run_id: int, status: int = 10, job_id: int = 77, **fields: Any) -> d
         "trigger": {"cause": "Kicked off from UI by ops@acme.example", "job_definition_id": job_id},
     }  # fmt: skip
     return run | fields
+
+
+def dbt_job(
+    job_id: int = 77,
+    cron: str = "0 6 * * *",
+    on_schedule: bool = True,
+    state: int = 1,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A dbt Cloud v2 job (``data`` of ``GET .../jobs/{id}/``), scheduled as the UI
+    saves a custom cron."""
+    job = {
+        "id": job_id, "account_id": 1, "project_id": 3, "environment_id": 5,
+        "name": "Daily build", "description": "", "dbt_version": None,
+        "triggers": {"github_webhook": False, "schedule": on_schedule,
+                     "git_provider_webhook": False, "on_merge": False},
+        "execute_steps": ["dbt build"], "settings": {"threads": 4, "target_name": "prod"},
+        "state": state, "generate_docs": False, "run_generate_sources": False,
+        "schedule": {"cron": cron, "date": {"type": "custom_cron", "cron": cron},
+                     "time": {"type": "every_hour", "interval": 1}},
+        "job_type": "scheduled", "triggers_on_draft_pr": False,
+        "job_completion_trigger_condition": None, "execution": {"timeout_seconds": 0},
+        "deferring_job_definition_id": None, "deferring_environment_id": None,
+        "created_at": "2026-01-05 09:00:00.000000+00:00",
+        "updated_at": "2026-02-01 09:00:00.000000+00:00",
+        "next_run": "2026-03-02T06:00:00+00:00", "next_run_humanized": "in 20 hours",
+        "cron_humanized": "At 06:00 AM",
+    }  # fmt: skip
+    return job | fields
 
 
 # --- GitHub Actions ------------------------------------------------------------------------
@@ -406,6 +526,27 @@ class PrefectFake:
         self.path = "/api/flow_runs/filter"
         self.server.routes[("POST", self.path)] = self.answer
 
+    def deployment_path(self, deployment_id: str) -> str:
+        return f"/api/deployments/{deployment_id}"
+
+    def deploy(self, deployment: dict[str, Any] | None, deployment_id: str | None = None) -> str:
+        """Serve ``GET /api/deployments/{id}`` with ``deployment`` (None: Prefect's 404);
+        answers the path."""
+        path = self.deployment_path(deployment_id or (deployment or {})["id"])
+
+        def answer(seen: Seen) -> Reply:
+            if seen.headers.get("authorization") != f"Bearer {self.token}":
+                return Reply(401, {"detail": "Unauthorized"})
+            queued = scripted(self.server, path, None)
+            if queued is not None:
+                return queued
+            if deployment is None:
+                return Reply(404, {"detail": "Deployment not found."})
+            return Reply(body=deployment)
+
+        self.server.routes[("GET", path)] = answer
+        return path
+
     def answer(self, seen: Seen) -> Reply:
         if seen.headers.get("authorization") != f"Bearer {self.token}":
             return Reply(401, {"detail": "Unauthorized"})
@@ -477,6 +618,43 @@ def prefect_run(
     return run | fields
 
 
+PREFECT_DEPLOYMENT_ID = "5d0b4f2e-7a6c-4e3b-9d1f-2a8c6e4b0f11"
+
+
+def prefect_schedule(active: bool = True, **schedule: Any) -> dict[str, Any]:
+    """One ``DeploymentSchedule``: ``schedule`` is a cron (``cron``, ``timezone``,
+    ``day_or``), an interval (``interval`` seconds, ``anchor_date``, ``timezone``)
+    or an rrule (``rrule``, ``timezone``)."""
+    if "cron" in schedule:
+        schedule = {"timezone": None, "day_or": True} | schedule
+    return {
+        "id": "c1a7e2b0-55d4-4a3c-8f1e-0a9b8c7d6e5f", "created": "2026-01-05T09:00:00Z",
+        "updated": "2026-01-05T09:00:00Z", "deployment_id": PREFECT_DEPLOYMENT_ID,
+        "schedule": schedule, "active": active, "max_scheduled_runs": None,
+        "parameters": {}, "slug": None,
+    }  # fmt: skip
+
+
+def prefect_deployment(
+    schedules: list[dict[str, Any]], paused: bool = False, **fields: Any
+) -> dict[str, Any]:
+    """``GET /api/deployments/{id}`` as Prefect 3 answers it."""
+    deployment = {
+        "id": PREFECT_DEPLOYMENT_ID, "created": "2026-01-05T09:00:00Z",
+        "updated": "2026-02-01T09:00:00Z", "name": "orders-daily", "version": "a1b2c3",
+        "description": None, "flow_id": "9f1b0e4e-3c1d-4a9b-8f7e-000000000001",
+        "paused": paused, "schedules": schedules, "concurrency_limit": None,
+        "global_concurrency_limit": None, "concurrency_options": None,
+        "job_variables": {}, "parameters": {}, "tags": ["prod"], "labels": {},
+        "work_queue_name": "default", "last_polled": None, "parameter_openapi_schema": {},
+        "path": None, "pull_steps": None, "entrypoint": "flows/orders.py:orders",
+        "storage_document_id": None, "infrastructure_document_id": None,
+        "created_by": None, "updated_by": None, "work_pool_name": "k8s",
+        "status": "READY", "enforce_parameter_schema": True,
+    }  # fmt: skip
+    return deployment | fields
+
+
 # --- Dagster -------------------------------------------------------------------------------
 
 
@@ -489,14 +667,26 @@ class DagsterFake:
     token: str | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, Any] | None = None
+    # repositoriesOrError's nodes (dagster_repository), or its whole answer.
+    repositories: list[dict[str, Any]] = field(default_factory=list)
+    repositories_answer: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.path = "/graphql"
         self.server.routes[("POST", self.path)] = self.answer
 
+    def run_requests(self) -> list[Seen]:
+        """The ``runsOrError`` queries asked (not the schedule queries)."""
+        return [r for r in self.server.hits(self.path) if "runsOrError" in r.body["query"]]
+
+    def schedule_requests(self) -> list[Seen]:
+        return [r for r in self.server.hits(self.path) if "repositoriesOrError" in r.body["query"]]
+
     def answer(self, seen: Seen) -> Reply:
         if self.token is not None and seen.headers.get("dagster-cloud-api-token") != self.token:
             return Reply(401, {"errors": [{"message": "Unauthorized"}]})
+        if "repositoriesOrError" in seen.body["query"]:
+            return self.answer_schedules()
         assert "runsOrError(filter: $filter, cursor: $cursor, limit: $limit)" in seen.body["query"]
         variables = seen.body["variables"]
         queued = scripted(self.server, self.path, variables.get("cursor"))
@@ -517,6 +707,33 @@ class DagsterFake:
         page = matching[: variables.get("limit") or len(matching)]
         return Reply(body={"data": {"runsOrError": {"__typename": "Runs",
                                                     "results": [public(r) for r in page]}}})  # fmt: skip
+
+    def answer_schedules(self) -> Reply:
+        queued = scripted(self.server, self.path, "repositoriesOrError")
+        if queued is not None:
+            return queued
+        if self.repositories_answer is not None:
+            return Reply(body={"data": {"repositoriesOrError": self.repositories_answer}})
+        answer = {"__typename": "RepositoryConnection", "nodes": self.repositories}
+        return Reply(body={"data": {"repositoriesOrError": answer}})
+
+
+def dagster_schedule(
+    name: str = "orders_daily_schedule",
+    job: str = "orders_job",
+    cron: str = "0 6 * * *",
+    timezone: str | None = None,
+    status: str = "RUNNING",
+) -> dict[str, Any]:
+    """A ``Schedule`` as the query asks for it."""
+    return {"name": name, "pipelineName": job, "cronSchedule": cron,
+            "executionTimezone": timezone, "scheduleState": {"status": status}}  # fmt: skip
+
+
+def dagster_repository(
+    *schedules: dict[str, Any], name: str = "__repository__", location: str = "orders"
+) -> dict[str, Any]:
+    return {"name": name, "location": {"name": location}, "schedules": list(schedules)}
 
 
 def dagster_run(number: int, status: str = "SUCCESS", **fields: Any) -> dict[str, Any]:
@@ -547,10 +764,26 @@ class DatabricksFake:
     job_id: str
     runs: list[dict[str, Any]] = field(default_factory=list)
     reads: int = 0
+    # The job's settings (databricks_settings), or None: 404.
+    settings: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.path = "/api/2.2/jobs/runs/list"
+        self.job_path = "/api/2.2/jobs/get"
         self.server.routes[("GET", self.path)] = self.answer
+        self.server.routes[("GET", self.job_path)] = self.answer_job
+
+    def answer_job(self, seen: Seen) -> Reply:
+        queued = scripted(self.server, self.job_path, None)
+        if queued is not None:
+            return queued
+        if self.settings is None or seen.query.get("job_id") != self.job_id:
+            return Reply(400, {"error_code": "INVALID_PARAMETER_VALUE",
+                               "message": f"Job {seen.query.get('job_id')} does not exist."})  # fmt: skip
+        return Reply(body={"job_id": int(self.job_id), "creator_user_name": "ops@acme.example",
+                           "run_as_user_name": "ops@acme.example", "run_as_owner": True,
+                           "created_time": 1767603600000, "settings": self.settings,
+                           "has_more": False})  # fmt: skip
 
     def answer(self, seen: Seen) -> Reply:
         assert seen.query["job_id"] == self.job_id
@@ -566,6 +799,26 @@ class DatabricksFake:
                 shown["run_duration"] = now - run["start_time"]
             page.append(shown)
         return Reply(body={"runs": page, "has_more": False})
+
+
+def databricks_settings(
+    quartz: str | None = "0 0 6 * * ?",
+    timezone: str = "Europe/Berlin",
+    pause_status: str = "UNPAUSED",
+    **fields: Any,
+) -> dict[str, Any]:
+    """A job's ``settings`` as ``jobs/get`` answers them; ``quartz`` None: no schedule."""
+    settings: dict[str, Any] = {
+        "name": "orders_nightly", "email_notifications": {}, "webhook_notifications": {},
+        "timeout_seconds": 0, "max_concurrent_runs": 1, "format": "MULTI_TASK",
+        "queue": {"enabled": True},
+        "tasks": [{"task_key": "load", "notebook_task": {"notebook_path": "/Repos/etl/load",
+                                                         "source": "WORKSPACE"}}],
+    }  # fmt: skip
+    if quartz is not None:
+        settings["schedule"] = {"quartz_cron_expression": quartz, "timezone_id": timezone,
+                                "pause_status": pause_status}  # fmt: skip
+    return settings | fields
 
 
 @dataclass

@@ -211,7 +211,7 @@ def test_adf_dagster_and_github_filter_by_their_own_time_parameters(api, engine,
     adf_first, adf_second = fake.hits(adf_path)
     assert adf_first.body["lastUpdatedAfter"] == "2026-03-07T12:00:00Z"  # lookback_hours=72
     assert adf_second.body["lastUpdatedAfter"] == "2026-03-10T11:45:00Z"
-    filters = [r.body["variables"]["filter"] for r in fake.hits(dagster.path)]
+    filters = [r.body["variables"]["filter"] for r in dagster.run_requests()]
     assert filters == [{"pipelineName": "orders_job"},
                        {"pipelineName": "orders_job", "updatedAfter": since.timestamp()}]  # fmt: skip
     assert [r.query.get("created") for r in fake.hits(gh.path)] == [None, ">=2026-03-10T11:45:00Z"]

@@ -40,7 +40,7 @@ def test_runs_are_paged_by_the_last_run_id_until_a_short_page(api, engine, fake)
     report = ingest(engine, sources(dagster_source(fake)), environ=ENV, sleep=waits)
 
     assert (report.errors, report.pages, report.runs_created, waits.waits) == ([], 2, 103, [1.0])
-    requests = fake.hits(dagster.path)
+    requests = dagster.run_requests()
     cursors = [r.body["variables"]["cursor"] for r in requests]
     # Newest first: page 1 is runs 103 down to 4, so page 2 continues after run 4.
     assert cursors == [None, None, dagster.runs[3]["runId"]]

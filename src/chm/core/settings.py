@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     # server's cursors cannot be forged), else a fixed development key.
     cursor_secret: SecretStr | None = None
     stuck_after_minutes: int = Field(default=360, ge=1)
+    # Ingestion reads how a platform schedules a pipeline (docs/ingestion.md,
+    # "Schedules learned from the platforms") at most this often per pipeline:
+    # a pipeline's schedule is read again once the last read is this old.
+    # 0: read it at every ingestion.
+    schedule_refresh_s: int = Field(default=3600, ge=0)
     # A request body past this many bytes is refused with a 413 before it is
     # read whole (chm.core.body_limit); OpenLineage events, gzipped or not, may
     # be this large once inflated. 5 MiB: the largest OpenLineage event CHM

@@ -24,6 +24,18 @@ run's start, the start of the oldest run still queued or running if earlier
 transaction as the walk's last page, so it only moves once every page that
 justifies it is committed: a walk that fails midway leaves it where it was.
 ``full=True`` ignores the watermark, reads everything, and sets it anew.
+
+**Schedules learned from the platforms.** After a pipeline's walk, when its
+platform can say how it is scheduled (``Platform.schedules``), its user set
+no schedule (``schedule_source`` not ``user``) and the last read is at least
+``schedule_refresh_s`` old (``CHM_SCHEDULE_REFRESH_S``; never read: now), the
+engine asks for it through the same ``SourceClient`` (authentication,
+retries, deadline, redaction) and applies it in one short write transaction
+(``chm.schedules.learn.apply_platform_schedule``, which rechecks the user's
+value under the row lock). A read that fails never fails the ingestion: it is
+logged and recorded as the pipeline's ``schedule_note``
+(``record_schedule_error``). Not tried when the walk found the source itself
+down (every request would fail alike).
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ from sqlalchemy.orm import Session
 
 from chm.core.db import make_session_factory
 from chm.core.errors import ValidationFailed
+from chm.core.settings import get_settings
 from chm.core.status import TERMINAL_STATUSES
 from chm.core.timeutil import utcnow
 from chm.ingestion.config import Sources
@@ -52,11 +65,13 @@ from chm.ingestion.connectors import (
     Fetched,
     IncrementalMode,
     PageShapeError,
+    PlatformSchedule,
     SourceRejected,
     Window,
     connector_for,
     incremental_mode,
     read_time_keys,
+    schedule_reader_for,
     without_read_time,
 )
 from chm.ingestion.fetch import SourceClient, SourceError, SourceUnavailable
@@ -73,6 +88,7 @@ from chm.ingestion.sources import AnySource, SourceBase, TokenMissing
 from chm.ingestion.store import PlannerStatistics, run_store
 from chm.models import Client, Pipeline
 from chm.models.pipeline import active_inventory
+from chm.schedules.learn import USER, apply_platform_schedule, record_schedule_error
 
 logger = logging.getLogger("chm.ingestion")
 
@@ -155,6 +171,8 @@ def select_pipelines(
             Client.name.label("client_name"),
             Pipeline.ingest_watermark.label("watermark"),
             Pipeline.ingest_watermark_key.label("watermark_key"),
+            Pipeline.schedule_source,
+            Pipeline.schedule_checked_at,
         )
         .join(Client, Client.id == Pipeline.client_id)
         .where(
@@ -188,6 +206,7 @@ class IngestionEngine:
         should_stop: Callable[[], bool] = lambda: False,
         skip_failing_sources: bool = False,
         acquire: Callable[[PipelineTarget], None] | None = None,
+        schedule_refresh_s: float | None = None,
     ) -> None:
         self.read_sessions = make_session_factory(engine)
         self.write_sessions = make_session_factory(engine, write=True)
@@ -206,6 +225,12 @@ class IngestionEngine:
         # lease there (waiting for another worker to finish it; it may raise
         # Abandoned). The lease is the worker's to release.
         self.acquire = acquire
+        # How old a pipeline's last schedule read must be to read it again.
+        self.schedule_refresh = timedelta(
+            seconds=get_settings().schedule_refresh_s
+            if schedule_refresh_s is None
+            else schedule_refresh_s
+        )
         self.abandoned = False
         self._failed_sources: set[str] = set()
         self._clients: dict[str, SourceClient] = {}
@@ -272,13 +297,14 @@ class IngestionEngine:
         logger.info("%s: ingesting from source %r", target.describe(), source.name)
         attempted_at = self.clock()
         error: str | None = None
-        source_failed = False
+        source_failed = source_down = False
         try:
             self._walk(target, source, report)
         except Abandoned:
             raise
         except (SourceUnavailable, TokenMissing) as failure:
             error = f"source {source.name!r}: {failure}"
+            source_down = True
             # One failure of the source per run, however many of its pipelines
             # found it down (its backoff grows by runs, not by pipelines).
             source_failed = source.name not in self._failed_sources
@@ -323,7 +349,62 @@ class IngestionEngine:
                     f"could not record the outcome ({cause})",
                     attempted_at=attempted_at,
                 )
+        if not source_down:
+            self._learn_schedule(target, source)
         self.progress.pipeline_finished(target, error)
+
+    def _learn_schedule(self, target: PipelineTarget, source: AnySource) -> None:
+        """Read the platform's schedule of ``target`` when due, and apply it; a
+        failure is logged and recorded on the pipeline, never raised."""
+        if target.schedule_source == USER or self.should_stop():
+            return
+        checked = target.schedule_checked_at
+        if checked is not None and self.clock() - checked < self.schedule_refresh:
+            return
+        client = self._clients.get(source.name)
+        schedule: PlatformSchedule | None = None
+        failure: str | None = None
+        try:
+            reader = schedule_reader_for(source, target.external_id)
+            if reader is None:
+                return
+            client = self._client(source)
+            context = f"{target.describe()} source {source.name!r} schedule"
+            answer = client.fetch(reader.schedule_request(), context)
+            schedule = reader.read_schedule(Fetched(answer.body, answer.headers))
+        except Abandoned:
+            raise
+        except (SourceError, TokenMissing, BadExternalId, SourceRejected) as error:
+            failure = str(error)
+        except PageShapeError as shape:
+            failure = f"the answer is not the expected shape: {shape}"
+        except Exception as error:
+            logger.exception("%s: unexpected error reading the schedule", target.describe())
+            failure = f"unexpected error ({type(error).__name__})"
+        redact = client.redactor.text if client is not None else str
+        now = self.clock()
+        try:
+            with self.write_sessions.begin() as session:
+                if schedule is None:
+                    why = clean_text(redact(f"could not read the platform's schedule: {failure}"))
+                    logger.warning("%s: %s", target.describe(), why)
+                    record_schedule_error(session, target.id, note=why, now=now)
+                    return
+                note = None if schedule.note is None else clean_text(redact(schedule.note))
+                changed = apply_platform_schedule(
+                    session, target.id, cron=schedule.cron, timezone=schedule.timezone,
+                    note=note, now=now,
+                )  # fmt: skip
+        except SQLAlchemyError as error:
+            cause = type(getattr(error, "orig", None) or error).__name__
+            logger.error("%s: could not record the platform's schedule (%s)",
+                         target.describe(), cause)  # fmt: skip
+            return
+        if schedule.cron is not None:
+            logger.info("%s: platform schedule %r (%s)%s", target.describe(), schedule.cron,
+                        schedule.timezone, ", changed" if changed else "")  # fmt: skip
+        else:
+            logger.info("%s: no platform schedule: %s", target.describe(), note)
 
     def _walk(self, target: PipelineTarget, source: AnySource, report: IngestionReport) -> None:
         client = self._client(source)

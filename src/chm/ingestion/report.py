@@ -49,6 +49,9 @@ class PipelineTarget:
     # The incremental watermark, and whose it is (chm.ingestion.engine).
     watermark: datetime | None = None
     watermark_key: str | None = None
+    # Who set the schedule, and when ingestion last read the platform's.
+    schedule_source: str | None = None
+    schedule_checked_at: datetime | None = None
 
     def describe(self) -> str:
         return f"pipeline {self.id} ({self.name})"

@@ -18,6 +18,8 @@ from chm.ingestion.connectors.base import (
     Page,
     PageRequest,
     PageShapeError,
+    PlatformSchedule,
+    ScheduleReader,
     SourceRejected,
     Window,
     without_read_time,
@@ -30,6 +32,7 @@ from chm.ingestion.connectors.registry import (
     platforms,
     read_time_keys,
     register,
+    schedule_reader_for,
     unregister,
 )
 
@@ -42,6 +45,8 @@ __all__ = [
     "PageRequest",
     "PageShapeError",
     "Platform",
+    "PlatformSchedule",
+    "ScheduleReader",
     "SourceRejected",
     "Window",
     "connector_for",
@@ -50,6 +55,7 @@ __all__ = [
     "platforms",
     "read_time_keys",
     "register",
+    "schedule_reader_for",
     "unregister",
     "without_read_time",
 ]

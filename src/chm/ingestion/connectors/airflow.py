@@ -26,10 +26,27 @@ runs, by a ``start_date`` after the stored ``end_date``; while it is only
 queued it cannot be told from an old snapshot and the old outcome stays.
 Authentication (``chm.ingestion.credentials``): basic auth on v1, a JWT from
 ``POST /auth/token`` on v2, or a ready-made token as bearer.
+
+Schedule: ``GET /api/v{1,2}/dags/{dag_id}/details`` (the DAG with its
+details: the plain DAG answer has no time zone). Airflow 2 (v1) answers
+``schedule_interval``, null or an object by ``__type``: ``CronExpression``
+(``value``, a cron or a preset such as ``@daily``), ``TimeDelta`` or
+``RelativeDelta`` (an interval: no cron); Airflow 3 (v2) answers
+``timetable_summary``, the cron of a cron timetable (presets already
+expanded), ``@once``, ``@continuous``, ``Asset``..., an interval's text
+(``1 day, 0:00:00``), or null for ``schedule=None``. Both answer
+``is_paused`` and ``timezone``: an IANA name, which Airflow 2 with pendulum 2
+writes as ``Timezone('Europe/Berlin')``. A paused DAG, one the scheduler no
+longer sees (``is_active`` false, ``is_stale`` true), ``@once``,
+``@continuous``, asset/dataset triggers, intervals and custom timetables
+expect nothing. (Airflow 2.8 to 2.10 answer the instance's default zone for
+every DAG, apache/airflow#49720; set the DAG's schedule in CHM where that
+matters.)
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -42,11 +59,16 @@ from chm.ingestion.connectors.base import (
     Fetched,
     Page,
     PageRequest,
+    PageShapeError,
+    PlatformSchedule,
     Window,
     count_value,
+    cron_schedule,
     next_offset,
+    no_schedule,
     offset_of,
     run_list,
+    shown,
 )
 from chm.ingestion.connectors.registry import Platform, register
 from chm.ingestion.credentials import Credentials, TokenExchange
@@ -137,6 +159,102 @@ class AirflowConnector:
         )
 
 
+# Airflow 2 with pendulum 2 writes a zone as its repr.
+_PENDULUM_ZONE = re.compile(r"^Timezone\('(?P<name>[^']*)'\)$")
+# Schedules that never call for a run at a time of their own.
+_NO_TIME = {
+    "@once": "runs once only (@once)",
+    "@continuous": "runs continuously, one run after another (@continuous)",
+    "asset": "is triggered by assets, not by time",
+    "partitioned asset": "is triggered by assets, not by time",
+    "partitionatruntime": "is triggered with a partition key, not by time",
+    "dataset": "is triggered by datasets, not by time",
+}
+
+
+class AirflowSchedules:
+    """The DAG's schedule, from its details (see the module doc)."""
+
+    def __init__(self, source: AirflowSource, external_id: str) -> None:
+        dag_id = quote(external_id, safe="")
+        self.url = f"{source.base}/api/v{source.api_version}/dags/{dag_id}/details"
+        self.version = source.api_version
+
+    def schedule_request(self) -> PageRequest:
+        return PageRequest("GET", self.url)
+
+    def read_schedule(self, fetched: Fetched) -> PlatformSchedule:
+        dag = fetched.body
+        if not isinstance(dag, dict):
+            raise PageShapeError("the DAG details are not a JSON object")
+        if dag.get("is_paused") is True:
+            return no_schedule("the DAG is paused in Airflow")
+        if dag.get("is_active") is False or dag.get("is_stale") is True:
+            return no_schedule("the Airflow scheduler no longer sees the DAG (inactive or stale)")
+        expression = self._expression(dag)
+        if isinstance(expression, PlatformSchedule):
+            return expression
+        why = _NO_TIME.get(expression.strip().lower())
+        if why is not None:
+            return no_schedule(f"the DAG {why}")
+        if _INTERVAL_SUMMARY.match(expression.strip()):
+            return no_schedule(f"the DAG runs at an interval ({expression.strip()}), "
+                               "not at times a cron names")  # fmt: skip
+        zone = zone_name(dag.get("timezone"))
+        return cron_schedule(expression, zone, f"the DAG's schedule {shown(expression)}")
+
+    def _expression(self, dag: dict[str, Any]) -> str | PlatformSchedule:
+        """The schedule's text, or what its absence or interval means."""
+        if self.version == "2":
+            summary = dag.get("timetable_summary")
+            if summary is not None and not isinstance(summary, str):
+                raise PageShapeError("timetable_summary is not a string")
+            return _NO_SCHEDULE if summary in (None, "None") else summary
+        interval = dag.get("schedule_interval")
+        if interval is None:
+            return _NO_SCHEDULE
+        if not isinstance(interval, dict):
+            raise PageShapeError("schedule_interval is not an object")
+        kind = interval.get("__type")
+        if kind == "CronExpression":
+            value = interval.get("value")
+            if not isinstance(value, str):
+                raise PageShapeError("schedule_interval.value is not a string")
+            return value
+        if kind in ("TimeDelta", "RelativeDelta"):
+            return no_schedule(f"the DAG runs at an interval ({interval_words(interval)}), "
+                               "not at times a cron names")  # fmt: skip
+        raise PageShapeError(f"schedule_interval.__type {shown(kind)} is not one Airflow documents")
+
+
+_NO_SCHEDULE = no_schedule(
+    "the DAG has no schedule in Airflow (schedule=None): it runs only when triggered"
+)
+# Airflow 3's summary of an interval timetable: str(timedelta) or a relativedelta's repr.
+_INTERVAL_SUMMARY = re.compile(r"^(\d+ days?, )?\d+:\d\d:\d\d(\.\d+)?$|^relativedelta\(")
+
+
+def interval_words(interval: dict[str, Any]) -> str:
+    """An Airflow 2 interval in words: ``every 1 day``, ``every 6 hours``."""
+    units = ("years", "months", "days", "hours", "minutes", "seconds", "microseconds")
+    parts = []
+    for unit in units:
+        value = interval.get(unit)
+        if isinstance(value, int) and not isinstance(value, bool) and value:
+            parts.append(f"{value} {unit[:-1] if value == 1 else unit}")
+    return "every " + (", ".join(parts) or "0 seconds")
+
+
+def zone_name(value: Any) -> str | None:
+    """The IANA name in Airflow's ``timezone``, or None (UTC) when absent."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise PageShapeError("timezone is not a string")
+    match = _PENDULUM_ZONE.match(value)
+    return match.group("name") if match else value
+
+
 PLATFORM = register(
     Platform(
         name="airflow",
@@ -144,5 +262,6 @@ PLATFORM = register(
         connector=AirflowConnector,
         statuses={"state": AIRFLOW_STATE},
         incremental="updated",
+        schedules=AirflowSchedules,
     )
 )

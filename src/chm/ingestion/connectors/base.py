@@ -28,6 +28,13 @@ dbt Cloud's ``"2 hours ago"``): kept in the stored payload, they would make
 every replay of an unchanged run look like a change. A platform names those
 top-level keys in its entry's ``read_time_keys``; the engine maps the run
 from the whole object, then leaves them out of the payload it stores.
+
+**Schedules.** A platform whose API says how a pipeline is scheduled declares
+a ``ScheduleReader`` in its registry entry (``Platform.schedules``): one
+request, and the answer read as a ``PlatformSchedule`` (a five-field cron in
+an IANA zone, or none with a note saying why in plain words). The engine
+fetches it like a page (same authentication, retries and deadline) and hands
+it to ``chm.schedules.learn``.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from chm.core.cron import CronError, TimezoneError, check_timezone, normalize_cron
 from chm.ingestion.normalize import SourceRun
 
 IncrementalMode = Literal["updated", "started"]
@@ -95,6 +103,18 @@ class Page:
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class PlatformSchedule:
+    """How the platform schedules a pipeline, in CHM's terms: ``cron`` is five
+    fields (``chm.core.cron.normalize_cron``) read in ``timezone`` (IANA);
+    ``cron`` None means no expectation, and ``note`` says why (paused, manual
+    only, an interval, several schedules, a form five fields cannot express)."""
+
+    cron: str | None
+    timezone: str = "UTC"
+    note: str | None = None
+
+
 class Connector(Protocol):
     """Built as ``Connector(source, external_id, window)`` (``registry.ConnectorFactory``);
     BadExternalId when ``external_id`` cannot name anything on the platform."""
@@ -110,6 +130,73 @@ class Connector(Protocol):
     def map_run(self, raw: dict[str, Any]) -> SourceRun:
         """One source run in canonical terms; InvalidRun when it cannot be stored."""
         ...
+
+
+class ScheduleReader(Protocol):
+    """Built as ``ScheduleReader(source, external_id)`` (``registry.ScheduleReaderFactory``);
+    BadExternalId when ``external_id`` cannot name anything on the platform."""
+
+    def schedule_request(self) -> PageRequest:
+        """The one request that answers how the pipeline is scheduled."""
+        ...
+
+    def read_schedule(self, fetched: Fetched) -> PlatformSchedule:
+        """The schedule in the answer; PageShapeError if malformed, SourceRejected
+        for an error the source answered in its body."""
+        ...
+
+
+def shown(value: Any, limit: int = 120) -> str:
+    """A platform's value quoted for a note, cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def no_schedule(note: str) -> PlatformSchedule:
+    """No expectation, for the reason ``note`` gives."""
+    return PlatformSchedule(None, "UTC", note)
+
+
+def cron_schedule(expression: str, timezone: str | None, what: str) -> PlatformSchedule:
+    """``expression`` (five fields or a preset such as ``@daily``) read in
+    ``timezone`` (None: UTC); no expectation, with the reason, when either is
+    not one CHM can use. ``what`` names the platform's value in the note."""
+    try:
+        cron = normalize_cron(expression)
+    except CronError as error:
+        return no_schedule(f"{what} is not a five-field cron: {error}")
+    zone = "UTC" if timezone is None else timezone
+    try:
+        check_timezone(zone)
+    except TimezoneError:
+        return no_schedule(f"{what} is read in {shown(zone)}, which is not an IANA time zone")
+    return PlatformSchedule(cron, zone)
+
+
+def single_schedule(
+    schedules: list[PlatformSchedule], what: str, kind: str = "active schedules"
+) -> PlatformSchedule:
+    """What several active schedules of one pipeline amount to: their one cron
+    and zone when they agree; else no expectation, since one five-field cron
+    cannot express them. ``what`` names the pipeline (``"the deployment"``),
+    ``kind`` what it has several of."""
+    if len(schedules) == 1:
+        return schedules[0]
+    unusable = [schedule for schedule in schedules if schedule.cron is None]
+    if unusable:
+        return no_schedule(
+            f"{what} has {len(schedules)} {kind} and one of them cannot be used "
+            f"({unusable[0].note})"
+        )
+    distinct = sorted({(schedule.cron, schedule.timezone) for schedule in schedules})
+    if len(distinct) == 1:
+        return schedules[0]
+    listed = ", ".join(f"{cron!r} {zone}" for cron, zone in distinct[:4])
+    listed += ", ..." if len(distinct) > 4 else ""
+    return no_schedule(
+        f"{what} has {len(schedules)} {kind} that differ ({listed}); "
+        "one five-field cron cannot express them"
+    )
 
 
 def without_read_time(raw: dict[str, Any], read_time_keys: frozenset[str]) -> dict[str, Any]:

@@ -21,10 +21,21 @@ asked for is computed at read time. A re-execution (from failure, or of
 chosen steps) is a new run with its own ``runId`` (``parentRunId`` names the
 old one): Dagster never starts a finished run again under the same id.
 Authentication: Dagster+ takes ``Dagster-Cloud-Api-Token: <token>``.
+
+Schedule: the query ``repositoriesOrError`` (``RepositoryConnection
+{nodes}``, or ``PythonError``/``RepositoryNotFoundError``) lists each
+repository's ``schedules`` with ``pipelineName`` (the job), ``cronSchedule``,
+``executionTimezone`` (null: UTC) and ``scheduleState.status`` (``RUNNING``
+or ``STOPPED``). The job's running schedules become the pipeline's when they
+agree; a job without a schedule, with every schedule stopped, with several
+differing ones, or with a schedule of several crons (Dagster writes a list
+as ``"['0 9 * * *', '0 17 * * *']"``) expects nothing, with a note saying
+which.
 """
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -34,9 +45,14 @@ from chm.ingestion.connectors.base import (
     Page,
     PageRequest,
     PageShapeError,
+    PlatformSchedule,
     SourceRejected,
     Window,
+    cron_schedule,
+    no_schedule,
     run_list,
+    shown,
+    single_schedule,
 )
 from chm.ingestion.connectors.registry import Platform, register
 from chm.ingestion.credentials import Credentials
@@ -137,6 +153,111 @@ class DagsterConnector:
         )
 
 
+SCHEDULES_QUERY = """
+query ChmSchedules {
+  repositoriesOrError {
+    __typename
+    ... on RepositoryConnection {
+      nodes {
+        name
+        location { name }
+        schedules { name pipelineName cronSchedule executionTimezone scheduleState { status } }
+      }
+    }
+    ... on RepositoryNotFoundError { message }
+    ... on PythonError { message }
+  }
+}
+""".strip()
+
+
+class DagsterSchedules:
+    """The job's schedules, from every repository of the deployment (see the module doc)."""
+
+    def __init__(self, source: DagsterSource, external_id: str) -> None:
+        self.url = f"{source.base}/graphql"
+        self.job = external_id
+
+    def schedule_request(self) -> PageRequest:
+        return PageRequest("POST", self.url, json={"query": SCHEDULES_QUERY, "variables": {}})
+
+    def read_schedule(self, fetched: Fetched) -> PlatformSchedule:
+        body = fetched.body
+        if not isinstance(body, dict):
+            raise PageShapeError("the answer is not a JSON object")
+        data = body.get("data")
+        answer = data.get("repositoriesOrError") if isinstance(data, dict) else None
+        if answer is None:
+            errors = body.get("errors")
+            if isinstance(errors, list) and errors:
+                raise SourceRejected("GraphQL errors: " + "; ".join(_messages(errors)))
+            raise PageShapeError("the answer has no data.repositoriesOrError")
+        if not isinstance(answer, dict):
+            raise PageShapeError("data.repositoriesOrError is not an object")
+        kind = answer.get("__typename")
+        if kind != "RepositoryConnection":
+            message = answer.get("message")
+            detail = f": {message}" if isinstance(message, str) and message else ""
+            raise SourceRejected(f"repositoriesOrError answered {kind}{detail}")
+        schedules = [
+            schedule
+            for repository in run_list(answer, "nodes", required=True)
+            for schedule in _schedules_of(repository)
+            if schedule.get("pipelineName") == self.job
+        ]
+        if not schedules:
+            return no_schedule("the job has no schedule in Dagster: it runs only when launched "
+                               "(or by a sensor)")  # fmt: skip
+        running = [schedule for schedule in schedules if _status(schedule) == "RUNNING"]
+        if not running:
+            return no_schedule("every schedule of the job is stopped in Dagster")
+        return single_schedule([_one(schedule) for schedule in running], "the job")
+
+
+def _schedules_of(repository: Any) -> list[dict[str, Any]]:
+    if not isinstance(repository, dict):
+        raise PageShapeError("a repository is not an object")
+    schedules = run_list(repository, "schedules", required=True)
+    if not all(isinstance(schedule, dict) for schedule in schedules):
+        raise PageShapeError("a schedule is not an object")
+    return schedules
+
+
+def _status(schedule: dict[str, Any]) -> str:
+    state = schedule.get("scheduleState")
+    status = state.get("status") if isinstance(state, dict) else None
+    if not isinstance(status, str):
+        raise PageShapeError("a schedule has no scheduleState.status")
+    return status.upper()
+
+
+def _one(schedule: dict[str, Any]) -> PlatformSchedule:
+    """One running schedule in CHM's terms; a list of crons is one only if they agree."""
+    cron = schedule.get("cronSchedule")
+    zone = schedule.get("executionTimezone")
+    if not isinstance(cron, str):
+        raise PageShapeError("a schedule's cronSchedule is not a string")
+    if zone is not None and not isinstance(zone, str):
+        raise PageShapeError("a schedule's executionTimezone is not a string")
+    name = shown(schedule.get("name"))
+    crons = _cron_list(cron)
+    parts = [cron_schedule(one, zone, f"schedule {name}'s cron {shown(one)}") for one in crons]
+    return single_schedule(parts, f"schedule {name}", "crons")
+
+
+def _cron_list(text: str) -> list[str]:
+    """The crons of a ``cronSchedule``: one, or the list Dagster writes as a Python list."""
+    if not text.lstrip().startswith("[") or len(text) > 2000:
+        return [text]
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return [text]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        return [text]
+    return value
+
+
 def _messages(errors: list[Any]) -> list[str]:
     messages = []
     for error in errors[:5]:
@@ -152,5 +273,6 @@ PLATFORM = register(
         connector=DagsterConnector,
         statuses={"status": DAGSTER_STATUS},
         incremental="updated",
+        schedules=DagsterSchedules,
     )
 )

@@ -27,21 +27,36 @@ Without it, a repair shows once it ends, its outcome replacing the old one;
 while it runs, only a ``start_time`` after the stored end would tell it from
 an old snapshot. A retry (``max_retries``) is a new run with its own id
 (``attempt_number`` + 1, ``original_attempt_run_id``).
+
+Schedule: ``GET /api/{2.1|2.2}/jobs/get?job_id=...`` answers the job with its
+``settings``; ``settings.schedule`` is ``{quartz_cron_expression,
+timezone_id, pause_status}`` (``PAUSED`` or ``UNPAUSED``). The Quartz
+expression (``sec min hour day-of-month month day-of-week [year]``, days of
+week 1-7 from Sunday, ``?`` for "no specific value") becomes five fields
+when its seconds are ``0`` and it names no year
+(``chm.core.cron.quartz_to_cron``); otherwise, or when paused, no
+expectation, and the note says why. A job without ``schedule`` runs
+continuously (``settings.continuous``), on a trigger (``settings.trigger``:
+file arrival, table update, periodic) or by hand: no expectation either.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+from chm.core.cron import CronError, TimezoneError, check_timezone, quartz_to_cron
 from chm.core.status import RunStatus
 from chm.ingestion.connectors.base import (
     Fetched,
     Page,
     PageRequest,
     PageShapeError,
+    PlatformSchedule,
     Window,
     cursor_value,
+    no_schedule,
     run_list,
+    shown,
 )
 from chm.ingestion.connectors.registry import Platform, register
 from chm.ingestion.normalize import (
@@ -204,6 +219,66 @@ class DatabricksConnector:
         )
 
 
+class DatabricksSchedules:
+    """The job's schedule, from ``jobs/get`` (see the module doc)."""
+
+    def __init__(self, source: DatabricksSource, external_id: str) -> None:
+        self.url = f"{source.base}/api/{source.api_version}/jobs/get"
+        self.job_id = external_id
+
+    def schedule_request(self) -> PageRequest:
+        return PageRequest("GET", self.url, params={"job_id": self.job_id})
+
+    def read_schedule(self, fetched: Fetched) -> PlatformSchedule:
+        job = fetched.body
+        if not isinstance(job, dict) or not isinstance(job.get("settings"), dict):
+            raise PageShapeError("the job has no settings object")
+        settings = job["settings"]
+        schedule = settings.get("schedule")
+        if schedule is None:
+            return _unscheduled(settings)
+        if not isinstance(schedule, dict):
+            raise PageShapeError("settings.schedule is not an object")
+        if str(schedule.get("pause_status", "")).upper() == "PAUSED":
+            return no_schedule("the job's schedule is paused in Databricks")
+        quartz = schedule.get("quartz_cron_expression")
+        if not isinstance(quartz, str):
+            raise PageShapeError("settings.schedule.quartz_cron_expression is not a string")
+        zone = schedule.get("timezone_id") or "UTC"
+        if not isinstance(zone, str):
+            raise PageShapeError("settings.schedule.timezone_id is not a string")
+        try:
+            cron = quartz_to_cron(quartz)
+        except CronError as error:
+            reason = str(error)
+            if reason.startswith("Quartz cron"):
+                return no_schedule(f"Databricks {reason}")
+            return no_schedule(f"Databricks Quartz cron {shown(quartz)} has no five-field form: "
+                               f"{reason}")  # fmt: skip
+        try:
+            check_timezone(zone)
+        except TimezoneError:
+            return no_schedule(
+                f"the job's schedule is read in {shown(zone)}, which is not an IANA time zone"
+            )
+        return PlatformSchedule(cron, zone)
+
+
+def _unscheduled(settings: dict[str, Any]) -> PlatformSchedule:
+    """Why a job without ``settings.schedule`` expects nothing at a time."""
+    if isinstance(settings.get("continuous"), dict):
+        return no_schedule("the job runs continuously in Databricks (no cron schedule)")
+    trigger = settings.get("trigger")
+    if isinstance(trigger, dict):
+        kinds = [kind for kind in ("file_arrival", "table_update", "table", "periodic")
+                 if kind in trigger]  # fmt: skip
+        what = kinds[0].replace("_", " ") if kinds else "an event"
+        return no_schedule(
+            f"the job runs on a trigger in Databricks ({what}), not on a cron schedule"
+        )
+    return no_schedule("the job has no schedule in Databricks: it runs only when started")
+
+
 PLATFORM = register(
     Platform(
         name="databricks",
@@ -219,5 +294,6 @@ PLATFORM = register(
         # held by the engine's watermark rule.
         incremental="started",
         read_time_keys=frozenset({"run_duration", "queue_duration"}),
+        schedules=DatabricksSchedules,
     )
 )

@@ -29,6 +29,14 @@ ago"``, for every run). ``run_duration`` still gives the duration of a
 finished run (read before the payload is stored). A rerun or a retry of a
 run is a new run with its own id: dbt Cloud never starts a finished run
 again under the same one.
+
+Schedule: ``GET /api/v2/accounts/{account_id}/jobs/{job_id}/`` answers
+``{"data": {...}, "status": {...}}``; the job's ``triggers.schedule`` says
+whether it runs on its schedule, ``schedule.cron`` is that schedule (the
+one dbt Cloud builds from the chosen days and hours, or the custom cron),
+always in UTC (dbt Cloud does not convert schedules to any other zone).
+A job with ``triggers.schedule`` off (run by API, CI, on merge, after
+another job) or not active (``state`` 2, deleted) expects nothing.
 """
 
 from __future__ import annotations
@@ -46,11 +54,15 @@ from chm.ingestion.connectors.base import (
     Page,
     PageRequest,
     PageShapeError,
+    PlatformSchedule,
     Window,
     count_value,
+    cron_schedule,
     next_offset,
+    no_schedule,
     offset_of,
     run_list,
+    shown,
 )
 from chm.ingestion.connectors.registry import Platform, register
 from chm.ingestion.credentials import Credentials
@@ -141,6 +153,42 @@ class DbtCloudConnector:
         )
 
 
+# Job.state: 1 active, 2 deleted.
+_ACTIVE = 1
+
+
+class DbtCloudSchedules:
+    """The job's schedule, from the job itself (see the module doc)."""
+
+    def __init__(self, source: DbtCloudSource, external_id: str) -> None:
+        if not external_id.isdigit():
+            raise BadExternalId(f"external_id {external_id!r} is not a dbt Cloud job id (a number)")
+        account = quote(str(source.account_id))
+        self.url = f"{source.base}/api/v2/accounts/{account}/jobs/{external_id}/"
+
+    def schedule_request(self) -> PageRequest:
+        return PageRequest("GET", self.url)
+
+    def read_schedule(self, fetched: Fetched) -> PlatformSchedule:
+        body = fetched.body
+        job = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(job, dict):
+            raise PageShapeError("the answer has no data object (the job)")
+        if job.get("state") != _ACTIVE:
+            return no_schedule("the job is not active in dbt Cloud (deleted)")
+        triggers = job.get("triggers")
+        if not isinstance(triggers, dict):
+            raise PageShapeError("the job has no triggers object")
+        if triggers.get("schedule") is not True:
+            return no_schedule("the job does not run on a schedule in dbt Cloud "
+                               "(triggers.schedule is off)")  # fmt: skip
+        schedule = job.get("schedule")
+        cron = schedule.get("cron") if isinstance(schedule, dict) else None
+        if not isinstance(cron, str):
+            raise PageShapeError("the job's schedule has no cron")
+        return cron_schedule(cron, "UTC", f"the job's cron {shown(cron)}")
+
+
 PLATFORM = register(
     Platform(
         name="dbt_cloud",
@@ -149,6 +197,7 @@ PLATFORM = register(
         statuses={"status": DBT_STATUS},
         # The list has no time filter CHM can trust: every read is a full one.
         incremental=None,
+        schedules=DbtCloudSchedules,
         read_time_keys=frozenset(
             {
                 "duration",

@@ -25,6 +25,17 @@ back to ``SCHEDULED/AwaitingRetry`` then ``RUNNING`` (``run_count`` + 1),
 each a write that moves ``updated``: the update time already orders every
 snapshot, so no attempt marker is needed. Prefect keeps ``start_time`` as the
 first start and clears ``end_time`` when the run leaves a final state.
+
+Schedule: ``GET {api_url}/deployments/{id}`` answers the deployment:
+``paused``, and ``schedules``, a list of ``{active, schedule}`` where
+``schedule`` is a cron (``{cron, timezone, day_or}``), an interval
+(``{interval, anchor_date, timezone}``, seconds) or an RFC 5545 rule
+(``{rrule, timezone}``); Prefect 2 servers before ``schedules`` answer one
+``schedule`` and ``is_schedule_active``. The active cron schedules become
+the pipeline's when they agree (a missing zone is UTC, as Prefect reads
+it); a paused deployment, no active schedule, an interval or rrule, a cron
+with ``day_or`` false restricting both days (cron joins them with OR), or
+several differing schedules expect nothing, with a note saying which.
 """
 
 from __future__ import annotations
@@ -39,9 +50,14 @@ from chm.ingestion.connectors.base import (
     Page,
     PageRequest,
     PageShapeError,
+    PlatformSchedule,
     Window,
+    cron_schedule,
     next_offset,
+    no_schedule,
     offset_of,
+    shown,
+    single_schedule,
 )
 from chm.ingestion.connectors.registry import Platform, register
 from chm.ingestion.normalize import (
@@ -126,6 +142,89 @@ class PrefectConnector:
         )
 
 
+class PrefectSchedules:
+    """The deployment's schedule, from the deployment (see the module doc)."""
+
+    def __init__(self, source: PrefectSource, external_id: str) -> None:
+        try:
+            deployment_id = str(uuid.UUID(external_id))
+        except ValueError:
+            raise BadExternalId(
+                f"external_id {external_id!r} is not a Prefect deployment id (a UUID)"
+            ) from None
+        self.url = f"{source.base}/deployments/{deployment_id}"
+
+    def schedule_request(self) -> PageRequest:
+        return PageRequest("GET", self.url)
+
+    def read_schedule(self, fetched: Fetched) -> PlatformSchedule:
+        deployment = fetched.body
+        if not isinstance(deployment, dict):
+            raise PageShapeError("the deployment is not a JSON object")
+        if deployment.get("paused") is True:
+            return no_schedule("the deployment is paused in Prefect")
+        entries = _schedule_entries(deployment)
+        if not entries:
+            return no_schedule("the deployment has no schedule in Prefect: it runs only when "
+                               "triggered")  # fmt: skip
+        active = [schedule for schedule, is_active in entries if is_active]
+        if not active:
+            return no_schedule("every schedule of the deployment is inactive in Prefect")
+        return single_schedule([_one(schedule) for schedule in active], "the deployment")
+
+
+def _schedule_entries(deployment: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
+    """Each schedule of the deployment, and whether it is active."""
+    if "schedules" in deployment:
+        listed = deployment["schedules"] or []
+        if not isinstance(listed, list):
+            raise PageShapeError("schedules is not a list")
+        entries = []
+        for item in listed:
+            if not isinstance(item, dict) or not isinstance(item.get("schedule"), dict):
+                raise PageShapeError("a deployment schedule has no schedule object")
+            entries.append((item["schedule"], item.get("active", True) is not False))
+        return entries
+    # Prefect 2 before multiple schedules: one schedule and its switch.
+    single = deployment.get("schedule")
+    if single is None:
+        return []
+    if not isinstance(single, dict):
+        raise PageShapeError("schedule is not an object")
+    return [(single, deployment.get("is_schedule_active", True) is not False)]
+
+
+def _one(schedule: dict[str, Any]) -> PlatformSchedule:
+    """One Prefect schedule (cron, interval or rrule) in CHM's terms."""
+    zone = schedule.get("timezone")
+    if zone is not None and not isinstance(zone, str):
+        raise PageShapeError("a schedule's timezone is not a string")
+    if "cron" in schedule:
+        cron = schedule["cron"]
+        if not isinstance(cron, str):
+            raise PageShapeError("a schedule's cron is not a string")
+        fields = cron.split()
+        if (schedule.get("day_or") is False and len(fields) == 5
+                and fields[2] != "*" and fields[4] != "*"):  # fmt: skip
+            return no_schedule(f"the deployment's cron {shown(cron)} runs when both the day of "
+                               "month and the day of week match (day_or false); a five-field "
+                               "cron means either")  # fmt: skip
+        return cron_schedule(cron, zone, f"the deployment's cron {shown(cron)}")
+    if "interval" in schedule:
+        interval = schedule["interval"]
+        every = (
+            f"{interval:g} seconds"
+            if isinstance(interval, (int, float)) and not isinstance(interval, bool)
+            else shown(interval, 60)
+        )
+        return no_schedule(f"the deployment runs every {every} (an interval schedule), "
+                           "not at times a cron names")  # fmt: skip
+    if "rrule" in schedule:
+        return no_schedule(f"the deployment runs on an RRule ({shown(schedule['rrule'])}), "
+                           "which a five-field cron cannot express")  # fmt: skip
+    return no_schedule("the deployment's schedule is of a kind Prefect does not document")
+
+
 PLATFORM = register(
     Platform(
         name="prefect",
@@ -134,5 +233,6 @@ PLATFORM = register(
         statuses={"state_type": PREFECT_STATE},
         incremental=None,
         read_time_keys=frozenset({"estimated_run_time", "estimated_start_time_delta"}),
+        schedules=PrefectSchedules,
     )
 )

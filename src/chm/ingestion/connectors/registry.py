@@ -10,6 +10,7 @@ entry at import::
         name="prefect", source_model=PrefectSource, connector=PrefectConnector,
         statuses={"state_type": PREFECT_STATE}, incremental=None,
         read_time_keys=frozenset({"estimated_run_time"}),
+        schedules=PrefectSchedules,
     ))
 
 The package (``chm.ingestion.connectors``) imports every module it holds, so
@@ -29,7 +30,13 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, get_args, get_origi
 
 from chm.core.schemas import SLUG_PATTERN
 from chm.core.status import RunStatus
-from chm.ingestion.connectors.base import BadExternalId, Connector, IncrementalMode, Window
+from chm.ingestion.connectors.base import (
+    BadExternalId,
+    Connector,
+    IncrementalMode,
+    ScheduleReader,
+    Window,
+)
 from chm.ingestion.sources import SourceBase
 
 # The tag of a source whose platform has no connector (OpenLineage only).
@@ -45,6 +52,12 @@ class ConnectorFactory(Protocol[S_contra]):
     def __call__(self, source: S_contra, external_id: str, window: Window) -> Connector: ...
 
 
+class ScheduleReaderFactory(Protocol[S_contra]):
+    """A schedule reader class: one signature for every platform that has one."""
+
+    def __call__(self, source: S_contra, external_id: str) -> ScheduleReader: ...
+
+
 @dataclass(frozen=True, eq=False)
 class Platform(Generic[S]):
     """One platform, declared once.
@@ -57,7 +70,9 @@ class Platform(Generic[S]):
       by the field of a run they read (keys lower-case, or the codes it sends);
     - ``incremental``: how its API filters runs by time, None when it cannot;
     - ``read_time_keys``: a run's top-level keys the platform computes against
-      the clock on every read, never stored and never a change.
+      the clock on every read, never stored and never a change;
+    - ``schedules``: reads how the platform schedules a pipeline (its cron, or
+      why there is none); None when its API cannot say.
     """
 
     name: str
@@ -66,6 +81,7 @@ class Platform(Generic[S]):
     statuses: Mapping[str, Mapping[Any, RunStatus]]
     incremental: IncrementalMode | None = None
     read_time_keys: frozenset[str] = field(default_factory=frozenset)
+    schedules: ScheduleReaderFactory[S] | None = None
 
 
 _REGISTRY: dict[str, Platform[Any]] = {}
@@ -124,3 +140,12 @@ def read_time_keys(source: SourceBase) -> frozenset[str]:
     """The keys of ``source``'s runs its platform computes at read time."""
     platform = platform_of(source)
     return platform.read_time_keys if platform is not None else frozenset()
+
+
+def schedule_reader_for(source: SourceBase, external_id: str) -> ScheduleReader | None:
+    """The reader of one pipeline's schedule on ``source``'s platform; None when
+    the platform cannot say. BadExternalId when ``external_id`` names nothing there."""
+    platform = platform_of(source)
+    if platform is None or platform.schedules is None:
+        return None
+    return platform.schedules(source, external_id)
