@@ -133,10 +133,16 @@ def ingest(
                     pipeline_id=pipeline_id,
                     progress=progress,
                     full=full,
+                    schedule_refresh_s=settings.schedule_refresh_s,
                 )
         else:
             report = run_ingestion(
-                engine, sources, client_id=client_id, pipeline_id=pipeline_id, full=full
+                engine,
+                sources,
+                client_id=client_id,
+                pipeline_id=pipeline_id,
+                full=full,
+                schedule_refresh_s=settings.schedule_refresh_s,
             )
     if as_json:
         sys.stdout.write(orjson.dumps(report.model_dump(mode="json")).decode() + "\n")

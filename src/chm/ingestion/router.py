@@ -142,6 +142,7 @@ def run_ingestion(
         client_id=client_id,
         pipeline_id=pipeline_id,
         full=body.full,
+        schedule_refresh_s=settings.schedule_refresh_s,
     )
 
 

@@ -119,6 +119,7 @@ class IngestionJobs:
             full=bool(requested.get("full", False)),
             acquire=self._acquire,
             progress=ReleaseEach(ctx),
+            schedule_refresh_s=ctx.settings.schedule_refresh_s,
         )
         report = engine.run(*scope)
         if engine.abandoned:

@@ -146,6 +146,7 @@ class ScheduledIngestion:
             should_stop=ctx.stopping,
             skip_failing_sources=True,
             progress=ReleaseEach(ctx),
+            schedule_refresh_s=ctx.settings.schedule_refresh_s,
         )
         try:
             report = engine.run(pipeline_ids=claimed)
