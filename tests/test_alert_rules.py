@@ -62,13 +62,14 @@ def test_each_rule_type_has_its_own_body_in_the_schema(api):
     }
     assert set(variants) == {
         "on_failure", "failures_in_window", "consecutive_failures", "long_running",
-        "duration_anomaly",
+        "duration_anomaly", "missed_schedule",
     }  # fmt: skip
     assert {"threshold", "window_minutes"} <= set(variants["failures_in_window"]["required"])
     assert {"threshold", "window_minutes"}.isdisjoint(variants["on_failure"]["required"])
     for needs_threshold in ("consecutive_failures", "long_running"):
         assert "threshold" in variants[needs_threshold]["required"]
-    assert {"threshold", "window_minutes"}.isdisjoint(variants["duration_anomaly"]["required"])
+    for no_parameters in ("duration_anomaly", "missed_schedule"):
+        assert {"threshold", "window_minutes"}.isdisjoint(variants[no_parameters]["required"])
     for variant in variants.values():
         # and at least one scope, not null
         assert [option["required"] for option in variant["anyOf"]] == [

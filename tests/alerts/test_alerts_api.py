@@ -492,6 +492,7 @@ def test_the_schema_has_a_body_per_rule_type(api):
         "consecutive_failures",
         "long_running",
         "duration_anomaly",
+        "missed_schedule",
     }
     for tag in ("consecutive_failures", "long_running"):
         assert "threshold" in variants[tag]["required"]

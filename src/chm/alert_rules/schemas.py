@@ -175,6 +175,16 @@ class DurationAnomalyRuleCreate(_RuleCreate):
     window_minutes: Annotated[None, _NotUsed("window_minutes", RuleType.duration_anomaly)] = None
 
 
+class MissedScheduleRuleCreate(_RuleCreate):
+    """Fires when a pipeline's scheduled run is missed (none by the tick plus
+    its grace) or late (still queued or running at the tick plus its deadline);
+    the pipeline's schedule says when: no parameters."""
+
+    rule_type: Literal["missed_schedule"]
+    threshold: Annotated[None, _NotUsed("threshold", RuleType.missed_schedule)] = None
+    window_minutes: Annotated[None, _NotUsed("window_minutes", RuleType.missed_schedule)] = None
+
+
 # The schema shows one body per rule_type (oneOf with a discriminator), so a
 # client generated from it sends the parameters each type needs.
 AlertRuleCreate = Annotated[
@@ -182,7 +192,8 @@ AlertRuleCreate = Annotated[
     | FailuresInWindowRuleCreate
     | ConsecutiveFailuresRuleCreate
     | LongRunningRuleCreate
-    | DurationAnomalyRuleCreate,
+    | DurationAnomalyRuleCreate
+    | MissedScheduleRuleCreate,
     Discriminator("rule_type"),
 ]
 

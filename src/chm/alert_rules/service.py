@@ -24,6 +24,7 @@ PARAMETERS: dict[RuleType, dict[str, ParameterUse]] = {
     RuleType.consecutive_failures: {"threshold": "required", "window_minutes": "not_used"},
     RuleType.long_running: {"threshold": "required", "window_minutes": "not_used"},
     RuleType.duration_anomaly: {"threshold": "not_used", "window_minutes": "not_used"},
+    RuleType.missed_schedule: {"threshold": "not_used", "window_minutes": "not_used"},
 }
 
 # In creation order.

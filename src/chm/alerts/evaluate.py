@@ -32,7 +32,8 @@ The statements are set-based: a pipeline's latest runs are correlated top-N
 lookups that the ordering index (``ix_runs_pipeline_order``) answers with a
 short index walk each, a window count is a range of the covering index
 ``ix_runs_report_pipeline``, open runs come from the partial index
-``ix_runs_open``; no statement is issued per pipeline. Adding a rule type is
+``ix_runs_open``, a schedule's expected tick is a top-1 of the stored ticks'
+index; no statement is issued per pipeline. Adding a rule type is
 one more entry in ``CONDITIONS``: its statement and its summary.
 """
 
@@ -73,8 +74,10 @@ from chm.models import Alert, AlertRule, Client, Pipeline, Run
 from chm.models.alert_rule import RuleType
 from chm.models.pipeline import active_inventory
 from chm.reports.sql import ratio
+from chm.schedules.ticks import TICKS
 
 RUNS: sa.Table = Run.__table__  # type: ignore[assignment]
+PIPELINES: sa.Table = Pipeline.__table__  # type: ignore[assignment]
 FAILED = RunStatus.failed.value
 SUCCESS = RunStatus.success.value
 # Literal values, not parameters: both databases then match the partial index
@@ -535,11 +538,148 @@ def duration_anomaly_statement(now: datetime) -> sa.Select[Any]:
     ).where(bounded.c.run_duration > bounded.c.bound)
 
 
+def _expected_tick(column: str, pipeline_id: ColumnElement[Any], now: datetime) -> Any:
+    """``column`` of the pipeline's expected tick at ``now``: its latest stored
+    tick with ``due_missed <= now`` (``chm.schedules.ticks.stored_expectations``'
+    definition; a test holds the two equal). A correlated top-1 of the ticks'
+    index (pipeline_id, due_missed) per value, never a join of the ticks on a
+    computed tick: PostgreSQL then hash-joined the whole ticks table (1.1
+    million ticks of 10,000 pipelines: 620 ms instead of 265 ms)."""
+    return (
+        sa.select(TICKS.c[column])
+        .where(TICKS.c.pipeline_id == pipeline_id, TICKS.c.due_missed <= _at(now))
+        .order_by(TICKS.c.due_missed.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def missed_schedule_statement(now: datetime) -> sa.Select[Any]:
+    """The pipeline's expected tick T (its latest stored tick with T + grace <=
+    now) is ``missed``, no run with event time in [T - grace, now], or
+    ``late``, the deadline T + deadline <= now and a run of that window is
+    still queued or running. run_id: null when missed, the oldest open run of
+    the window (event time, then id) when late.
+
+    Per pair: the expected tick's values, top-1s of the ticks' index
+    (pipeline_id, due_missed); a run in the window, a top-1 of the covering
+    ``ix_runs_report_pipeline`` over (pipeline_id, event_at); and, only once
+    the deadline is past, the oldest open run of the window, a walk of the same
+    index over the window's few runs. A pipeline without a schedule, or
+    without a tick due since its schedule was set, has no expected tick."""
+    scope = _scope(RuleType.missed_schedule)
+    ticks = _materialized(
+        sa.select(
+            *_pair(scope),
+            *(
+                _expected_tick(column, scope.c.pipeline_id, now).label(label)
+                for column, label in (
+                    ("tick_at", "expected_at"),
+                    ("window_start", "window_start"),
+                    ("due_missed", "due_missed"),
+                    ("due_late", "due_late"),
+                )
+            ),
+        ),
+        "expected_ticks",
+    )
+
+    def in_window(*where: ColumnElement[bool]) -> Any:
+        return (
+            sa.select(RUNS.c.id)
+            .where(
+                RUNS.c.pipeline_id == ticks.c.pipeline_id,
+                RUNS.c.event_at >= ticks.c.window_start,
+                RUNS.c.event_at <= _at(now),
+                *where,
+            )
+            .order_by(RUNS.c.event_at, RUNS.c.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    past_deadline = sa.and_(ticks.c.due_late.is_not(None), ticks.c.due_late <= _at(now))
+    zone = (
+        sa.select(PIPELINES.c.schedule_timezone)
+        .where(PIPELINES.c.id == ticks.c.pipeline_id)
+        .scalar_subquery()
+    )
+    facts = _materialized(
+        sa.select(
+            *_pair(ticks),
+            ticks.c.expected_at,
+            ticks.c.due_missed,
+            ticks.c.due_late,
+            zone.label("schedule_timezone"),
+            in_window().label("answering_run"),
+            sa.case(
+                (past_deadline, in_window(RUNS.c.status.in_(OPEN_STATUSES))), else_=sa.null()
+            ).label("run_id"),
+        ).where(ticks.c.expected_at.is_not(None)),
+        "expected",
+    )
+    late_status = sa.select(RUNS.c.status).where(RUNS.c.id == facts.c.run_id).scalar_subquery()
+    return sa.select(
+        *_pair(facts),
+        facts.c.run_id,
+        late_status.label("run_status"),
+        facts.c.expected_at,
+        facts.c.due_missed,
+        facts.c.due_late,
+        facts.c.schedule_timezone,
+    ).where(sa.or_(facts.c.answering_run.is_(None), facts.c.run_id.is_not(None)))
+
+
+def next_schedule_due(session: Session, after: datetime) -> datetime | None:
+    """The earliest time after ``after`` at which a ``missed_schedule`` pair may
+    start to hold, or None: a stored tick's ``due_missed``, or the deadline
+    (``due_late``) of the tick expected at ``after``, over the pipelines in the
+    scope of an enabled missed_schedule rule. The worker evaluates again then,
+    not only every CHM_EVALUATE_EVERY_S. A later tick's deadline is read once
+    its own due_missed has passed (the evaluation then asks again).
+
+    Per pipeline in scope, two top-1s of the ticks' index (pipeline_id,
+    due_missed); nothing at all without such a rule."""
+    scope = _scope(RuleType.missed_schedule)
+    pipelines = sa.select(scope.c.pipeline_id).distinct().subquery("scheduled")
+    next_tick = (
+        sa.select(TICKS.c.due_missed)
+        .where(TICKS.c.pipeline_id == pipelines.c.pipeline_id, TICKS.c.due_missed > _at(after))
+        .order_by(TICKS.c.due_missed)
+        .limit(1)
+        .scalar_subquery()
+    )
+    ahead = _materialized(
+        sa.select(
+            next_tick.label("next_due"),
+            _expected_tick("due_late", pipelines.c.pipeline_id, after).label("deadline"),
+        ).select_from(pipelines),
+        "ahead",
+    )
+    deadline_ahead = sa.case((ahead.c.deadline > _at(after), ahead.c.deadline), else_=sa.null())
+    due = session.execute(
+        sa.select(sa.func.min(ahead.c.next_due), sa.func.min(deadline_ahead))
+    ).one()
+    times: list[datetime] = [at for at in due if at is not None]
+    return min(times, default=None)
+
+
 # --- summaries ------------------------------------------------------------------------
 
 
 def _who(row: Any) -> str:
     return summary.subject(row.pipeline_name, row.client_name, row.platform, row.environment)
+
+
+def _missed_schedule_summary(row: Any) -> str:
+    # A late pair has its open run; a missed one has none.
+    if row.run_id is not None:
+        state, due_by = "late", row.due_late
+    else:
+        state, due_by = "missed", row.due_missed
+    return summary.missed_schedule(
+        _who(row), state, row.expected_at, row.schedule_timezone, due_by, row.run_status
+    )
 
 
 @dataclass(frozen=True)
@@ -579,6 +719,11 @@ CONDITIONS: tuple[Condition, ...] = (
         RuleType.duration_anomaly,
         duration_anomaly_statement,
         lambda row, now: summary.duration_anomaly(_who(row), row.run_duration, row.median, row.p95),
+    ),
+    Condition(
+        RuleType.missed_schedule,
+        missed_schedule_statement,
+        lambda row, now: _missed_schedule_summary(row),
     ),
 )
 

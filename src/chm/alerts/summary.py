@@ -9,7 +9,11 @@ error text is added by the sender, not stored here.
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from chm.core.cron import TimezoneError
+from chm.core.cron import zone as cron_zone
 
 
 def subject(pipeline: str, client: str, platform: str, environment: str) -> str:
@@ -68,4 +72,45 @@ def duration_anomaly(who: str, duration: float, median: float, p95: float) -> st
     return (
         f"{who} took {took}, over 1.5{TIMES} its 95th percentile of {span(p95)}"
         f" (usual {span(median)})"
+    )
+
+
+def _moment(at: datetime, zone: ZoneInfo | None = None) -> str:
+    """``2030-06-01 02:30 Europe/Berlin``; in UTC without a zone. Ticks and their
+    due times fall on whole minutes."""
+    if zone is None:
+        return f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    return f"{at.astimezone(zone):%Y-%m-%d %H:%M} {zone.key}"
+
+
+def _scheduled(expected_at: datetime, timezone: str) -> str:
+    """The tick in the pipeline's zone and in UTC (which also tells the two
+    02:30s of a repeated autumn hour apart); in UTC alone for a UTC schedule."""
+    utc = _moment(expected_at)
+    if timezone == "UTC":
+        return utc
+    try:
+        zone = cron_zone(timezone)
+    except TimezoneError:  # the zone was valid when stored; tzdata may change
+        return utc
+    return f"{_moment(expected_at, zone)} ({utc})"
+
+
+def missed_schedule(
+    who: str,
+    state: str,
+    expected_at: datetime,
+    timezone: str,
+    due_by: datetime,
+    run_status: str | None,
+) -> str:
+    """``missed``: no run for the tick by its grace; ``late``: its run is still
+    queued or running at its deadline."""
+    scheduled = _scheduled(expected_at, timezone)
+    if state == "missed":
+        return f"{who} missed its run scheduled for {scheduled}: none by {_moment(due_by)}"
+    verb = "queued" if run_status == "queued" else "running"
+    return (
+        f"{who} is late: its run scheduled for {scheduled} is still {verb}"
+        f" past its deadline, {_moment(due_by)}"
     )

@@ -5,7 +5,10 @@ poll, after any write that changed what the rules read: the newest
 ``updated_at`` of runs (an index top-1), of rules, pipelines and clients, and
 the number of rules. So a run stored by this worker's ingestion, another
 worker's, ``chm ingest``, the API or an OpenLineage event is evaluated about
-``CHM_WORKER_POLL_S`` later, without ingestion knowing about alerts.
+``CHM_WORKER_POLL_S`` later, without ingestion knowing about alerts. It also
+runs, within a poll, when a schedule's tick comes due (``missed_schedule``
+rules: a tick's grace or deadline ends; ``next_schedule_due``, read once after
+each evaluation): a missed run does not wait for the next periodic one.
 
 **Delivery** sends the due messages of the outbox and, every so often,
 creates the repeat deliveries of firing alerts nobody acknowledged.
@@ -27,7 +30,7 @@ import sqlalchemy as sa
 
 from chm.alerts.delivery import next_due, send_due
 from chm.alerts.destinations import Destinations, DestinationsCache, DestinationsError
-from chm.alerts.evaluate import evaluate
+from chm.alerts.evaluate import evaluate, next_schedule_due
 from chm.alerts.outbox import create_repeats
 from chm.models import AlertRule, Client, Pipeline, Run
 from chm.worker.context import WorkerContext
@@ -92,13 +95,22 @@ class Evaluation:
         self.destinations = destinations
         self._last_at: datetime | None = None
         self._seen: tuple[Any, ...] | None = None
+        # When a missed_schedule pair may next start to hold (a tick's grace or
+        # deadline ends); None: no tick ahead in any such rule's scope.
+        self._wake_at: datetime | None = None
+
+    def _due(self, now: datetime, seen: tuple[Any, ...]) -> bool:
+        if self._last_at is None or seen != self._seen:
+            return True
+        if now >= self._last_at + timedelta(seconds=self.ctx.settings.evaluate_every_s):
+            return True
+        return self._wake_at is not None and now >= self._wake_at
 
     def step(self) -> bool:
         ctx = self.ctx
         now = ctx.clock()
         seen = _changes(ctx)
-        every = timedelta(seconds=ctx.settings.evaluate_every_s)
-        if self._last_at is not None and now < self._last_at + every and seen == self._seen:
+        if not self._due(now, seen):
             return False
         report = evaluate(ctx.engine, now, ctx.settings, self.destinations.current(), ctx.environ)
         if report.skipped:
@@ -106,6 +118,11 @@ class Evaluation:
             # here: nothing is recorded, so the next poll evaluates again.
             return False
         self._last_at, self._seen = now, seen
+        # Schedules' ticks are read after the evaluation: one read, not one per
+        # poll. A schedule changed since moves its pipeline's updated_at, so
+        # the next poll evaluates (and reads this) again.
+        with ctx.read_sessions() as session:
+            self._wake_at = next_schedule_due(session, now)
         if report.fired or report.resolved:
             logger.info("alerts: %d fired, %d resolved", report.fired, report.resolved)
         return False

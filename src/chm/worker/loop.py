@@ -40,6 +40,7 @@ from chm.worker.leases import release, renew
 from chm.worker.registry import Registration
 from chm.worker.retention import prune, retention_cutoff
 from chm.worker.scheduled import ScheduledIngestion
+from chm.worker.schedules import Schedules
 
 logger = logging.getLogger("chm.worker")
 
@@ -83,11 +84,13 @@ class Retention:
 
 def default_tasks(ctx: WorkerContext, destinations: LiveDestinations | None = None) -> list[Task]:
     # Jobs first: a person asked for them and waits; then what keeps runs
-    # current, what turns them into alerts, and what tells people.
+    # current, the schedules' ticks (before the evaluation that reads them),
+    # what turns them into alerts, and what tells people.
     destinations = destinations or LiveDestinations(ctx.settings.config)
     return [
         IngestionJobs(ctx),
         ScheduledIngestion(ctx),
+        Schedules(ctx),
         Evaluation(ctx, destinations),
         Delivery(ctx, destinations),
         Retention(ctx),
