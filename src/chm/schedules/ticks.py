@@ -153,31 +153,32 @@ def stored_expectations(as_of: ColumnElement[datetime]) -> sa.Subquery:
     """Each scheduled pipeline's expectation at ``as_of`` from the stored ticks:
     ``(pipeline_id, expected_at, window_start, due_missed, due_late)`` of its
     latest tick with ``due_missed <= as_of``; pipelines with none (nothing due
-    yet, or nothing since the schedule was set) are left out."""
-    latest = (
-        sa.select(TICKS.c.tick_at)
-        .where(TICKS.c.pipeline_id == Pipeline.id, TICKS.c.due_missed <= as_of)
-        .order_by(TICKS.c.due_missed.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    yet, or nothing since the schedule was set) are left out.
+
+    Each value is its own top-1 lookup of the index ``(pipeline_id,
+    due_missed)``: joining the ticks back on the tick found lets PostgreSQL's
+    planner hash-join the whole table instead (620 ms against 265 ms measured
+    on 1.1 million ticks)."""
+
+    def latest(column: sa.Column[Any]) -> Any:
+        return (
+            sa.select(column)
+            .where(TICKS.c.pipeline_id == Pipeline.id, TICKS.c.due_missed <= as_of)
+            .order_by(TICKS.c.due_missed.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
     due = (
-        sa.select(Pipeline.id.label("pipeline_id"), latest.label("expected_at"))
-        .where(Pipeline.schedule.is_not(None))
-        .subquery("due_ticks")
-    )
-    return (
         sa.select(
-            TICKS.c.pipeline_id,
-            TICKS.c.tick_at.label("expected_at"),
-            TICKS.c.window_start,
-            TICKS.c.due_missed,
-            TICKS.c.due_late,
+            Pipeline.id.label("pipeline_id"),
+            latest(TICKS.c.tick_at).label("expected_at"),
+            latest(TICKS.c.window_start).label("window_start"),
+            latest(TICKS.c.due_missed).label("due_missed"),
+            latest(TICKS.c.due_late).label("due_late"),
         )
-        .select_from(due)
-        .join(
-            TICKS,
-            sa.and_(TICKS.c.pipeline_id == due.c.pipeline_id, TICKS.c.tick_at == due.c.expected_at),
-        )
-        .subquery("expectations")
+        .where(Pipeline.schedule.is_not(None))
+        .cte("due_ticks")
+        .prefix_with("MATERIALIZED")
     )
+    return sa.select(due).where(due.c.expected_at.is_not(None)).subquery("expectations")
