@@ -111,8 +111,23 @@ def latest_tick(cron: str, timezone: str, at: datetime) -> datetime | None:
         if utc < floor:
             return None
         if utc <= at:
-            return utc
+            return _last_tick_until(cron, timezone, utc, at)
     return None  # pragma: no cover - cronsim's walk does not end
+
+
+def _last_tick_until(cron: str, timezone: str, tick: datetime, at: datetime) -> datetime:
+    """The last tick from ``tick`` up to ``at``. Walking backwards, cronsim steps
+    over a fixed-time job's tick in the first copy of the hour that repeats in
+    autumn when it starts from the second copy (02:10 CET on the last Sunday of
+    October in Berlin finds the day before's 02:30, not that night's 02:30
+    CEST); the forward walk follows the DST rules exactly, so it finds any
+    tick between."""
+    for later in CronSim(cron, tick.astimezone(zone(timezone))):
+        utc = later.astimezone(UTC)
+        if utc > at:
+            break
+        tick = max(tick, utc)
+    return tick
 
 
 def ticks_after(
