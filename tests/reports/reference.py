@@ -16,11 +16,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from chm.models import Client, Pipeline, Run
+from chm.schedules.ticks import rewrite_ticks
 
 AS_OF = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 DAY, HOUR, MINUTE = timedelta(days=1), timedelta(hours=1), timedelta(minutes=1)
@@ -104,6 +107,19 @@ PIPELINES = [
     RefPipeline(15, 3, "quality_checks", "dbt_cloud", "prod"),
     RefPipeline(14, 4, "lab_metrics", "airflow", "prod"),
 ]
+
+# Schedules (monitoring contract, "Schedules"): pipeline -> (cron, zone, grace
+# minutes, deadline minutes). orders_daily is answered at AS_OF; never_ran is
+# always missed; inventory_snap is late (its run 9012, running since 2 hours
+# before as_of, answers a tick whose deadline has passed); those of the
+# inactive pipeline and of the inactive client's pipeline expect nothing.
+SCHEDULES: dict[int, tuple[str, str, int, int | None]] = {
+    1: ("0 9 * * *", "Europe/Berlin", 30, None),
+    4: ("0 * * * *", "UTC", 0, None),
+    5: ("* * * * *", "UTC", 180, 60),
+    9: ("*/15 * * * *", "UTC", 5, None),
+    13: ("0 * * * *", "UTC", 0, None),
+}
 
 # Generated history: pipeline -> (hours between runs, failure probability).
 HISTORY = {
@@ -290,6 +306,18 @@ def build_dataset(as_of: datetime = AS_OF) -> Dataset:
     return Dataset(as_of, list(CLIENTS), list(PIPELINES), _history(as_of) + _hand_placed(as_of))
 
 
+def _schedule_fields(pipeline_id: int, created: datetime) -> dict[str, Any]:
+    cron, zone, grace, deadline = SCHEDULES.get(pipeline_id, (None, "UTC", 30, None))
+    return {
+        "schedule": cron,
+        "schedule_timezone": zone,
+        "grace_minutes": grace,
+        "deadline_minutes": deadline,
+        "schedule_source": None if cron is None else "user",
+        "schedule_set_at": None if cron is None else created,
+    }
+
+
 def load(engine: Engine, data: Dataset) -> None:
     """Insert the dataset as stored rows (ids and created_at exactly as given)."""
     created = data.as_of - 40 * DAY
@@ -322,6 +350,7 @@ def load(engine: Engine, data: Dataset) -> None:
                     "is_active": p.is_active,
                     "created_at": created,
                     "updated_at": created,
+                    **_schedule_fields(p.id, created),
                 }
                 for p in data.pipelines
             ],
@@ -355,3 +384,7 @@ def load(engine: Engine, data: Dataset) -> None:
                         f" (SELECT max(id) FROM {table}))"
                     )
                 )
+    # The schedules' stored ticks, as the API writes them with a schedule (the view reads them).
+    with Session(engine) as session, session.begin():
+        for pipeline in session.scalars(sa.select(Pipeline).where(Pipeline.schedule.is_not(None))):
+            rewrite_ticks(session, pipeline, data.as_of)

@@ -124,6 +124,7 @@ def _api_request(view: ViewSpec, times: dict[str, str]) -> tuple[str, dict[str, 
         "chm_duration_histogram": ("duration-distribution", {}),
         "chm_status_changes": ("status-changes", {}),
         "chm_stuck_runs": ("stuck-runs", {"older_than_minutes": 360}),
+        "chm_overdue_pipelines": ("overdue-pipelines", {}),
     }
     path, params = fixed[view.name]
     return path, {"as_of": times["as_of"], **params}

@@ -124,6 +124,36 @@ def _failing_section(board: StatusBoard, width: int) -> list[RenderableType]:
     return _section(f"Failing now ({len(board.failing_now)})", table)
 
 
+def _overdue_pipelines_section(board: StatusBoard) -> list[RenderableType]:
+    from chm.reports.schemas import OverdueState
+
+    title = "Overdue scheduled pipelines (missed or late)"
+    rows = board.overdue
+    if not rows:
+        return _section(f"{title}: none")
+    # Ordered by due_by; the tick expected is what a person checks against the
+    # platform (due_by and the rest: --json or GET /api/v1/reports/overdue-pipelines).
+    table = _table("Client", "Pipeline")
+    table.add_column("State", no_wrap=True)
+    table.add_column("Expected (UTC)", no_wrap=True)
+    table.add_column("Last run", overflow="fold")
+    for row in rows:
+        last = (
+            f"{row.last_status.value}, {_age(board.as_of, row.last_run_at)} ago"
+            if row.last_status is not None and row.last_run_at is not None
+            else "none"
+        )
+        style = "bold red" if row.state is OverdueState.missed else "yellow"
+        table.add_row(
+            row.client_name,
+            Text(row.pipeline_name, style=style),
+            row.state.value,
+            _time(row.expected_at),
+            last,
+        )
+    return _section(f"{title}: {len(rows)}", table)
+
+
 def _stuck_section(board: StatusBoard) -> list[RenderableType]:
     limit = _age(board.as_of, board.as_of - board.stuck_after)
     title = f"Stuck runs (queued or running for over {limit})"
@@ -275,6 +305,7 @@ def render_board(board: StatusBoard, console: Console, health: HealthDetail | No
         Text(f"CHM status: {scope}, as of {_time(board.as_of)} UTC", style="bold"),
         *_firing_section(board, console.width),
         *_failing_section(board, console.width),
+        *_overdue_pipelines_section(board),
         *_stuck_section(board),
         *_changes_section(f"Newly failing since {since}", changes.newly_failing, "red"),
         *_changes_section(f"Recovered since {since}", changes.recovered, "green"),
@@ -316,9 +347,9 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The board as JSON on stdout")] = False,
 ) -> None:
-    """The status board: firing alerts, failing now, stuck runs, changes since yesterday, counts by
-    status, OpenLineage jobs matching no pipeline, each source's ingestion health
-    and the workers alive."""
+    """The status board: firing alerts, failing now, overdue scheduled pipelines, stuck runs,
+    changes since yesterday, counts by status, OpenLineage jobs matching no pipeline, each
+    source's ingestion health and the workers alive."""
     from chm.core.db import make_session_factory
     from chm.reports.board import ClientNotOnBoard, build_board, find_client
 

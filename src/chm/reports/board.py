@@ -2,7 +2,8 @@
 
 The alerts firing (written by chm.alerts), what is failing now (with
 client, platform, environment, when the failing run started and its
-error), which runs are stuck, what changed since
+error), which scheduled pipelines are overdue (missed or late, as the
+overdue report), which runs are stuck, what changed since
 yesterday, how many pipelines stand in each status, and which OpenLineage
 jobs send events that match no pipeline. It reads the
 database through the same report functions as the API, so the board and
@@ -24,7 +25,8 @@ from chm.core.timeutil import isoformat_z
 from chm.models import Alert, Client, LineageUnmatchedJob, Pipeline, Run
 from chm.models.base import name_key
 from chm.models.lineage_unmatched_job import still_unmatched
-from chm.reports.schemas import LatestStatusRow, StatusChangeRow, StuckRunRow
+from chm.reports.overdue import overdue_pipelines
+from chm.reports.schemas import LatestStatusRow, OverdueRow, StatusChangeRow, StuckRunRow
 from chm.reports.sql import FixedClock, Scope, Window, at_time
 from chm.reports.status import DEFAULT_CHANGES_WINDOW, latest_status, status_changes, stuck_runs
 
@@ -116,6 +118,8 @@ class StatusBoard(BaseModel):
     firing_alerts: list[FiringAlert] = Field(default_factory=list)
     firing_alerts_total: int = 0
     failing_now: list[FailingPipeline]
+    # Scheduled pipelines missed or late at as_of (GET /reports/overdue-pipelines), by due_by.
+    overdue: list[OverdueRow] = Field(default_factory=list)
     stuck_runs: StuckRuns
     changes: BoardChanges
     status_counts: dict[str, int]  # every status and no_runs, in that order
@@ -248,6 +252,7 @@ def build_board(
         firing_alerts=alerts,
         firing_alerts_total=alerts_total,
         failing_now=_failing(session, latest),
+        overdue=overdue_pipelines(session, as_of, scope),
         stuck_runs=StuckRuns(
             older_than_minutes=int(stuck_after.total_seconds() // 60),
             items=stuck_runs(session, clock, stuck_after, scope),

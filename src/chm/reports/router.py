@@ -2,7 +2,8 @@
 
 Every report takes ``as_of``, ``client_id``, ``include_inactive`` and
 ``format`` (``json`` or ``csv``) and answers ``{"items": [...], "since",
-"until", "as_of"}``, or the items as CSV.
+"until", "as_of"}``, or the items as CSV. The overdue report covers the
+active inventory only: ``include_inactive=true`` is a 422 there.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from chm.core.ids import IdFilter
 from chm.core.schemas import SLUG_PATTERN
 from chm.core.settings import Settings
 from chm.core.status import RunStatus
-from chm.reports import durations, failures, flaky, status
+from chm.reports import durations, failures, flaky, overdue, status
 from chm.reports.params import (
     ReportContext,
     ReportTime,
@@ -35,6 +36,7 @@ from chm.reports.schemas import (
     FailuresOverTimeRow,
     FlakyPipelineRow,
     LatestStatusRow,
+    OverdueRow,
     Report,
     StatusChangeRow,
     StuckRunRow,
@@ -153,3 +155,17 @@ def stuck_runs(
     minutes = settings.stuck_after_minutes if older_than_minutes is None else older_than_minutes
     report = status.stuck_runs_report(session, ctx, timedelta(minutes=minutes))
     return render(report, StuckRunRow, ctx.output, "stuck-runs")
+
+
+@router.get("/overdue-pipelines", responses=_csv_also(Report[OverdueRow]))
+def overdue_pipelines(
+    session: ReadSession,
+    ctx: Context,
+    platform: Annotated[
+        str | None, Query(pattern=SLUG_PATTERN, description="Only this platform's pipelines")
+    ] = None,
+) -> Response:
+    """Active scheduled pipelines whose expected run is missed or late at as_of, by due_by
+    (active inventory only: include_inactive=true is a 422)."""
+    report = overdue.overdue_report(session, ctx, platform)
+    return render(report, OverdueRow, ctx.output, "overdue-pipelines")

@@ -8,6 +8,7 @@ and their descriptions document the view columns too.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field
@@ -140,3 +141,36 @@ class StuckRunRow(ResponseModel):
     status: RunStatus = Field(description="queued or running")
     started_at: datetime | None
     event_at: datetime = Field(description="started_at, else finished_at, else created_at")
+
+
+class OverdueState(StrEnum):
+    """Why a scheduled pipeline is overdue (monitoring contract, "Schedules")."""
+
+    missed = "missed"
+    late = "late"
+
+
+class OverdueRow(ResponseModel):
+    pipeline_id: EntityId
+    pipeline_name: str
+    client_id: EntityId
+    client_name: str
+    platform: str
+    schedule: str = Field(description="The five-field cron expression")
+    schedule_timezone: str = Field(description="The IANA time zone the schedule is read in")
+    state: OverdueState = Field(
+        description="missed: no run in [expected_at - grace, as_of]; late: one is still open "
+        "at due_by"
+    )
+    expected_at: datetime = Field(
+        description="The tick expected: the latest with expected_at + grace <= as_of"
+    )
+    due_by: datetime = Field(
+        description="When it became overdue: expected_at + grace (missed) "
+        "or expected_at + deadline (late)"
+    )
+    last_run_at: datetime | None = Field(
+        description="Event time of the latest run at or before as_of by the ordering rule; "
+        "null when none"
+    )
+    last_status: RunStatus | None = Field(description="That run's stored status")

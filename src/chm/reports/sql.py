@@ -12,20 +12,26 @@ arithmetic lives here, in one place:
 - SQLite keeps fixed-width UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` (see
   ``chm.core.types.UTCDateTime``), which compares chronologically; every
   expression here yields text of exactly that shape.
+
+Rows computed in Python (the overdue report's expected ticks) reach a
+statement as one bound JSON document (``json_rows``), expanded by
+``json_each`` on SQLite and ``jsonb_array_elements`` on PostgreSQL.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeAlias
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import coercions, roles
 from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from chm.core.types import UTCDateTime
@@ -274,3 +280,88 @@ def ratio(numerator: ColumnElement[Any], denominator: ColumnElement[Any]) -> Col
     # A plain operator: SQLAlchemy's own true division adds casts per dialect.
     divide = sa.cast(numerator, sa.Float).op("/", return_type=sa.Float)
     return divide(sa.cast(denominator, sa.Float))
+
+
+# --- Rows computed in Python, handed to a statement as one JSON document ---------
+
+
+class _JsonElements(FunctionElement[Any]):
+    """The elements of a JSON array parameter, one row each (column ``value``)."""
+
+    name = "json_elements"
+    inherit_cache = True
+
+
+@compiles(_JsonElements, "postgresql")
+def _json_elements_pg(element: _JsonElements, compiler: Any, **kw: Any) -> str:
+    return f"jsonb_array_elements(CAST({compiler.process(element.clauses, **kw)} AS JSONB))"
+
+
+@compiles(_JsonElements)
+def _json_elements_sqlite(element: _JsonElements, compiler: Any, **kw: Any) -> str:
+    return f"json_each({compiler.process(element.clauses, **kw)})"
+
+
+class _JsonField(ColumnElement[Any]):
+    """Field ``field`` of a JSON object, read as ``type`` (an integer, a time or text)."""
+
+    inherit_cache = True
+    _traverse_internals = [
+        ("value", InternalTraversal.dp_clauseelement),
+        ("field", InternalTraversal.dp_string),
+        ("type", InternalTraversal.dp_type),
+    ]
+
+    def __init__(self, value: ColumnElement[Any], field: str, type_: sa.types.TypeEngine[Any]):
+        if not field.isidentifier():
+            raise ValueError(f"a JSON field name is an identifier, not {field!r}")
+        self.value = value
+        self.field = field
+        self.type = type_
+
+    @property
+    def _from_objects(self) -> list[Any]:
+        return self.value._from_objects
+
+
+@compiles(_JsonField, "postgresql")
+def _json_field_pg(element: _JsonField, compiler: Any, **kw: Any) -> str:
+    text = f"({compiler.process(element.value, **kw)} ->> '{element.field}')"
+    if isinstance(element.type, UTCDateTime):
+        return f"(CAST({text} AS TIMESTAMP) AT TIME ZONE 'UTC')"
+    if isinstance(element.type, sa.Integer):
+        return f"CAST({text} AS BIGINT)"
+    return text
+
+
+@compiles(_JsonField)
+def _json_field_sqlite(element: _JsonField, compiler: Any, **kw: Any) -> str:
+    return f"json_extract({compiler.process(element.value, **kw)}, '$.{element.field}')"
+
+
+def _json_value(value: Any) -> Any:
+    """A value as the document holds it. A time is the fixed-width UTC text
+    UTCDateTime stores on SQLite, ``YYYY-MM-DD HH:MM:SS.ffffff``, which SQLite
+    then compares with the columns as they are and PostgreSQL reads as a
+    timestamp in UTC."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a JSON row")
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value
+
+
+def json_rows(
+    name: str, columns: dict[str, sa.types.TypeEngine[Any]], rows: list[dict[str, Any]]
+) -> sa.Subquery:
+    """``rows`` (computed in Python) as a relation ``name(columns...)`` of one
+    statement: a single bound JSON document, expanded by the database
+    (``json_each`` on SQLite, ``jsonb_array_elements`` on PostgreSQL), however
+    many rows there are. Columns are integers, UTC times (``UTCDateTime``,
+    aware datetimes in ``rows``) or text."""
+    records = [{key: _json_value(row[key]) for key in columns} for row in rows]
+    document = orjson.dumps(records).decode()
+    parameter = sa.bindparam(f"{name}_document", document, type_=sa.Text())
+    elements = _JsonElements(parameter).table_valued("value", name=f"{name}_elements")
+    fields = [_JsonField(elements.c.value, key, type_).label(key) for key, type_ in columns.items()]
+    return sa.select(*fields).select_from(elements).subquery(name)

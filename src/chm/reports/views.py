@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
-from chm.reports import durations, failures, flaky, status
+from chm.reports import durations, failures, flaky, overdue, status
 from chm.reports.schemas import (
     DurationHistogramRow,
     DurationSummaryRow,
@@ -38,11 +38,13 @@ from chm.reports.schemas import (
     FailuresOverTimeRow,
     FlakyPipelineRow,
     LatestStatusRow,
+    OverdueRow,
     RunDurationRow,
     StatusChangeRow,
     StuckRunRow,
 )
 from chm.reports.sql import ACTIVE_INVENTORY, Bucket, DatabaseClock, Query, TimeExpr, Window
+from chm.schedules.ticks import stored_expectations
 
 BEGIN_MARKER = "# --- BEGIN GENERATED VIEWS (python -m chm.reports.views block) ---"
 END_MARKER = "# --- END GENERATED VIEWS ---"
@@ -182,6 +184,13 @@ VIEWS: tuple[ViewSpec, ...] = (
         StuckRunRow,
         lambda: status.stuck_runs_query(CLOCK, STUCK_AFTER, ACTIVE_INVENTORY),
         {"until": (CLOCK.at(-STUCK_AFTER), "Runs whose event time is before this are stuck")},
+    ),
+    ViewSpec(
+        "chm_overdue_pipelines",
+        "overdue-pipelines",
+        "Active scheduled pipelines whose expected run is missed or late now (stored ticks)",
+        OverdueRow,
+        lambda: overdue.overdue_query(stored_expectations(CLOCK.at()), CLOCK, ACTIVE_INVENTORY),
     ),
 )
 
