@@ -295,7 +295,31 @@ WHERE pipelines.is_active IS 1 AND clients.is_active IS 1 AND runs.status IN ('q
 """,
         """\
 CREATE VIEW chm_overdue_pipelines AS
-SELECT overdue.pipeline_id, overdue.pipeline_name, overdue.client_id, overdue.client_name,
+WITH due_ticks AS MATERIALIZED
+(SELECT pipelines.id AS pipeline_id, (SELECT schedule_ticks.tick_at
+FROM schedule_ticks
+WHERE schedule_ticks.pipeline_id = pipelines.id
+    AND schedule_ticks.due_missed <= (strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')
+    ORDER BY schedule_ticks.due_missed DESC
+ LIMIT 1 OFFSET 0) AS expected_at, (SELECT schedule_ticks.window_start
+FROM schedule_ticks
+WHERE schedule_ticks.pipeline_id = pipelines.id
+    AND schedule_ticks.due_missed <= (strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')
+    ORDER BY schedule_ticks.due_missed DESC
+ LIMIT 1 OFFSET 0) AS window_start, (SELECT schedule_ticks.due_missed
+FROM schedule_ticks
+WHERE schedule_ticks.pipeline_id = pipelines.id
+    AND schedule_ticks.due_missed <= (strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')
+    ORDER BY schedule_ticks.due_missed DESC
+ LIMIT 1 OFFSET 0) AS due_missed, (SELECT schedule_ticks.due_late
+FROM schedule_ticks
+WHERE schedule_ticks.pipeline_id = pipelines.id
+    AND schedule_ticks.due_missed <= (strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')
+    ORDER BY schedule_ticks.due_missed DESC
+ LIMIT 1 OFFSET 0) AS due_late
+FROM pipelines
+WHERE pipelines.schedule IS NOT NULL)
+ SELECT overdue.pipeline_id, overdue.pipeline_name, overdue.client_id, overdue.client_name,
     overdue.platform, overdue.schedule, overdue.schedule_timezone, overdue.state,
     overdue.expected_at, overdue.due_by, last_run.event_at AS last_run_at,
     last_run.status AS last_status, (strftime('%Y-%m-%d %H:%M:%f', 'now') || '000') AS as_of
@@ -328,19 +352,11 @@ WHERE runs.pipeline_id = expectations.pipeline_id
     AND runs.event_at >= expectations.window_start
     AND runs.event_at <= (strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')
     AND runs.status IN ('queued', 'running')))) THEN 'late' ELSE NULL END AS state
-FROM (SELECT schedule_ticks.pipeline_id AS pipeline_id,
-    schedule_ticks.tick_at AS expected_at, schedule_ticks.window_start AS window_start,
-    schedule_ticks.due_missed AS due_missed, schedule_ticks.due_late AS due_late
-FROM (SELECT pipelines.id AS pipeline_id, (SELECT schedule_ticks.tick_at
-FROM schedule_ticks
-WHERE schedule_ticks.pipeline_id = pipelines.id
-    AND schedule_ticks.due_missed <= (strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')
-    ORDER BY schedule_ticks.due_missed DESC
- LIMIT 1 OFFSET 0) AS expected_at
-FROM pipelines
-WHERE pipelines.schedule IS NOT NULL) AS due_ticks JOIN schedule_ticks
-    ON schedule_ticks.pipeline_id = due_ticks.pipeline_id
-    AND schedule_ticks.tick_at = due_ticks.expected_at) AS expectations JOIN pipelines
+FROM (SELECT due_ticks.pipeline_id AS pipeline_id, due_ticks.expected_at AS expected_at,
+    due_ticks.window_start AS window_start, due_ticks.due_missed AS due_missed,
+    due_ticks.due_late AS due_late
+FROM due_ticks
+WHERE due_ticks.expected_at IS NOT NULL) AS expectations JOIN pipelines
     ON pipelines.id = expectations.pipeline_id JOIN clients
     ON clients.id = pipelines.client_id
 WHERE pipelines.schedule IS NOT NULL
@@ -992,7 +1008,27 @@ COMMENT ON COLUMN chm_stuck_runs.until IS
 """,
         """\
 CREATE VIEW chm_overdue_pipelines AS
-SELECT overdue.pipeline_id, overdue.pipeline_name, overdue.client_id, overdue.client_name,
+WITH due_ticks AS MATERIALIZED
+(SELECT pipelines.id AS pipeline_id, (SELECT schedule_ticks.tick_at
+FROM schedule_ticks
+WHERE schedule_ticks.pipeline_id = pipelines.id AND schedule_ticks.due_missed <= now()
+    ORDER BY schedule_ticks.due_missed DESC
+ LIMIT 1) AS expected_at, (SELECT schedule_ticks.window_start
+FROM schedule_ticks
+WHERE schedule_ticks.pipeline_id = pipelines.id AND schedule_ticks.due_missed <= now()
+    ORDER BY schedule_ticks.due_missed DESC
+ LIMIT 1) AS window_start, (SELECT schedule_ticks.due_missed
+FROM schedule_ticks
+WHERE schedule_ticks.pipeline_id = pipelines.id AND schedule_ticks.due_missed <= now()
+    ORDER BY schedule_ticks.due_missed DESC
+ LIMIT 1) AS due_missed, (SELECT schedule_ticks.due_late
+FROM schedule_ticks
+WHERE schedule_ticks.pipeline_id = pipelines.id AND schedule_ticks.due_missed <= now()
+    ORDER BY schedule_ticks.due_missed DESC
+ LIMIT 1) AS due_late
+FROM pipelines
+WHERE pipelines.schedule IS NOT NULL)
+ SELECT overdue.pipeline_id, overdue.pipeline_name, overdue.client_id, overdue.client_name,
     overdue.platform, overdue.schedule, overdue.schedule_timezone, overdue.state,
     overdue.expected_at, overdue.due_by, last_run.event_at AS last_run_at,
     last_run.status AS last_status, now() AS as_of
@@ -1022,18 +1058,11 @@ FROM runs
 WHERE runs.pipeline_id = expectations.pipeline_id
     AND runs.event_at >= expectations.window_start AND runs.event_at <= now()
     AND runs.status IN ('queued', 'running')))) THEN 'late' ELSE NULL END AS state
-FROM (SELECT schedule_ticks.pipeline_id AS pipeline_id,
-    schedule_ticks.tick_at AS expected_at, schedule_ticks.window_start AS window_start,
-    schedule_ticks.due_missed AS due_missed, schedule_ticks.due_late AS due_late
-FROM (SELECT pipelines.id AS pipeline_id, (SELECT schedule_ticks.tick_at
-FROM schedule_ticks
-WHERE schedule_ticks.pipeline_id = pipelines.id AND schedule_ticks.due_missed <= now()
-    ORDER BY schedule_ticks.due_missed DESC
- LIMIT 1) AS expected_at
-FROM pipelines
-WHERE pipelines.schedule IS NOT NULL) AS due_ticks JOIN schedule_ticks
-    ON schedule_ticks.pipeline_id = due_ticks.pipeline_id
-    AND schedule_ticks.tick_at = due_ticks.expected_at) AS expectations JOIN pipelines
+FROM (SELECT due_ticks.pipeline_id AS pipeline_id, due_ticks.expected_at AS expected_at,
+    due_ticks.window_start AS window_start, due_ticks.due_missed AS due_missed,
+    due_ticks.due_late AS due_late
+FROM due_ticks
+WHERE due_ticks.expected_at IS NOT NULL) AS expectations JOIN pipelines
     ON pipelines.id = expectations.pipeline_id JOIN clients
     ON clients.id = pipelines.client_id
 WHERE pipelines.schedule IS NOT NULL AND expectations.due_missed <= now()
