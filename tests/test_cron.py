@@ -294,6 +294,7 @@ def test_in_the_second_copy_of_the_repeated_hour_the_fixed_time_tick_is_that_nig
         ("0 0/5 * * * ?", "0/5 * * * *"),
         ("0 30 1 L * ?", "30 1 L * *"),
         ("0 0 6 1,15 * ?", "0 6 1,15 * *"),
+        ("00 30 2 ? * *", "30 2 * * *"),  # seconds written "00" are still 0
     ],
 )
 def test_quartz_expressions_that_fit_five_fields_are_converted(quartz: str, cron: str) -> None:

@@ -164,12 +164,12 @@ def quartz_to_cron(expression: str) -> str:
             f"Quartz cron {expression!r} has {len(fields)} fields; Quartz has six or seven"
         )
     seconds, minute, hour, dom, month, dow = fields[:6]
-    if seconds != "0":
+    if not (seconds.isdigit() and int(seconds) == 0):
         raise CronError(
             f"Quartz cron {expression!r} fires on seconds ({seconds!r}); "
             "a five-field cron cannot express it"
         )
-    if len(fields) == 7 and fields[6] not in ("*", "?"):
+    if len(fields) == 7 and fields[6] not in ("*", "?"):  # every year
         raise CronError(
             f"Quartz cron {expression!r} names years ({fields[6]!r}); "
             "a five-field cron cannot express it"
