@@ -154,8 +154,8 @@ def _one_client(engine: Engine) -> int:
 
 
 def measure(url: str, repeat: int) -> dict[str, Any]:
-    upgrade(url)
     engine = create_db_engine(url)
+    upgrade(engine)
     figures: dict[str, Any] = {"backend": engine.dialect.name}
     figures["schedules"] = add_schedules(engine, AS_OF)
     print(f"scheduled: {figures['schedules']}", flush=True)

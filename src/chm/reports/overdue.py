@@ -223,7 +223,10 @@ def overdue_pipelines(
     """The pipelines in scope that are missed or late at ``as_of``, by due_by."""
     expectations = computed_expectations(session, as_of, scope, platform)
     query = overdue_query(expectations, FixedClock(as_of), scope, platform)
-    return [OverdueRow.model_validate(row) for row in session.execute(query).mappings()]
+    # Plain dicts: validating a RowMapping reads each key through SQLAlchemy,
+    # which cost 0.2 s of the 0.5 s the report took for 5,600 overdue rows.
+    rows = session.execute(query).mappings().all()
+    return [OverdueRow.model_validate(dict(row)) for row in rows]
 
 
 def overdue_report(
