@@ -38,6 +38,9 @@ from chm.ingestion.health import source_health
 from chm.ingestion.lineage.router import router as lineage_router
 from chm.ingestion.router import router as ingestion_router
 from chm.ingestion.sources_cache import SourcesCache
+from chm.metrics.http import HttpMetricsMiddleware
+from chm.metrics.router import METRICS_PATH
+from chm.metrics.router import router as metrics_router
 from chm.pipelines.router import router as pipelines_router
 from chm.reports.router import router as reports_router
 from chm.runs.router import router as runs_router
@@ -114,10 +117,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             prefix=API_PREFIX,
             exempt=(f"{API_PREFIX}/lineage",),
         )
+        # The metrics name the clients and sources: the same token as the API.
+        app.add_middleware(
+            BearerTokenMiddleware, token=settings.api_token.get_secret_value(), prefix=METRICS_PATH
+        )
     # An oversized body is refused before anything else reads it.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    # Outermost: a request cancelled by the bounded shutdown gets a 503, not a bare 500.
+    # A request cancelled by the bounded shutdown gets a 503, not a bare 500.
     app.add_middleware(ShutdownAnswerMiddleware)
+    # Outermost: every request counted and timed, with the answer it really got.
+    app.add_middleware(HttpMetricsMiddleware, routes=app.router.routes)
 
     api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
     for router in (
@@ -132,6 +141,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     ):
         api.include_router(router)
     app.include_router(api)
+    app.include_router(metrics_router)
 
     @app.get("/healthz", tags=["health"], responses=problem_responses(401, 422, 503))
     def healthz(

@@ -10,6 +10,7 @@ import typer
 
 from chm.cli.runtime import EXIT_FAILED, configure_logging, fail, load_settings, open_database
 from chm.core.settings import Environment
+from chm.metrics.multiprocess import shared_metrics
 
 
 def uvicorn_log_config() -> dict[str, Any]:
@@ -43,16 +44,19 @@ def serve(
         logging.getLogger("chm").warning(
             "development mode: the API accepts requests without a token"
         )
-    uvicorn.run(
-        "chm.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        log_config=uvicorn_log_config(),
-        # On SIGTERM or Ctrl-C: stop accepting, let requests in flight finish
-        # for this long, then cancel them, so a stalled client or request
-        # cannot keep the process alive.
-        timeout_graceful_shutdown=settings.shutdown_timeout_s,
-    )
+    # Several processes share their HTTP metrics through a private directory
+    # they inherit, removed when they have stopped (chm.metrics.multiprocess).
+    with shared_metrics(workers):
+        uvicorn.run(
+            "chm.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            log_config=uvicorn_log_config(),
+            # On SIGTERM or Ctrl-C: stop accepting, let requests in flight finish
+            # for this long, then cancel them, so a stalled client or request
+            # cannot keep the process alive.
+            timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        )

@@ -298,9 +298,12 @@ class IngestionEngine:
         attempted_at = self.clock()
         error: str | None = None
         source_failed = source_down = False
+        # What this pipeline's committed pages did, for the source's counters.
+        ingested = PageCounts()
         try:
-            self._walk(target, source, report)
+            self._walk(target, source, report, ingested)
         except Abandoned:
+            self._count_abandoned(target, source, ingested)
             raise
         except (SourceUnavailable, TokenMissing) as failure:
             error = f"source {source.name!r}: {failure}"
@@ -333,7 +336,7 @@ class IngestionEngine:
                     session, target.id, now, error, attempted_at=attempted_at
                 )
                 self._store.record_source_outcome(
-                    session, source.name, now, error, source_failed=source_failed
+                    session, source.name, now, error, source_failed=source_failed, counts=ingested
                 )
         except SQLAlchemyError as failure:
             # The outcome could not be stored (a value the database refuses):
@@ -349,9 +352,23 @@ class IngestionEngine:
                     f"could not record the outcome ({cause})",
                     attempted_at=attempted_at,
                 )
+                self._store.count_ingested(session, source.name, ingested)
         if not source_down:
             self._learn_schedule(target, source)
         self.progress.pipeline_finished(target, error)
+
+    def _count_abandoned(
+        self, target: PipelineTarget, source: AnySource, ingested: PageCounts
+    ) -> None:
+        """The pages an abandoned walk committed still count for its source."""
+        if not (ingested.created or ingested.updated or ingested.unchanged or ingested.skipped):
+            return
+        try:
+            with self.write_sessions.begin() as session:
+                self._store.count_ingested(session, source.name, ingested)
+        except SQLAlchemyError as failure:
+            cause = type(getattr(failure, "orig", None) or failure).__name__
+            logger.error("%s: could not count the runs ingested (%s)", target.describe(), cause)
 
     def _learn_schedule(self, target: PipelineTarget, source: AnySource) -> None:
         """Read the platform's schedule of ``target`` when due, and apply it; a
@@ -406,7 +423,13 @@ class IngestionEngine:
         else:
             logger.info("%s: no platform schedule: %s", target.describe(), note)
 
-    def _walk(self, target: PipelineTarget, source: AnySource, report: IngestionReport) -> None:
+    def _walk(
+        self,
+        target: PipelineTarget,
+        source: AnySource,
+        report: IngestionReport,
+        ingested: PageCounts,
+    ) -> None:
         client = self._client(source)
         now = self.clock()
         watermark = self._walk_watermark(target, source, now)
@@ -446,6 +469,9 @@ class IngestionEngine:
                 target, connector, read_time, client, page.runs, watermark, last
             )
             report.add_page(counts)
+            ingested.add(
+                PageCounts(counts.created, counts.updated, counts.unchanged, counts.skipped)
+            )
             logger.info(
                 "%s: %d runs (created %d, updated %d, unchanged %d, skipped %d)",
                 context, len(page.runs), counts.created, counts.updated, counts.unchanged,

@@ -173,25 +173,55 @@ class RunStore(ABC):
         error: str | None,
         *,
         source_failed: bool = False,
+        counts: PageCounts | None = None,
     ) -> None:
         """Each source's health (``IngestionSource``): a success resets its failures;
         an error is its last error, and counts as a failure of the source only
-        when the source itself failed (``SourceUnavailable``)."""
+        when the source itself failed (``SourceUnavailable``). The source's
+        counters grow by ``counts`` (the pipeline's runs) and by one ingestion,
+        succeeded or failed."""
         table = cast(sa.Table, IngestionSource.__table__)
         values: dict[str, Any] = {"name": source_name, "last_attempt_at": now}
         if error is None:
             values |= {"last_success_at": now, "consecutive_failures": 0, "failing_since": None}
         else:
             values |= {"last_error": error, "last_error_at": now, "failing_since": now}
+        increments = _run_counts(counts) | {
+            "ingestions_succeeded" if error is None else "ingestions_failed": 1
+        }
         insert = self.dialect.insert(table).values(
-            {"consecutive_failures": 1 if source_failed else 0, **values}
+            {"consecutive_failures": 1 if source_failed else 0, **values, **increments}
         )
         update: dict[str, Any] = {k: insert.excluded[k] for k in values if k != "name"}
         if source_failed:
             update["consecutive_failures"] = table.c.consecutive_failures + 1
         if error is not None:  # the first error since the last success stays
             update["failing_since"] = sa.func.coalesce(table.c.failing_since, now)
+        update |= {name: table.c[name] + insert.excluded[name] for name in increments}
         session.execute(insert.on_conflict_do_update(index_elements=[table.c.name], set_=update))
+
+    def count_ingested(self, session: Session, source_name: str, counts: PageCounts) -> None:
+        """Add ``counts`` to the source's run counters alone, when the walk's outcome
+        is not recorded: the pages a walk committed before it was abandoned, or
+        before an outcome the database refused."""
+        table = cast(sa.Table, IngestionSource.__table__)
+        increments = _run_counts(counts)
+        insert = self.dialect.insert(table).values(
+            {"name": source_name, "consecutive_failures": 0, **increments}
+        )
+        update = {name: table.c[name] + insert.excluded[name] for name in increments}
+        session.execute(insert.on_conflict_do_update(index_elements=[table.c.name], set_=update))
+
+
+def _run_counts(counts: PageCounts | None) -> dict[str, int]:
+    """The ``ingestion_sources`` run counters ``counts`` adds to."""
+    counts = counts or PageCounts()
+    return {
+        "runs_created": counts.created,
+        "runs_updated": counts.updated,
+        "runs_unchanged": counts.unchanged,
+        "runs_skipped": counts.skipped,
+    }
 
 
 def _stored_runs(session: Session, pipeline_id: int, keys: Sequence[str]) -> dict[str, Row]:

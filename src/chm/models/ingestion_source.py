@@ -10,6 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from chm.core.types import UTCDateTime
 from chm.models.base import Base
 
+ZERO = sa.text("0")
+
 
 class IngestionSource(Base):
     """One row per source name of the sources file, written by the ingestion
@@ -22,6 +24,12 @@ class IngestionSource(Base):
     since its last success; a pipeline-only failure (a job the platform does
     not know, a page of an unexpected shape) is its last error but does not
     count. The worker backs a failing source off from it.
+
+    The counters (``runs_*``, ``ingestions_*``) only grow: what every ingestion
+    of the source did, added in the transaction that records its outcome, so
+    that ``GET /metrics`` (``chm_ingested_runs_total``,
+    ``chm_source_ingestions_total``) is the same whichever process answers
+    and survives restarts.
     """
 
     __tablename__ = "ingestion_sources"
@@ -35,3 +43,15 @@ class IngestionSource(Base):
     # The first error since the last success (null after a success): how long
     # a source that never succeeded has been failing.
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Source runs ingested, by what became of each (the ingestion report's counts).
+    runs_created: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, server_default=ZERO)
+    runs_updated: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, server_default=ZERO)
+    runs_unchanged: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, server_default=ZERO)
+    runs_skipped: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, server_default=ZERO)
+    # Pipelines ingested from the source, by outcome.
+    ingestions_succeeded: Mapped[int] = mapped_column(
+        sa.BigInteger, nullable=False, server_default=ZERO
+    )
+    ingestions_failed: Mapped[int] = mapped_column(
+        sa.BigInteger, nullable=False, server_default=ZERO
+    )
