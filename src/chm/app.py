@@ -44,6 +44,7 @@ from chm.metrics.router import router as metrics_router
 from chm.pipelines.router import router as pipelines_router
 from chm.reports.router import router as reports_router
 from chm.runs.router import router as runs_router
+from chm.web.router import install_web
 
 logger = logging.getLogger("chm.app")
 
@@ -142,6 +143,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         api.include_router(router)
     app.include_router(api)
     app.include_router(metrics_router)
+    # The operator pages (docs/web.md): their own sign-in, never the API's token check.
+    install_web(app)
 
     @app.get("/healthz", tags=["health"], responses=problem_responses(401, 422, 503))
     def healthz(

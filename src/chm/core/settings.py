@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
     # How long one send may take, as a whole.
     delivery_timeout_s: float = Field(default=10.0, gt=0.0, le=300.0)
+    # The operator pages (docs/web.md) ask for their live part again this
+    # often, where JavaScript runs.
+    web_refresh_s: int = Field(default=15, ge=1)
 
     @model_validator(mode="after")
     def _a_send_ends_within_its_lease(self) -> Settings:
