@@ -45,6 +45,12 @@ BUSINESS_RULES: dict[str, set[str]] = {
     "not_found": {"client_id", "pipeline_id", "rule_id"},
     "inactive": {"client_id"},
     "not_of_client": {"pipeline_id"},
+    # a cron expression that does not parse, or never fires, and a time zone
+    # the IANA database does not have: no pattern can say either
+    "cron": {"schedule"},
+    "timezone": {"schedule_timezone"},
+    # the overdue report lists active inventory only
+    "unsupported": {"include_inactive"},
     # a silence must end in the future, after it starts
     "not_in_future": {"ends_at"},
     "not_after_starts_at": {"ends_at"},

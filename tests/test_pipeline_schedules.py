@@ -106,6 +106,7 @@ def test_a_zone_that_does_not_exist_is_a_422_on_its_field(api, zone):
         ("grace_minutes", -1),
         ("grace_minutes", 43_201),
         ("grace_minutes", "30"),
+        ("grace_minutes", 1.5),
         ("deadline_minutes", 0),
         ("deadline_minutes", 1.5),
         ("schedule_source", "someone"),
@@ -194,3 +195,9 @@ def test_ticks_are_topped_up_and_pruned(engine):
     assert ticks[-1] >= later + stored.TOP_UP_AHEAD
     steps = {b - a for a, b in itertools.pairwise(ticks)}
     assert steps == {timedelta(minutes=5)}, "no tick is lost or doubled"
+
+
+def test_whole_numbers_written_as_floats_are_integers(api):
+    # JSON Schema's integer: 45.0 is one (the OpenAPI document promises it).
+    pipeline = make_pipeline(api, make_client(api), "p", grace_minutes=45.0, deadline_minutes=60.0)
+    assert (pipeline["grace_minutes"], pipeline["deadline_minutes"]) == (45, 60)

@@ -19,7 +19,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from chm.core.ids import ClientRef, PipelineRef
-from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel
+from chm.core.schemas import EntityId, NotNull, RequestModel, ResponseModel, integral_number
 from chm.models.alert_rule import MAX_WINDOW_MINUTES, RuleType
 
 # A destination is free text by the HTTP contract ("a non-empty string", e.g.
@@ -72,19 +72,11 @@ class _DestinationForm:
 Destination = Annotated[str, _DestinationForm()]
 
 
-def _integral_number(value: object) -> object:
-    """JSON Schema's integer: 5 and 5.0 (a number with a zero fraction) are both
-    integers; "5" and true are not (StrictInt refuses them after this)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 # The bounds go on the integer itself (before the validator wraps it), so the
 # schema shows them as minimum and maximum.
-Threshold = Annotated[StrictInt, Field(ge=1, le=1_000_000), BeforeValidator(_integral_number)]
+Threshold = Annotated[StrictInt, Field(ge=1, le=1_000_000), BeforeValidator(integral_number)]
 WindowMinutes = Annotated[
-    StrictInt, Field(ge=1, le=MAX_WINDOW_MINUTES), BeforeValidator(_integral_number)
+    StrictInt, Field(ge=1, le=MAX_WINDOW_MINUTES), BeforeValidator(integral_number)
 ]
 
 

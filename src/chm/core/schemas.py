@@ -178,3 +178,11 @@ class RequestModel(BaseModel):
 
 class ResponseModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+def integral_number(value: object) -> object:
+    """JSON Schema's integer: 5 and 5.0 (a number with a zero fraction) are both
+    integers; "5" and true are not (a StrictInt after this refuses them)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

@@ -3,12 +3,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, StrictBool, StrictInt
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictInt
 from pydantic_core import PydanticCustomError
 
 from chm.core.cron import CronError, TimezoneError, check_timezone, normalize_cron
 from chm.core.ids import ClientRef
-from chm.core.schemas import EntityId, Name, NotNull, RequestModel, ResponseModel, Slug, text
+from chm.core.schemas import (
+    EntityId,
+    Name,
+    NotNull,
+    RequestModel,
+    ResponseModel,
+    Slug,
+    integral_number,
+    text,
+)
 from chm.models.pipeline import MAX_SCHEDULE_MINUTES
 
 ExternalId = Annotated[str, text(500)]
@@ -44,8 +53,14 @@ TimeZone = Annotated[
     AfterValidator(_zone),
     Field(description="An IANA time zone name", examples=["Europe/Berlin"]),
 ]
-GraceMinutes = Annotated[StrictInt, Field(ge=0, le=MAX_SCHEDULE_MINUTES)]
-DeadlineMinutes = Annotated[StrictInt, Field(ge=1, le=MAX_SCHEDULE_MINUTES)]
+# The bounds go on the integer itself (before the validator wraps it), so the
+# schema shows them as minimum and maximum.
+GraceMinutes = Annotated[
+    StrictInt, Field(ge=0, le=MAX_SCHEDULE_MINUTES), BeforeValidator(integral_number)
+]
+DeadlineMinutes = Annotated[
+    StrictInt, Field(ge=1, le=MAX_SCHEDULE_MINUTES), BeforeValidator(integral_number)
+]
 ScheduleSource = Literal["user", "platform"]
 
 
