@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export CHM_DATABASE_URL ?= sqlite:///./chm.db
 
-.PHONY: install run test check fuzz lint typecheck imports format lock clean bench
+.PHONY: install run test chromium screenshots check fuzz lint typecheck imports format lock clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,28 @@ run: install
 # The whole suite, on SQLite and on PostgreSQL (see tests/conftest.py), on
 # two worker processes (each with its own template databases).
 PYTEST_ARGS ?= -n 2
-test: install
+test: install chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The browser tests (tests/web/test_browser.py) drive Debian's chromium, never a
+# downloaded one: installed here when missing and apt-get can (as root). When it
+# cannot, those tests skip with the reason, or fail under CI=true.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing chromium (Debian) for the browser tests"; \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+				|| echo "could not install chromium: the browser tests will skip (fail under CI=true)"; \
+		else \
+			echo "chromium is missing and apt-get cannot install it here (needs root):" \
+				"the browser tests will skip (fail under CI=true)"; \
+		fi; }
+
+# docs/screenshots/{now,pipeline,alerts}.png at 1280 px: a realistic seeded
+# database served by `chm serve`, photographed in chromium (tests/web/screenshots.py).
+screenshots: install chromium
+	env -u CHM_DATABASE_URL $(BIN)/python -m tests.web.screenshots
 
 # schemathesis against the OpenAPI document with many more examples per
 # operation and mode than the suite's bounded run (both databases); -rP prints
