@@ -288,7 +288,10 @@ def test_in_the_second_copy_of_the_repeated_hour_the_fixed_time_tick_is_that_nig
         ("0 0 12 ? * 7", "0 12 * * 6"),
         ("0 0 12 ? * 2-6", "0 12 * * 1-5"),
         ("0 0 12 ? * 1,7", "0 12 * * 0,6"),
-        ("0 0 12 ? * 2/2", "0 12 * * 1/2"),
+        ("0 0 12 ? * 2/2", "0 12 * * 1-6/2"),  # Mon, Wed, Fri: never Sunday
+        ("0 0 12 ? * 2/3", "0 12 * * 1-6/3"),  # Mon, Thu
+        ("0 0 12 ? * MON/2", "0 12 * * 1-6/2"),
+        ("0 0 12 ? * */2", "0 12 * * 0-6/2"),  # Sun, Tue, Thu, Sat
         ("0 0 12 ? * 6L", "0 12 * * 5L"),  # the last Friday
         ("0 0 12 ? * 2#1", "0 12 * * 1#1"),  # the first Monday
         ("0 0/5 * * * ?", "0/5 * * * *"),
@@ -299,6 +302,21 @@ def test_in_the_second_copy_of_the_repeated_hour_the_fixed_time_tick_is_that_nig
 )
 def test_quartz_expressions_that_fit_five_fields_are_converted(quartz: str, cron: str) -> None:
     assert quartz_to_cron(quartz) == cron
+
+
+@pytest.mark.parametrize(
+    ("quartz", "days"),
+    [
+        ("0 0 12 ? * 2/2", ["Mon", "Wed", "Fri"]),
+        ("0 0 12 ? * 2/3", ["Mon", "Thu"]),
+        ("0 0 12 ? * 2/6", ["Mon"]),
+        ("0 0 12 ? * */3", ["Sun", "Wed", "Sat"]),
+    ],
+)
+def test_quartz_day_of_week_steps_stop_at_saturday(quartz: str, days: list[str]) -> None:
+    # A week from Sunday 2026-01-04: the days the converted cron fires on.
+    ticks = ticks_after(quartz_to_cron(quartz), "UTC", utc(2026, 1, 4), utc(2026, 1, 11), 10)
+    assert [t.strftime("%a") for t in ticks] == days
 
 
 def test_a_converted_quartz_schedule_fires_when_quartz_would() -> None:

@@ -201,3 +201,26 @@ def test_whole_numbers_written_as_floats_are_integers(api):
     # JSON Schema's integer: 45.0 is one (the OpenAPI document promises it).
     pipeline = make_pipeline(api, make_client(api), "p", grace_minutes=45.0, deadline_minutes=60.0)
     assert (pipeline["grace_minutes"], pipeline["deadline_minutes"]) == (45, 60)
+
+
+def test_correcting_the_zone_of_a_platform_schedule_makes_it_the_users(api, engine):
+    from sqlalchemy.orm import Session
+
+    from chm.schedules.learn import apply_platform_schedule
+
+    pipeline = make_pipeline(api, make_client(api), "p")
+    now = datetime.now(UTC)
+    with Session(engine) as session, session.begin():
+        apply_platform_schedule(
+            session, int(pipeline["id"]), cron="0 2 * * *", timezone="UTC", note=None, now=now
+        )
+    fixed = ok(_patch(api, pipeline, schedule_timezone="Europe/Berlin"))
+    assert (fixed["schedule"], fixed["schedule_source"]) == ("0 2 * * *", "user")
+    with Session(engine) as session, session.begin():
+        assert not apply_platform_schedule(
+            session, int(pipeline["id"]), cron="0 2 * * *", timezone="UTC", note=None, now=now
+        )
+    assert ok(api.get(f"{API}/pipelines/{pipeline['id']}"))["schedule_timezone"] == "Europe/Berlin"
+    # Without a schedule, a zone alone pins nothing.
+    other = make_pipeline(api, make_client(api), "q")
+    assert ok(_patch(api, other, schedule_timezone="Asia/Tokyo"))["schedule_source"] is None

@@ -327,6 +327,41 @@ def test_late_fires_while_the_run_still_runs_past_the_deadline_and_resolves_when
     assert report.resolved == 1 and alert.state == "resolved"
 
 
+def test_the_next_periods_run_is_not_late_for_the_tick_before(
+    engine: Engine, settings: Settings, missed_rule: dict[str, Any], pipeline: dict[str, Any]
+) -> None:
+    # The day's run finished in time; the next day's starts on time and runs.
+    # Until the next tick's grace ends, the day before's tick is the expected
+    # one, and its deadline has passed: the new run was not running at that
+    # deadline, so it is not late.
+    done = add_run(engine, pipeline, "running", TICK + timedelta(minutes=1))
+    set_status(engine, done, "success")
+    next_day = TICK + timedelta(days=1)
+    add_run(engine, pipeline, "running", next_day)
+    assert run(engine, settings, next_day + timedelta(minutes=5)).fired == 0
+    assert alerts(engine) == []
+
+
+def test_ticks_that_ran_out_name_no_tick_until_topped_up(
+    engine: Engine, settings: Settings, missed_rule: dict[str, Any], pipeline: dict[str, Any]
+) -> None:
+    # The worker was down: the stored ticks end before now. An old stored tick
+    # would be taken for the expected one (and any run since for its answer);
+    # the pipeline waits for the top-up instead.
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(Pipeline)
+            .where(Pipeline.id == int(pipeline["id"]))
+            .values(schedule_ticks_until=DUE_MISSED - timedelta(minutes=1))
+        )
+        expectations = stored_expectations(sa.literal(DUE_MISSED, UTCDateTime()))
+        assert conn.execute(sa.select(expectations)).all() == []
+    assert run(engine, settings, DUE_MISSED).fired == 0
+    with Session(engine) as session, session.begin():
+        assert top_up(session, DUE_MISSED) == 1
+    assert run(engine, settings, DUE_MISSED).fired == 1
+
+
 def test_late_says_queued_for_a_run_that_has_not_started(
     engine: Engine, settings: Settings, missed_rule: dict[str, Any], pipeline: dict[str, Any]
 ) -> None:

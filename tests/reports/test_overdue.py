@@ -217,6 +217,23 @@ def test_a_queued_run_is_late_too_a_finished_one_never(api: TestClient, engine: 
     assert states(api, T + HOUR) == {"queued": "late", "mixed": "late"}
 
 
+def test_the_next_periods_run_is_not_late_for_the_tick_before(
+    api: TestClient, engine: Engine
+) -> None:
+    # A daily job with a 20-minute deadline: the day's run starts on time and
+    # runs, while the day before's tick is still the expected one (until its
+    # grace ends). It was not running at that tick's deadline: nothing is late.
+    client = make_client(api)
+    pipeline = scheduled(api, engine, client, "daily", deadline_minutes=20)
+    run(api, pipeline, "success", T, T + 10 * MINUTE)
+    next_day = T + DAY
+    run(api, pipeline, "running", next_day)
+    assert overdue(api, next_day + 5 * MINUTE) == []
+    assert overdue(api, next_day + GRACE - MICROSECOND) == []
+    # From the new tick's deadline on, the run that is still open is late.
+    assert states(api, next_day + GRACE) == {"daily": "late"}
+
+
 def test_without_a_deadline_an_open_run_is_never_late(api: TestClient, engine: Engine) -> None:
     client = make_client(api)
     pipeline = scheduled(api, engine, client, "no_deadline")
@@ -715,7 +732,7 @@ def oracle(
         elif (
             p.deadline is not None
             and tick + p.deadline * MINUTE <= as_of
-            and any(r.status in OPEN for r in window)
+            and any(r.status in OPEN and r.event_at <= tick + p.deadline * MINUTE for r in window)
         ):
             state, due_by = "late", tick + p.deadline * MINUTE
         else:

@@ -599,6 +599,17 @@ def missed_schedule_statement(now: datetime) -> sa.Select[Any]:
         )
 
     past_deadline = sa.and_(ticks.c.due_late.is_not(None), ticks.c.due_late <= _at(now))
+    # The stored ticks reach now (stored_expectations' rule): ticks that ran
+    # out, the worker down for a day, would name an old tick, and every run
+    # since as its answer; such a pipeline waits for the top-up.
+    ticks_complete = (
+        sa.select(PIPELINES.c.id)
+        .where(
+            PIPELINES.c.id == ticks.c.pipeline_id,
+            PIPELINES.c.schedule_ticks_until >= _at(now),
+        )
+        .exists()
+    )
     zone = (
         sa.select(PIPELINES.c.schedule_timezone)
         .where(PIPELINES.c.id == ticks.c.pipeline_id)
@@ -613,9 +624,17 @@ def missed_schedule_statement(now: datetime) -> sa.Select[Any]:
             zone.label("schedule_timezone"),
             in_window().label("answering_run"),
             sa.case(
-                (past_deadline, in_window(RUNS.c.status.in_(OPEN_STATUSES))), else_=sa.null()
+                # Open AT the deadline: a run of the next period, started
+                # after it, was not running then.
+                (
+                    past_deadline,
+                    in_window(
+                        RUNS.c.status.in_(OPEN_STATUSES), RUNS.c.event_at <= ticks.c.due_late
+                    ),
+                ),
+                else_=sa.null(),
             ).label("run_id"),
-        ).where(ticks.c.expected_at.is_not(None)),
+        ).where(ticks.c.expected_at.is_not(None), ticks_complete),
         "expected",
     )
     late_status = sa.select(RUNS.c.status).where(RUNS.c.id == facts.c.run_id).scalar_subquery()

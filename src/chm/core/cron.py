@@ -196,7 +196,8 @@ def _quartz_day_of_week(expression: str, field: str) -> str:
             part, step = part.split("/", 1)
             step = "/" + step
         if part == "*":
-            parts.append(part + step)
+            # Quartz steps over 1-7; cron's "*" is 0-7 (7 is Sunday again).
+            parts.append("0-6" + step if step else part)
         elif part.endswith("L") and len(part) > 1:
             parts.append(day(part[:-1]) + "L" + step)
         elif "#" in part:
@@ -205,6 +206,16 @@ def _quartz_day_of_week(expression: str, field: str) -> str:
         elif "-" in part:
             first, last = part.split("-", 1)
             parts.append(f"{day(first)}-{day(last)}{step}")
+        elif step:
+            # A start and a step: Quartz steps up to Saturday (7); cron would
+            # step on to its 7, Sunday again. The range says where to stop.
+            parts.append(f"{_day_number(day(part))}-6{step}")
         else:
-            parts.append(day(part) + step)
+            parts.append(day(part))
     return ",".join(parts)
+
+
+def _day_number(day: str) -> int:
+    """A cron day of week (a number 0-6 or a name) as its number, Sunday 0."""
+    names = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+    return names.index(day) if day in names else int(day)

@@ -24,9 +24,12 @@ def not_found(what: str, ident: Any) -> NotFound:
     return NotFound(f"{what} '{ident}' not found")
 
 
-def get_or_404(session: Session, model: type[M], ident: int, what: str) -> M:
-    """The ``model`` row with primary key ``ident``; a 404 naming ``what`` when none."""
-    found = session.get(model, ident)
+def get_or_404(
+    session: Session, model: type[M], ident: int, what: str, *, for_update: bool = False
+) -> M:
+    """The ``model`` row with primary key ``ident`` (locked until the transaction
+    ends when ``for_update``); a 404 naming ``what`` when none."""
+    found = session.get(model, ident, with_for_update=for_update or None)
     if found is None:
         raise not_found(what, ident)
     return found

@@ -67,10 +67,11 @@ def _flush_or_conflict(session: Session) -> None:
     )
 
 
-def _schedule_changes(sent: dict[str, Any]) -> dict[str, Any]:
+def _schedule_changes(sent: dict[str, Any], current_schedule: str | None = None) -> dict[str, Any]:
     """The stored values of the schedule fields a request sent: a null zone or
-    grace is the default; writing ``schedule`` makes the user its owner (or
-    nobody, when it is cleared) unless the request names the owner."""
+    grace is the default; writing ``schedule``, or the zone of a schedule,
+    makes the user its owner (or nobody, when it is cleared) unless the
+    request names the owner."""
     changes: dict[str, Any] = {}
     if "schedule_timezone" in sent:
         changes["schedule_timezone"] = sent["schedule_timezone"] or "UTC"
@@ -85,6 +86,10 @@ def _schedule_changes(sent: dict[str, Any]) -> dict[str, Any]:
         changes["schedule_source"] = sent.get("schedule_source", owner)
     elif "schedule_source" in sent:
         changes["schedule_source"] = sent["schedule_source"]
+    elif "schedule_timezone" in sent and current_schedule is not None:
+        # Correcting the zone of a schedule (the platform's) makes it the
+        # user's: the platform's next read would put its own zone back.
+        changes["schedule_source"] = "user"
     return changes
 
 
@@ -141,10 +146,13 @@ def create_pipeline(session: Session, data: PipelineCreate) -> Pipeline:
 
 
 def update_pipeline(session: Session, pipeline_id: int, data: PipelineUpdate) -> Pipeline:
-    pipeline = get_pipeline(session, pipeline_id)
+    # Locked: ingestion may be taking the platform's schedule for this row now
+    # (chm.schedules.learn locks it too); the ticks are rewritten from what
+    # this transaction read, so it must read the latest.
+    pipeline = get_or_404(session, Pipeline, pipeline_id, "pipeline", for_update=True)
     sent = data.model_dump(exclude_unset=True)
     changes = {k: v for k, v in sent.items() if k not in ScheduleFields.model_fields}
-    changes.update(_schedule_changes(sent))
+    changes.update(_schedule_changes(sent, pipeline.schedule))
     before = tuple(getattr(pipeline, name) for name in TICK_FIELDS)
     _check_unique(
         session,

@@ -83,7 +83,11 @@ def overdue_state(expectations: FromClause, as_of: TimeExpr) -> ColumnElement[st
     passed and a run answered."""
     e = expectations.c
     answered = sa.exists().where(answers(expectations, as_of))
-    still_open = sa.exists().where(answers(expectations, as_of), is_open())
+    # Still open AT the deadline: the run's event time is at or before it (a
+    # run of the next period, started after the deadline, was not running then).
+    still_open = sa.exists().where(
+        answers(expectations, as_of), Run.event_at <= e.due_late, is_open()
+    )
     return sa.case(
         (~answered, OverdueState.missed.value),
         (sa.and_(e.due_late <= as_of, still_open), OverdueState.late.value),

@@ -153,7 +153,8 @@ def stored_expectations(as_of: ColumnElement[datetime]) -> sa.Subquery:
     """Each scheduled pipeline's expectation at ``as_of`` from the stored ticks:
     ``(pipeline_id, expected_at, window_start, due_missed, due_late)`` of its
     latest tick with ``due_missed <= as_of``; pipelines with none (nothing due
-    yet, or nothing since the schedule was set) are left out.
+    yet, or nothing since the schedule was set), and those whose stored ticks
+    end before ``as_of``, are left out.
 
     Each value is its own top-1 lookup of the index ``(pipeline_id,
     due_missed)``: joining the ticks back on the tick found lets PostgreSQL's
@@ -177,7 +178,10 @@ def stored_expectations(as_of: ColumnElement[datetime]) -> sa.Subquery:
             latest(TICKS.c.due_missed).label("due_missed"),
             latest(TICKS.c.due_late).label("due_late"),
         )
-        .where(Pipeline.schedule.is_not(None))
+        # Ticks stored up to as_of at least: stored ticks that ran out (no
+        # worker for a day) would name an old tick, and every run since as
+        # its answer. Such a pipeline is left out until the worker tops it up.
+        .where(Pipeline.schedule.is_not(None), Pipeline.schedule_ticks_until >= as_of)
         .cte("due_ticks")
         .prefix_with("MATERIALIZED")
     )

@@ -119,25 +119,17 @@ def downgrade() -> None:
     op.drop_index("ix_schedule_ticks_pipeline_id_due_missed", "schedule_ticks")
     op.drop_table("schedule_ticks")
     op.drop_index("ix_pipelines_schedule_ticks_until", "pipelines")
-    sqlite = op.get_bind().dialect.name == "sqlite"
-    if sqlite:
-        # SQLite rebuilds the table, and renaming the rebuilt one would check
-        # the report views that read it: the legacy rename leaves them as they are.
-        op.execute("PRAGMA legacy_alter_table = ON")
-    with op.batch_alter_table("pipelines") as batch:
-        for check in ("grace_minutes_range", "deadline_minutes_range", "schedule_source_values"):
-            batch.drop_constraint(op.f(f"ck_pipelines_{check}"), type_="check")
-        for name in (
-            "schedule_ticks_until",
-            "schedule_checked_at",
-            "schedule_note",
-            "schedule_set_at",
-            "schedule_source",
-            "deadline_minutes",
-            "grace_minutes",
-            "schedule_timezone",
-            "schedule",
-        ):
-            batch.drop_column(name)
-    if sqlite:
-        op.execute("PRAGMA legacy_alter_table = OFF")
+    # Dropped in place (SQLite 3.35+ drops a column whose CHECK is its own):
+    # rebuilding pipelines would drop a table that runs and rules refer to.
+    for name in (
+        "schedule_ticks_until",
+        "schedule_checked_at",
+        "schedule_note",
+        "schedule_set_at",
+        "schedule_source",
+        "deadline_minutes",
+        "grace_minutes",
+        "schedule_timezone",
+        "schedule",
+    ):
+        op.drop_column("pipelines", name)

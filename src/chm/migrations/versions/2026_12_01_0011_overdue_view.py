@@ -318,7 +318,8 @@ WHERE schedule_ticks.pipeline_id = pipelines.id
     ORDER BY schedule_ticks.due_missed DESC
  LIMIT 1 OFFSET 0) AS due_late
 FROM pipelines
-WHERE pipelines.schedule IS NOT NULL)
+WHERE pipelines.schedule IS NOT NULL
+    AND pipelines.schedule_ticks_until >= (strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'))
  SELECT overdue.pipeline_id, overdue.pipeline_name, overdue.client_id, overdue.client_name,
     overdue.platform, overdue.schedule, overdue.schedule_timezone, overdue.state,
     overdue.expected_at, overdue.due_by, last_run.event_at AS last_run_at,
@@ -351,7 +352,8 @@ FROM runs
 WHERE runs.pipeline_id = expectations.pipeline_id
     AND runs.event_at >= expectations.window_start
     AND runs.event_at <= (strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')
-    AND runs.status IN ('queued', 'running')))) THEN 'late' ELSE NULL END AS state
+    AND runs.event_at <= expectations.due_late AND runs.status IN ('queued',
+    'running')))) THEN 'late' ELSE NULL END AS state
 FROM (SELECT due_ticks.pipeline_id AS pipeline_id, due_ticks.expected_at AS expected_at,
     due_ticks.window_start AS window_start, due_ticks.due_missed AS due_missed,
     due_ticks.due_late AS due_late
@@ -1027,7 +1029,7 @@ WHERE schedule_ticks.pipeline_id = pipelines.id AND schedule_ticks.due_missed <=
     ORDER BY schedule_ticks.due_missed DESC
  LIMIT 1) AS due_late
 FROM pipelines
-WHERE pipelines.schedule IS NOT NULL)
+WHERE pipelines.schedule IS NOT NULL AND pipelines.schedule_ticks_until >= now())
  SELECT overdue.pipeline_id, overdue.pipeline_name, overdue.client_id, overdue.client_name,
     overdue.platform, overdue.schedule, overdue.schedule_timezone, overdue.state,
     overdue.expected_at, overdue.due_by, last_run.event_at AS last_run_at,
@@ -1057,7 +1059,8 @@ WHERE runs.pipeline_id = expectations.pipeline_id
 FROM runs
 WHERE runs.pipeline_id = expectations.pipeline_id
     AND runs.event_at >= expectations.window_start AND runs.event_at <= now()
-    AND runs.status IN ('queued', 'running')))) THEN 'late' ELSE NULL END AS state
+    AND runs.event_at <= expectations.due_late AND runs.status IN ('queued',
+    'running')))) THEN 'late' ELSE NULL END AS state
 FROM (SELECT due_ticks.pipeline_id AS pipeline_id, due_ticks.expected_at AS expected_at,
     due_ticks.window_start AS window_start, due_ticks.due_missed AS due_missed,
     due_ticks.due_late AS due_late
