@@ -55,6 +55,7 @@ from sqlalchemy.orm import Session
 
 from chm.core.db import make_session_factory
 from chm.core.errors import ValidationFailed
+from chm.core.redaction import redact_text
 from chm.core.settings import get_settings
 from chm.core.status import TERMINAL_STATUSES
 from chm.core.timeutil import utcnow
@@ -398,7 +399,7 @@ class IngestionEngine:
         except Exception as error:
             logger.exception("%s: unexpected error reading the schedule", target.describe())
             failure = f"unexpected error ({type(error).__name__})"
-        redact = client.redactor.text if client is not None else str
+        redact = client.redactor.text if client is not None else redact_text
         now = self.clock()
         try:
             with self.write_sessions.begin() as session:
