@@ -4,8 +4,8 @@ PostgreSQL.
 
 What a person sees: the now page shows the failing pipeline and its firing
 alert; its link leads to the pipeline's page with its history; the page
-refreshes itself with a run recorded after it loaded; in production nothing
-shows before sign-in. Every page loads without a console error or a failed
+refreshes itself with a run recorded after it loaded; the keyboard's first
+stop skips to the content; in production nothing shows before sign-in. Every page loads without a console error or a failed
 request, passes axe-core, and fits a phone's width.
 
 The server runs at the real clock (a process of its own), so the runs are
@@ -186,6 +186,19 @@ def test_the_failing_pipelines_link_opens_its_page_with_its_history(page: Page, 
     expect(page.locator("section#strip")).to_contain_text("failed")
     expect(page.locator("section#pipeline-alerts")).to_contain_text("on_failure")
     expect(page.locator("section#schedule")).to_contain_text("0 2 * * *")
+
+
+def test_the_first_tab_stop_skips_to_the_content(page: Page, site: Site) -> None:
+    open_page(page, site, "/")
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()
+    page.keyboard.press("Enter")
+    expect(page.locator("main#live")).to_be_focused()
+    # From there, the next stop is inside the content.
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.closest('main') !== null")
 
 
 def _mark_loaded(page: Page) -> None:
