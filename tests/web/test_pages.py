@@ -458,3 +458,21 @@ def test_each_page_sends_the_same_number_of_queries_however_many_rows(
     after = {path: _queries(web, path) for path in paths}
     assert after == before
     assert max(after.values()) <= 20
+
+
+def test_the_now_page_shows_the_head_of_a_long_failing_list_and_links_to_the_rest(
+    web: TestClient, world: World
+) -> None:
+    for i in range(11):
+        make_run(web, make_pipeline(web, world.globex, f"broken-{i:02d}"), "failed",
+                 started_at=at(hours=1))  # fmt: skip
+    failing = page(web, "/").by_id("failing")
+    assert failing.find("h2").text == "Failing now (12)"
+    groups = failing.find_all("div", class_="table-wrap")
+    assert [len(g.find("tbody").find_all("tr")) for g in groups] == [1, 10]
+    more = failing.find("p", class_="more")
+    assert more.text == "All 11 failing pipelines of Globex"
+    assert more.links() == [f"/clients/{world.globex['id']}"]
+    # The client's page lists all of them.
+    client = page(web, f"/clients/{world.globex['id']}").by_id("client-failing")
+    assert len(client.find("tbody").find_all("tr")) == 11

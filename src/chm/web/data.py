@@ -53,6 +53,12 @@ FIRING_SHOWN = 100  # firing alerts on the alerts page (the rest: the API)
 RECENT_PAGE = 50  # resolved alerts per page on the alerts page
 SILENCES_SHOWN = 50
 CLIENT_WINDOW = timedelta(hours=24)  # the client summary's window
+# The now page shows the head of each long list (the headings count them
+# all); a client's page shows all of its own. 10,000 pipelines can fail at
+# once, and a page of thousands of rows, sent again at every refresh, helps
+# nobody.
+FAILING_PER_CLIENT = 10
+ROWS_SHOWN = 50
 
 
 # --- the now page -------------------------------------------------------------
@@ -70,6 +76,8 @@ class NowPage:
     board: StatusBoard
     failing_by_client: list[ClientGroup]
     health: HealthDetail
+    failing_per_client: int = FAILING_PER_CLIENT
+    rows_shown: int = ROWS_SHOWN
 
 
 def group_by_client(failing: list[FailingPipeline]) -> list[ClientGroup]:
