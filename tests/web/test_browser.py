@@ -260,6 +260,14 @@ def test_page_has_no_accessibility_violations(page: Page, site: Site, name: str)
     assert count == 0, report
 
 
+def test_the_not_found_page_has_no_accessibility_violations(page: Page, site: Site) -> None:
+    response = page.goto(site.server.url + "/pipelines/987654321")
+    assert response is not None and response.status == 404
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    count, report = axe_violations(page)
+    assert count == 0, report
+
+
 @pytest.mark.parametrize("name", PAGES)
 def test_page_fits_a_phone_width_without_horizontal_scroll(
     browser: Browser, site: Site, name: str
