@@ -8,7 +8,16 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from chm.web.chart import HEIGHT, LEFT, PLOT_HEIGHT, PLOT_WIDTH, STUB, TOP, duration_chart
+from chm.web.chart import (
+    HEIGHT,
+    LEFT,
+    MIN_SLOTS,
+    PLOT_HEIGHT,
+    PLOT_WIDTH,
+    STUB,
+    TOP,
+    duration_chart,
+)
 from chm.web.format import age_text, badge, first_line, relative_text, span_text, time_text
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -140,7 +149,11 @@ def test_bars_run_oldest_to_newest_with_heights_in_proportion() -> None:
         assert bar.y + bar.height == pytest.approx(TOP + PLOT_HEIGHT)
     xs = [bar.x for bar in chart.bars]
     assert xs == sorted(xs) and xs[0] >= LEFT
-    assert chart.bars[-1].x + chart.bars[-1].width <= LEFT + PLOT_WIDTH
+    # Four runs take four of the MIN_SLOTS slots, the newest at the right edge.
+    slot = PLOT_WIDTH / MIN_SLOTS
+    assert xs[1] - xs[0] == pytest.approx(slot, abs=0.01)
+    right = chart.bars[-1].x + chart.bars[-1].width
+    assert LEFT + PLOT_WIDTH - slot < right <= LEFT + PLOT_WIDTH
     assert chart.bars[2].css == "status-bad status-failed"
     assert chart.bars[1].label == "Run 2, success, 2 min, 2026-11-28 03:00 UTC"
     assert chart.bars[3].label.startswith("Run 4, success, no duration")
@@ -167,3 +180,9 @@ def test_charts_of_nothing_and_of_zero() -> None:
     assert [b.height for b in undated.bars] == [STUB, STUB] and len(undated.ticks) == 1
     zero = duration_chart(runs_newest_first(0, 0))
     assert [b.height for b in zero.bars] == [0.0, 0.0]
+
+
+def test_fifty_runs_fill_the_plot() -> None:
+    chart = duration_chart(runs_newest_first(*([60.0] * 50)))
+    assert chart.bars[0].x < LEFT + PLOT_WIDTH / 50
+    assert chart.bars[-1].x + chart.bars[-1].width > LEFT + PLOT_WIDTH - PLOT_WIDTH / 50

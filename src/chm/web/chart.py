@@ -1,7 +1,8 @@
 """The pipeline page's duration chart, drawn on the server as inline SVG.
 
-One bar per run, oldest on the left, its height the run's duration on a
-scale from 0 to the longest duration shown; a run without a duration
+One bar per run, oldest on the left and the newest at the right edge (a
+few runs take a few narrow slots, not the whole width), its height the
+run's duration on a scale from 0 to the longest duration shown; a run without a duration
 (still running, or no times) is a short dashed stub at the baseline, so the
 sequence keeps its gaps. Colour follows the status (the CSS classes of the
 badges), and every bar has a ``<title>``; the chart as a whole has a title
@@ -21,13 +22,14 @@ from chm.web.format import badge, span_text, utc_text
 
 WIDTH = 640
 HEIGHT = 200
-LEFT = 72  # room for the axis labels
+LEFT = 96  # room for the axis labels
 TOP = 10
 BOTTOM = 10
 PLOT_WIDTH = WIDTH - LEFT - 8
 PLOT_HEIGHT = HEIGHT - TOP - BOTTOM
 STUB = 3.0  # the height of a run without a duration
 BAR_FILL = 0.7  # of each slot's width
+MIN_SLOTS = 20  # the plot's width holds at least this many bars
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,10 @@ def duration_chart(runs: Sequence[Any]) -> DurationChart:
     ordered = list(reversed(runs))  # oldest on the left
     durations = [float(r.duration_seconds) for r in ordered if r.duration_seconds is not None]
     longest = max(durations) if durations else None
-    slot = PLOT_WIDTH / max(len(ordered), 1)
+    slots = max(len(ordered), MIN_SLOTS)
+    slot = PLOT_WIDTH / slots
     width = slot * BAR_FILL
+    first = slots - len(ordered)  # right-aligned: the newest run at the right edge
     bars = []
     for index, run in enumerate(ordered):
         duration = None if run.duration_seconds is None else float(run.duration_seconds)
@@ -107,7 +111,7 @@ def duration_chart(runs: Sequence[Any]) -> DurationChart:
                 run_id=str(run.id),
                 status=run.status,
                 css=badge(run.status).css,
-                x=round(LEFT + index * slot + (slot - width) / 2, 2),
+                x=round(LEFT + (first + index) * slot + (slot - width) / 2, 2),
                 y=round(TOP + PLOT_HEIGHT - height, 2),
                 width=round(width, 2),
                 height=round(height, 2),
