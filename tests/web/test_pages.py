@@ -162,7 +162,10 @@ def test_the_page_is_a_document_for_people(web: TestClient, world: World) -> Non
     for region in doc.find_all("div", class_="table-wrap"):
         assert region["role"] == "region" and region["aria-label"] and region["tabindex"] == "0"
     # htmx and the stylesheet from this server, no inline script.
-    assert [s.get("src") for s in doc.find_all("script")] == ["/static/htmx.min.js"]
+    assert [s.get("src") for s in doc.find_all("script")] == [
+        "/static/htmx.min.js",
+        "/static/chm.js",
+    ]
 
 
 def test_the_fragment_is_the_live_main_alone(web: TestClient, world: World) -> None:
@@ -417,6 +420,8 @@ def test_static_files_are_served(web: TestClient) -> None:
     assert htmx.status_code == 200 and "htmx" in htmx.text[:200]
     css = web.get("/static/chm.css")
     assert css.status_code == 200 and ".status-bad" in css.text
+    script = web.get("/static/chm.js")
+    assert script.status_code == 200 and "htmx:beforeRequest" in script.text
 
 
 @contextmanager
