@@ -164,7 +164,14 @@ def test_sign_in_returns_to_the_page_asked_for_and_never_to_another_site(
     assert doc.find("input", name="next")["value"] == asked
     response = prod.post("/sign-in", data={"token": TOKEN, "next": asked})
     assert response.headers["location"] == asked
-    for elsewhere in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+    for elsewhere in (
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "evil.example",
+    ):
         response = prod.post("/sign-in", data={"token": TOKEN, "next": elsewhere})
         assert response.headers["location"] == "/"
 

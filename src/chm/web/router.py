@@ -72,7 +72,16 @@ def _is_fragment(request: Request) -> bool:
 
 def _local_path(value: str | None) -> str:
     """Where to go after signing in: a path of this site, never another site."""
-    if value and value.startswith("/") and not value.startswith(("//", "/\\")):
+    # "//host" and "/\\host" name another host to a browser, which also drops
+    # tabs and newlines from a URL before reading it.
+    if (
+        value
+        and value.startswith("/")
+        and not value.startswith(("//", "/\\"))
+        and "\\" not in value
+        and value.isprintable()
+        and " " not in value
+    ):
         return value
     return "/"
 
