@@ -364,4 +364,8 @@ def json_rows(
     parameter = sa.bindparam(f"{name}_document", document, type_=sa.Text())
     elements = _JsonElements(parameter).table_valued("value", name=f"{name}_elements")
     fields = [_JsonField(elements.c.value, key, type_).label(key) for key, type_ in columns.items()]
-    return sa.select(*fields).select_from(elements).subquery(name)
+    # Expanded once (a MATERIALIZED CTE): with stale statistics PostgreSQL
+    # may put the expansion on the inner side of a nested loop, parsing the
+    # whole document again for every pipeline.
+    expanded = sa.select(*fields).select_from(elements).cte(name).prefix_with("MATERIALIZED")
+    return sa.select(expanded).subquery(f"{name}_rows")
