@@ -16,13 +16,18 @@ makes the now page realistic, at the data set's reference time ``AS_OF``:
 Then each page, through the app in this process (the HTTP path minus the
 socket: routing, the session cookie check, the statements, the template),
 at the clock ``AS_OF``: one warm-up, then ``--repeat`` timed GETs (median and
-worst) and the number of SQL statements one GET sends (an SQLAlchemy
-``before_cursor_execute`` listener):
+worst), and the SQL statements one GET sends (SQLAlchemy's
+``before_cursor_execute`` and ``after_cursor_execute`` events on the app's
+engines): their number, their time in the database, the slowest three:
 
 1. ``/`` the now page (target: under 300 ms on PostgreSQL);
-2. ``/pipelines/{id}`` of the pipeline with the most runs among those with a
-   firing alert (its history's first page, the strip and the chart);
+2. ``/pipelines/{id}`` of the pipeline with the most runs among the first 20
+   with a firing alert (its history's first page, the strip and the chart);
 3. ``/clients/{id}`` of that pipeline's client, and ``/alerts``.
+
+Then the now page's data alone (``build_board``, what ``chm status`` shows),
+timed the same way, with the rows of each of its lists; ``--profile N`` prints
+the N functions one ``build_board`` spends most time in (cProfile).
 
 Prints the figures (and with ``--json FILE`` writes them), with the load
 average before and after. Not part of the test suite.
@@ -263,6 +268,17 @@ def timed_board(engine: Engine, settings: Settings, repeat: int) -> dict[str, An
     }
 
 
+def profile_board(engine: Engine, settings: Settings, top: int) -> None:
+    """One ``build_board`` under cProfile: the ``top`` functions by cumulative time."""
+    import cProfile
+    import pstats
+
+    stuck_after = timedelta(minutes=settings.stuck_after_minutes)
+    with make_session_factory(engine)() as session, cProfile.Profile() as profiler:
+        build_board(session, AS_OF, stuck_after)
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
+
+
 def page_app(settings: Settings, engine: Engine, clock: Callable[[], datetime]) -> Any:
     """The app, its pages at ``clock``."""
     app = create_app(settings, engine)
@@ -270,7 +286,7 @@ def page_app(settings: Settings, engine: Engine, clock: Callable[[], datetime]) 
     return app
 
 
-def measure(url: str, repeat: int) -> dict[str, Any]:
+def measure(url: str, repeat: int, profile: int = 0) -> dict[str, Any]:
     engine = create_db_engine(url)
     upgrade(engine)
     figures: dict[str, Any] = {"backend": engine.dialect.name}
@@ -292,6 +308,8 @@ def measure(url: str, repeat: int) -> dict[str, Any]:
             print(f"{name}: {json.dumps(figures[name], indent=1)}", flush=True)
     figures["board"] = timed_board(engine, settings, repeat)
     print(f"board alone: {figures['board']}", flush=True)
+    if profile:
+        profile_board(engine, settings, profile)
     engine.dispose()
     return figures
 
@@ -304,6 +322,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--wait-quiet", type=float, default=60.0)
     parser.add_argument("--json", dest="json_path", default=None)
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the N functions the now page's data spends most time in (cProfile)",
+    )
     args = parser.parse_args(argv)
     spec = dataset.SIZES[args.size]
     quiet = wait_quiet(args.wait_quiet)
@@ -312,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         copy = dataset.sqlite_copy(spec, "web")
     with copy as url:
-        figures = measure(url, args.repeat)
+        figures = measure(url, args.repeat, args.profile)
     figures.update(
         size=args.size,
         data=dataset.describe(spec),
