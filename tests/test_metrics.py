@@ -591,6 +591,16 @@ def test_in_production_the_token_opens_metrics_and_401s_are_counted(
     }
 
 
+@pytest.mark.parametrize("version", ["abc", "1.x", "1.0.0=1"])
+def test_an_accept_header_with_an_odd_version_gets_the_text_format(
+    at_t: TestClient, version: str
+) -> None:
+    accept = f"application/openmetrics-text; version={version}"
+    response = at_t.get("/metrics", headers={"Accept": accept})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+
+
 def test_openmetrics_when_the_accept_header_asks(at_t: TestClient) -> None:
     make_client(at_t, "Acme")
     response = at_t.get(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from http.cookies import SimpleCookie
+from urllib.parse import urlencode
 
 import pytest
 from fastapi.testclient import TestClient
@@ -109,6 +110,44 @@ def test_htmx_without_a_session_is_told_to_sign_in(prod: TestClient, world: Worl
     assert response.status_code == 401
     assert response.headers["hx-redirect"] == "/sign-in"
     assert response.text == ""
+
+
+def test_a_refresh_after_the_session_ended_signs_in_back_to_its_page(
+    prod: TestClient, world: World
+) -> None:
+    page = f"/pipelines/{world.nightly['id']}?cursor=abc"
+    for current, back in (
+        (f"http://testserver{page}", page),
+        ("https://evil.example//evil.example/x", "/"),
+        ("", "/"),
+    ):
+        headers = {"HX-Request": "true", "HX-Current-URL": current}
+        response = prod.get(f"/pipelines/{world.nightly['id']}", headers=headers)
+        assert response.status_code == 401
+        expected = "/sign-in" if back == "/" else f"/sign-in?{urlencode({'next': back})}"
+        assert response.headers["hx-redirect"] == expected
+
+
+def test_a_link_followed_from_another_site_reloads_to_carry_the_cookie(
+    prod: TestClient, world: World
+) -> None:
+    # SameSite=Strict: a navigation that starts on another site (a link in
+    # Slack) comes without the cookie; the reload from this page carries it.
+    response = prod.get("/alerts", headers={"Sec-Fetch-Site": "cross-site"})
+    assert response.status_code == 200
+    assert '<meta http-equiv="refresh" content="0">' in response.text
+    for name in ("Acme", "nightly-load", "KeyError", "Maintenance"):
+        assert name not in response.text
+    # That reload is same-origin: without a cookie it comes to the form.
+    again = prod.get("/alerts", headers={"Sec-Fetch-Site": "same-origin"})
+    assert again.status_code == 303 and again.headers["location"].startswith("/sign-in")
+
+
+def test_sign_out_is_asked_from_this_site_only(prod: TestClient, world: World) -> None:
+    prod.cookies.set(COOKIE, sign_in(prod)[COOKIE].value)
+    refused = prod.post("/sign-out", headers={"Sec-Fetch-Site": "cross-site"})
+    assert refused.status_code == 403 and "set-cookie" not in refused.headers
+    assert prod.get("/alerts").status_code == 200
 
 
 @pytest.mark.parametrize("wrong", ["", "prod-token", TOKEN + "x", TOKEN.upper(), " " + TOKEN])

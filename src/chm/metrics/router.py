@@ -46,5 +46,10 @@ def metrics(request: Request, now: Annotated[datetime, Depends(scrape_time)]) ->
     the HTTP requests of every server process (docs/metrics.md)."""
     state = request.app.state
     collector = InventoryCollector(state.engine, state.settings, state.sources, now)
-    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    try:
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    except (TypeError, ValueError):
+        # prometheus_client compares an Accept header's version as a number:
+        # one that is not ("version=abc") gets the default text format.
+        encode, content_type = choose_encoder("")
     return Response(encode(scrape_registry(collector)), headers={"Content-Type": content_type})

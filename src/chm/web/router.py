@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -97,10 +97,28 @@ def _sign_in_required(request: Request, _error: Exception) -> Response:
     """To the sign-in form (htmx: a 401 that tells it to go there), asking
     for nothing of the page first."""
     if _is_fragment(request):
-        return Response(status_code=401, headers={"HX-Redirect": SIGN_IN, **PAGE_HEADERS})
+        # Back to the page the tab shows once signed in (a session that
+        # expired under a tab left open).
+        current = urlsplit(request.headers.get("hx-current-url", ""))
+        page = _local_path(current.path + (f"?{current.query}" if current.query else ""))
+        location = SIGN_IN if page == "/" else f"{SIGN_IN}?{_next_query(page)}"
+        return Response(status_code=401, headers={"HX-Redirect": location, **PAGE_HEADERS})
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        # A link followed from another site (Slack, an email, Alertmanager):
+        # the SameSite=Strict cookie is not sent with such a navigation. A
+        # reload from this page is same-site and carries it; without one, that
+        # reload comes to the sign-in form (it is not cross-site: no loop).
+        return HTMLResponse(_RELOAD_PAGE, headers=PAGE_HEADERS)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     location = SIGN_IN if target == "/" else f"{SIGN_IN}?{_next_query(target)}"
     return RedirectResponse(location, status_code=303, headers=PAGE_HEADERS)
+
+
+_RELOAD_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    '<meta http-equiv="refresh" content="0"><title>CHM</title></head>'
+    "<body><p>Opening the page…</p></body></html>"
+)
 
 
 def _next_query(target: str) -> str:
@@ -269,7 +287,10 @@ async def sign_in(request: Request) -> Response:
 
 @public.post("/sign-out")
 def sign_out(request: Request) -> Response:
-    """Clears the session cookie."""
+    """Clears the session cookie (asked from this site only: another site's
+    form could otherwise sign the operator out)."""
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return HTMLResponse("Sign-out is asked from CHM's own pages.", 403, headers=PAGE_HEADERS)
     response = RedirectResponse(SIGN_IN, status_code=303, headers=PAGE_HEADERS)
     auth.clear_session_cookie(response, request)
     return response
