@@ -133,7 +133,7 @@ def duration_summary(session: Session, durations: Query) -> DurationSummaryRow:
 
 def duration_histogram(session: Session, durations: Query) -> list[DurationHistogramRow]:
     rows = session.execute(duration_histogram_query(durations)).mappings()
-    return [DurationHistogramRow.model_validate(row) for row in rows]
+    return [DurationHistogramRow.model_validate(dict(row)) for row in rows]
 
 
 def duration_distribution_report(

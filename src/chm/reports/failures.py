@@ -80,7 +80,7 @@ def failures_over_time(
     session: Session, window: Window, bucket: Bucket, scope: Scope
 ) -> list[FailuresOverTimeRow]:
     rows = session.execute(failures_over_time_query(window, bucket, scope)).mappings()
-    return [FailuresOverTimeRow.model_validate(row) for row in rows]
+    return [FailuresOverTimeRow.model_validate(dict(row)) for row in rows]
 
 
 def failures_by_client_query(clock: Clock, scope: Scope) -> Query:
@@ -121,7 +121,7 @@ def failures_by_client_query(clock: Clock, scope: Scope) -> Query:
 
 def failures_by_client(session: Session, clock: Clock, scope: Scope) -> list[FailuresByClientRow]:
     rows = session.execute(failures_by_client_query(clock, scope)).mappings()
-    return [FailuresByClientRow.model_validate(row) for row in rows]
+    return [FailuresByClientRow.model_validate(dict(row)) for row in rows]
 
 
 def failure_rate_by_platform_query(window: Window, scope: Scope) -> Query:
@@ -145,7 +145,7 @@ def failure_rate_by_platform(
     session: Session, window: Window, scope: Scope
 ) -> list[FailureRateByPlatformRow]:
     rows = session.execute(failure_rate_by_platform_query(window, scope)).mappings()
-    return [FailureRateByPlatformRow.model_validate(row) for row in rows]
+    return [FailureRateByPlatformRow.model_validate(dict(row)) for row in rows]
 
 
 def failures_over_time_report(

@@ -79,7 +79,7 @@ def flaky_pipelines(
     session: Session, window: Window, scope: Scope, limit: int | None
 ) -> list[FlakyPipelineRow]:
     rows = session.execute(flaky_pipelines_query(window, scope, limit)).mappings()
-    return [FlakyPipelineRow.model_validate(row) for row in rows]
+    return [FlakyPipelineRow.model_validate(dict(row)) for row in rows]
 
 
 def flaky_pipelines_report(

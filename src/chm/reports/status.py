@@ -94,7 +94,7 @@ def latest_status(
     session: Session, clock: Clock, scope: Scope, status: RunStatus | None = None
 ) -> list[LatestStatusRow]:
     rows = session.execute(latest_status_query(clock, scope, status)).mappings()
-    return [LatestStatusRow.model_validate(row) for row in rows]
+    return [LatestStatusRow.model_validate(dict(row)) for row in rows]
 
 
 def status_changes_query(window: Window, scope: Scope) -> Query:
@@ -129,7 +129,7 @@ def status_changes_query(window: Window, scope: Scope) -> Query:
 
 def status_changes(session: Session, window: Window, scope: Scope) -> list[StatusChangeRow]:
     rows = session.execute(status_changes_query(window, scope)).mappings()
-    return [StatusChangeRow.model_validate(row) for row in rows]
+    return [StatusChangeRow.model_validate(dict(row)) for row in rows]
 
 
 def stuck_runs_query(clock: Clock, older_than: timedelta, scope: Scope) -> Query:
@@ -165,7 +165,7 @@ def stuck_runs(
     session: Session, clock: Clock, older_than: timedelta, scope: Scope
 ) -> list[StuckRunRow]:
     rows = session.execute(stuck_runs_query(clock, older_than, scope)).mappings()
-    return [StuckRunRow.model_validate(row) for row in rows]
+    return [StuckRunRow.model_validate(dict(row)) for row in rows]
 
 
 def latest_status_report(
