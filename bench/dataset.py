@@ -37,6 +37,7 @@ The mix, as a production CHM would hold it:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -543,6 +544,16 @@ def postgres_copy(spec: Spec, admin_url: str, purpose: str) -> Iterator[str]:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
         print(f"dropped {copy}", flush=True)
+
+
+def scratch_copy(
+    spec: Spec, backend: str, admin_url: str, purpose: str
+) -> contextlib.AbstractContextManager[str]:
+    """A scratch copy of the cached data set on ``backend`` ("postgresql" or
+    "sqlite"), dropped on leaving: what a benchmark that writes works on."""
+    if backend == "postgresql":
+        return postgres_copy(spec, admin_url, purpose)
+    return sqlite_copy(spec, purpose)
 
 
 @contextmanager

@@ -34,7 +34,6 @@ test suite.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -48,7 +47,7 @@ from sqlalchemy import Engine
 
 from bench import dataset
 from bench.dataset import AS_OF
-from bench.run import load_average, wait_quiet
+from bench.run import emit, load_average, wait_quiet
 from chm.app import create_app
 from chm.core.db import create_db_engine, make_session_factory
 from chm.core.migrate import upgrade
@@ -224,11 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = dataset.SIZES[args.size]
     quiet = wait_quiet(args.wait_quiet)
-    if args.backend == "postgresql":
-        copy = dataset.postgres_copy(spec, args.admin_url, "overdue")
-    else:
-        copy = dataset.sqlite_copy(spec, "overdue")
-    with copy as url:
+    with dataset.scratch_copy(spec, args.backend, args.admin_url, "overdue") as url:
         figures = measure(url, args.repeat)
     figures.update(
         size=args.size,
@@ -237,10 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         load_after=load_average(),
         target_s=TARGET_S,
     )
-    print(json.dumps(figures, indent=2))
-    if args.json_path:
-        with open(args.json_path, "w") as out:
-            json.dump(figures, out, indent=2)
+    emit(figures, args.json_path)
     return 0
 
 

@@ -98,6 +98,14 @@ def machine() -> dict[str, Any]:
     }
 
 
+def emit(figures: dict[str, Any], json_path: str | None) -> None:
+    """Print a standalone benchmark's figures, and write them to ``json_path``."""
+    print(json.dumps(figures, indent=2))
+    if json_path:
+        with open(json_path, "w") as out:
+            json.dump(figures, out, indent=2)
+
+
 def load_average() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 

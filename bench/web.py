@@ -53,7 +53,7 @@ from sqlalchemy import Engine, event
 from bench import dataset
 from bench.dataset import AS_OF
 from bench.overdue import SET_BEFORE, schedule_of
-from bench.run import load_average, wait_quiet
+from bench.run import emit, load_average, wait_quiet
 from chm.alerts.evaluate import evaluate
 from chm.app import create_app
 from chm.core.db import create_db_engine, make_session_factory
@@ -332,11 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = dataset.SIZES[args.size]
     quiet = wait_quiet(args.wait_quiet)
-    if args.backend == "postgresql":
-        copy = dataset.postgres_copy(spec, args.admin_url, "web")
-    else:
-        copy = dataset.sqlite_copy(spec, "web")
-    with copy as url:
+    with dataset.scratch_copy(spec, args.backend, args.admin_url, "web") as url:
         figures = measure(url, args.repeat, args.profile)
     figures.update(
         size=args.size,
@@ -345,10 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         load_after=load_average(),
         target_ms=TARGET_MS,
     )
-    print(json.dumps(figures, indent=2))
-    if args.json_path:
-        with open(args.json_path, "w") as out:
-            json.dump(figures, out, indent=2)
+    emit(figures, args.json_path)
     return 0
 
 
