@@ -74,7 +74,7 @@ from chm.models import Alert, AlertRule, Client, Pipeline, Run
 from chm.models.alert_rule import RuleType
 from chm.models.pipeline import active_inventory
 from chm.reports.sql import ratio
-from chm.schedules.ticks import TICKS
+from chm.schedules.ticks import EXPECTATION_COLUMNS, TICKS, expected_tick_value
 
 RUNS: sa.Table = Run.__table__  # type: ignore[assignment]
 PIPELINES: sa.Table = Pipeline.__table__  # type: ignore[assignment]
@@ -538,22 +538,6 @@ def duration_anomaly_statement(now: datetime) -> sa.Select[Any]:
     ).where(bounded.c.run_duration > bounded.c.bound)
 
 
-def _expected_tick(column: str, pipeline_id: ColumnElement[Any], now: datetime) -> Any:
-    """``column`` of the pipeline's expected tick at ``now``: its latest stored
-    tick with ``due_missed <= now`` (``chm.schedules.ticks.stored_expectations``'
-    definition; a test holds the two equal). A correlated top-1 of the ticks'
-    index (pipeline_id, due_missed) per value, never a join of the ticks on a
-    computed tick: PostgreSQL then hash-joined the whole ticks table (1.1
-    million ticks of 10,000 pipelines: 620 ms instead of 265 ms)."""
-    return (
-        sa.select(TICKS.c[column])
-        .where(TICKS.c.pipeline_id == pipeline_id, TICKS.c.due_missed <= _at(now))
-        .order_by(TICKS.c.due_missed.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-
-
 def missed_schedule_statement(now: datetime) -> sa.Select[Any]:
     """The pipeline's expected tick T (its latest stored tick with T + grace <=
     now) is ``missed``, no run with event time in [T - grace, now], or
@@ -571,14 +555,10 @@ def missed_schedule_statement(now: datetime) -> sa.Select[Any]:
     ticks = _materialized(
         sa.select(
             *_pair(scope),
+            # The stored ticks' expectation (chm.schedules.ticks), value by value.
             *(
-                _expected_tick(column, scope.c.pipeline_id, now).label(label)
-                for column, label in (
-                    ("tick_at", "expected_at"),
-                    ("window_start", "window_start"),
-                    ("due_missed", "due_missed"),
-                    ("due_late", "due_late"),
-                )
+                expected_tick_value(label, scope.c.pipeline_id, _at(now)).label(label)
+                for label in EXPECTATION_COLUMNS
             ),
         ),
         "expected_ticks",
@@ -671,7 +651,7 @@ def next_schedule_due(session: Session, after: datetime) -> datetime | None:
     ahead = _materialized(
         sa.select(
             next_tick.label("next_due"),
-            _expected_tick("due_late", pipelines.c.pipeline_id, after).label("deadline"),
+            expected_tick_value("due_late", pipelines.c.pipeline_id, _at(after)).label("deadline"),
         ).select_from(pipelines),
         "ahead",
     )

@@ -45,6 +45,7 @@ PRUNE_AFTER = timedelta(days=1)
 TOP_UP_BATCH = 500
 
 TICKS: sa.Table = ScheduleTick.__table__  # type: ignore[assignment]
+PIPELINE_ID: ColumnElement[int] = Pipeline.__table__.c.id
 _EPSILON = timedelta(microseconds=1)
 
 
@@ -149,34 +150,47 @@ def prune(session: Session, now: datetime) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def stored_expectations(as_of: ColumnElement[datetime]) -> sa.Subquery:
-    """Each scheduled pipeline's expectation at ``as_of`` from the stored ticks:
-    ``(pipeline_id, expected_at, window_start, due_missed, due_late)`` of its
-    latest tick with ``due_missed <= as_of``; pipelines with none (nothing due
-    yet, or nothing since the schedule was set), and those whose stored ticks
-    end before ``as_of``, are left out.
+# The expectation's values and the stored ticks' columns they come from.
+EXPECTATION_COLUMNS = {
+    "expected_at": "tick_at",
+    "window_start": "window_start",
+    "due_missed": "due_missed",
+    "due_late": "due_late",
+}
+
+
+def expected_tick_value(
+    label: str, pipeline_id: ColumnElement[Any], as_of: ColumnElement[datetime]
+) -> Any:
+    """One value (``EXPECTATION_COLUMNS``' label) of the pipeline's expected tick
+    at ``as_of``: its latest stored tick with ``due_missed <= as_of``.
 
     Each value is its own top-1 lookup of the index ``(pipeline_id,
     due_missed)``: joining the ticks back on the tick found lets PostgreSQL's
     planner hash-join the whole table instead (620 ms against 265 ms measured
     on 1.1 million ticks)."""
+    return (
+        sa.select(TICKS.c[EXPECTATION_COLUMNS[label]])
+        .where(TICKS.c.pipeline_id == pipeline_id, TICKS.c.due_missed <= as_of)
+        .order_by(TICKS.c.due_missed.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
 
-    def latest(column: sa.Column[Any]) -> Any:
-        return (
-            sa.select(column)
-            .where(TICKS.c.pipeline_id == Pipeline.id, TICKS.c.due_missed <= as_of)
-            .order_by(TICKS.c.due_missed.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
 
+def stored_expectations(as_of: ColumnElement[datetime]) -> sa.Subquery:
+    """Each scheduled pipeline's expectation at ``as_of`` from the stored ticks:
+    ``(pipeline_id, expected_at, window_start, due_missed, due_late)`` of its
+    latest tick with ``due_missed <= as_of`` (``expected_tick_value``);
+    pipelines with none (nothing due yet, or nothing since the schedule was
+    set), and those whose stored ticks end before ``as_of``, are left out."""
     due = (
         sa.select(
             Pipeline.id.label("pipeline_id"),
-            latest(TICKS.c.tick_at).label("expected_at"),
-            latest(TICKS.c.window_start).label("window_start"),
-            latest(TICKS.c.due_missed).label("due_missed"),
-            latest(TICKS.c.due_late).label("due_late"),
+            *(
+                expected_tick_value(label, PIPELINE_ID, as_of).label(label)
+                for label in EXPECTATION_COLUMNS
+            ),
         )
         # Ticks stored up to as_of at least: stored ticks that ran out (no
         # worker for a day) would name an old tick, and every run since as
