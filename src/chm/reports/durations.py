@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from chm.models import Client, Pipeline, Run
 from chm.reports.params import ReportContext, sql_window
 from chm.reports.schemas import DurationHistogramRow, DurationReport, DurationSummaryRow
-from chm.reports.sql import Query, Scope, Window, runs_in_scope
+from chm.reports.sql import Query, Scope, Window, rows_as, runs_in_scope
 
 DEFAULT_DURATION_WINDOW = timedelta(days=7)
 PERCENTILES = (50, 90, 95, 99)
@@ -132,8 +132,7 @@ def duration_summary(session: Session, durations: Query) -> DurationSummaryRow:
 
 
 def duration_histogram(session: Session, durations: Query) -> list[DurationHistogramRow]:
-    rows = session.execute(duration_histogram_query(durations)).mappings()
-    return [DurationHistogramRow.model_validate(dict(row)) for row in rows]
+    return rows_as(DurationHistogramRow, session.execute(duration_histogram_query(durations)))
 
 
 def duration_distribution_report(

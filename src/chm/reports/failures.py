@@ -30,6 +30,7 @@ from chm.reports.sql import (
     Window,
     count_where,
     ratio,
+    rows_as,
     runs_in_scope,
 )
 
@@ -79,8 +80,8 @@ def failures_over_time_query(window: Window, bucket: Bucket, scope: Scope) -> Qu
 def failures_over_time(
     session: Session, window: Window, bucket: Bucket, scope: Scope
 ) -> list[FailuresOverTimeRow]:
-    rows = session.execute(failures_over_time_query(window, bucket, scope)).mappings()
-    return [FailuresOverTimeRow.model_validate(dict(row)) for row in rows]
+    rows = session.execute(failures_over_time_query(window, bucket, scope))
+    return rows_as(FailuresOverTimeRow, rows)
 
 
 def failures_by_client_query(clock: Clock, scope: Scope) -> Query:
@@ -120,8 +121,7 @@ def failures_by_client_query(clock: Clock, scope: Scope) -> Query:
 
 
 def failures_by_client(session: Session, clock: Clock, scope: Scope) -> list[FailuresByClientRow]:
-    rows = session.execute(failures_by_client_query(clock, scope)).mappings()
-    return [FailuresByClientRow.model_validate(dict(row)) for row in rows]
+    return rows_as(FailuresByClientRow, session.execute(failures_by_client_query(clock, scope)))
 
 
 def failure_rate_by_platform_query(window: Window, scope: Scope) -> Query:
@@ -144,8 +144,8 @@ def failure_rate_by_platform_query(window: Window, scope: Scope) -> Query:
 def failure_rate_by_platform(
     session: Session, window: Window, scope: Scope
 ) -> list[FailureRateByPlatformRow]:
-    rows = session.execute(failure_rate_by_platform_query(window, scope)).mappings()
-    return [FailureRateByPlatformRow.model_validate(dict(row)) for row in rows]
+    rows = session.execute(failure_rate_by_platform_query(window, scope))
+    return rows_as(FailureRateByPlatformRow, rows)
 
 
 def failures_over_time_report(

@@ -11,7 +11,7 @@ from chm.core.status import RunStatus
 from chm.models import Client, Pipeline, Run
 from chm.reports.params import ReportContext, sql_window
 from chm.reports.schemas import FlakyPipelineRow, Report
-from chm.reports.sql import Query, Scope, Window, count_where, ratio, runs_in_scope
+from chm.reports.sql import Query, Scope, Window, count_where, ratio, rows_as, runs_in_scope
 
 DEFAULT_DAYS = 30
 DEFAULT_LIMIT = 10
@@ -78,8 +78,7 @@ def flaky_pipelines_query(window: Window, scope: Scope, limit: int | None) -> Qu
 def flaky_pipelines(
     session: Session, window: Window, scope: Scope, limit: int | None
 ) -> list[FlakyPipelineRow]:
-    rows = session.execute(flaky_pipelines_query(window, scope, limit)).mappings()
-    return [FlakyPipelineRow.model_validate(dict(row)) for row in rows]
+    return rows_as(FlakyPipelineRow, session.execute(flaky_pipelines_query(window, scope, limit)))
 
 
 def flaky_pipelines_report(

@@ -21,13 +21,15 @@ statement as one bound JSON document (``json_rows``), expanded by
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import orjson
 import sqlalchemy as sa
+from pydantic import BaseModel, TypeAdapter
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import coercions, roles
 from sqlalchemy.sql.expression import ColumnElement
@@ -268,6 +270,45 @@ def runs_in_scope(*columns: Any) -> Query:
         .join(Pipeline, Pipeline.id == Run.pipeline_id)
         .join(Client, Client.id == Pipeline.client_id)
     )
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def rows_as(model: type[ModelT], result: sa.Result[Any]) -> list[ModelT]:
+    """Each row of ``result`` validated as ``model``, in one pydantic call.
+
+    Plain dicts built with the result's keys read once: validating a
+    RowMapping (or ``dict(mapping)``) asks SQLAlchemy for the keys of every
+    row, which cost 0.17 s of the 0.5 s the status board took for 12,000 rows.
+    """
+    return _validated(model, tuple(result.keys()), result)
+
+
+def head_as(
+    model: type[ModelT], result: sa.Result[Any], rows: int | None
+) -> tuple[list[ModelT], int]:
+    """The first ``rows`` rows of ``result`` (all when None) validated as
+    ``model``, and how many rows it had: a page showing the head of a long
+    list counts it without building every row."""
+    keys = tuple(result.keys())
+    fetched = result.all()
+    return _validated(model, keys, fetched if rows is None else fetched[:rows]), len(fetched)
+
+
+def _validated(model: type[ModelT], keys: tuple[str, ...], rows: Iterable[Any]) -> list[ModelT]:
+    plain = [dict(zip(keys, row, strict=True)) for row in rows]
+    return _list_adapter(model).validate_python(plain)
+
+
+_ADAPTERS: dict[type[BaseModel], TypeAdapter[Any]] = {}
+
+
+def _list_adapter(model: type[ModelT]) -> TypeAdapter[list[ModelT]]:
+    adapter = _ADAPTERS.get(model)
+    if adapter is None:
+        adapter = _ADAPTERS[model] = TypeAdapter(list[model])  # type: ignore[valid-type]
+    return adapter
 
 
 def count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
