@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -13,10 +14,12 @@ from typing import Any
 import oracle
 import pytest
 from reference import AS_OF, HOUR
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from chm.cli import app
 from chm.core.settings import get_settings
+from chm.reports.board import BoardLimits, build_board
 
 AS_OF_TEXT = "2026-03-15T12:00:00Z"
 
@@ -50,10 +53,14 @@ def test_json_board_is_the_reports(ref: Any, chm: Any) -> None:
     assert errors["orders_daily"] == "Task extract failed: timeout after 300 s"
     assert board["failing_now"][0]["environment"] == "prod"
 
-    assert board["stuck_runs"] == {
-        "older_than_minutes": 360,
-        "items": oracle.stuck_runs(data, AS_OF, timedelta(minutes=360)),
-    }
+    assert board["failing_total"] == len(failing)
+    by_client: dict[str, int] = {}
+    for row in failing:
+        by_client[row["client_id"]] = by_client.get(row["client_id"], 0) + 1
+    assert board["failing_by_client"] == by_client
+    stuck = oracle.stuck_runs(data, AS_OF, timedelta(minutes=360))
+    assert board["stuck_runs"] == {"older_than_minutes": 360, "items": stuck, "total": len(stuck)}
+    assert board["overdue_total"] == len(board["overdue"])
     changes = oracle.status_changes(data, AS_OF - 24 * HOUR, AS_OF)
     newly_failing = [c for c in changes if c["current_status"] == "failed"]
     recovered = [
@@ -63,6 +70,11 @@ def test_json_board_is_the_reports(ref: Any, chm: Any) -> None:
     assert board["changes"]["newly_failing"] == newly_failing
     assert board["changes"]["recovered"] == recovered
     assert len(board["changes"]["other"]) == len(changes) - len(newly_failing) - len(recovered)
+    assert [board["changes"][f"{kind}_total"] for kind in ("newly_failing", "recovered")] == [
+        len(newly_failing),
+        len(recovered),
+    ]
+    assert board["changes"]["other_total"] == len(board["changes"]["other"])
     assert [c["pipeline_name"] for c in recovered] == ["Billing_sync"]
 
     latest = oracle.latest_status(data, AS_OF)
@@ -133,3 +145,39 @@ def test_as_a_process_unreachable_database_exits_1_plainly(tmp_path: Any) -> Non
     assert result.returncode == 1
     assert result.stderr.startswith("chm: cannot re") and "database" in result.stderr
     assert "Traceback" not in result.stderr and "s3cret-pw" not in result.stderr
+
+
+@pytest.mark.parametrize(("rows", "per_client"), [(1, 1), (2, 2)])
+def test_a_board_with_limits_keeps_the_heads_and_counts_everything(
+    ref: Any, rows: int, per_client: int
+) -> None:
+    # The now page's board: the head of each list, every total as the full board's.
+    stuck_after = timedelta(minutes=60)
+    with Session(ref.engine) as session:
+        full = build_board(session, AS_OF, stuck_after)
+        cut = build_board(session, AS_OF, stuck_after, limits=BoardLimits(rows, per_client))
+    assert cut.status_counts == full.status_counts
+    assert cut.failing_total == full.failing_total == len(full.failing_now)
+    assert cut.failing_by_client == full.failing_by_client
+    assert sum(full.failing_by_client.values()) == full.failing_total
+    seen: Counter[str] = Counter()
+    head = []
+    for failing in full.failing_now:
+        seen[failing.client_id] += 1
+        if seen[failing.client_id] <= per_client:
+            head.append(failing)
+    assert cut.failing_now == head
+    assert cut.stuck_runs.items == full.stuck_runs.items[:rows]
+    assert cut.stuck_runs.total == full.stuck_runs.total == len(full.stuck_runs.items)
+    assert cut.overdue == full.overdue[:rows]
+    assert cut.overdue_total == full.overdue_total == len(full.overdue)
+    for kind in ("newly_failing", "recovered", "other"):
+        assert getattr(cut.changes, kind) == getattr(full.changes, kind)[:rows]
+        total = getattr(full.changes, f"{kind}_total")
+        assert getattr(cut.changes, f"{kind}_total") == total == len(getattr(full.changes, kind))
+    if rows > 1:
+        return
+    # The reference data is big enough for the smallest limits to cut.
+    assert len(cut.failing_now) < len(full.failing_now)
+    assert len(cut.stuck_runs.items) < len(full.stuck_runs.items)
+    assert len(cut.changes.other) < len(full.changes.other)

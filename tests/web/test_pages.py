@@ -22,6 +22,8 @@ from sqlalchemy import Engine, event
 
 from chm.core.settings import Settings
 from chm.models import Alert, Client, Pipeline, Run, Silence
+from chm.reports.board import BoardLimits
+from chm.web import data as web_data
 from factories import API, make_client, make_pipeline, make_run, ok, walk
 
 NOW_SECTIONS = ("firing-alerts", "failing", "overdue", "stuck", "changes", "counts", "sources")
@@ -481,3 +483,28 @@ def test_the_now_page_shows_the_head_of_a_long_failing_list_and_links_to_the_res
     # The client's page lists all of them.
     client = page(web, f"/clients/{world.globex['id']}").by_id("client-failing")
     assert len(client.find("tbody").find_all("tr")) == 11
+
+
+def test_the_now_page_shows_the_head_of_each_long_list_with_its_full_count(
+    web: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rows beyond the limit are counted in the headings, never listed.
+    monkeypatch.setattr(web_data, "NOW_LIMITS", BoardLimits(rows=1, failing_per_client=10))
+    waiting = make_pipeline(web, world.acme, "waiting")
+    more_stuck = make_run(web, waiting, "queued", started_at=at(hours=30))
+    # A first run since yesterday: a change from no runs.
+    make_run(web, make_pipeline(web, world.acme, "fresh"), "success", started_at=at(hours=2))
+    main = page(web, "/").by_id("live")
+    stuck = main.by_id("stuck")
+    assert stuck.find("h2").text == "Stuck runs (2)"
+    # The oldest first: the queued run of 30 h ago, not the running one of 8 h ago.
+    assert [row["data-run-id"] for row in stuck.find("tbody").find_all("tr")] == [more_stuck["id"]]
+    assert stuck.find("p", class_="more").text == (
+        "The first 1 of 2 stuck runs; each client's page lists all of its own."
+    )
+    changes = main.by_id("changes")
+    headings = [h.text for h in changes.find_all("h3")]
+    assert headings == ["Newly failing (1)", "Other changes (2)"]
+    other = changes.find_all("div", class_="table-wrap")[-1]
+    assert len(other.find("tbody").find_all("tr")) == 1
+    assert changes.find("p", class_="more").text.startswith("The first 1 of 2 other changes")

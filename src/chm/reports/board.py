@@ -13,8 +13,10 @@ command (``chm.cli.status``); the model's JSON is ``chm status --json``.
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, PlainSerializer
@@ -25,10 +27,10 @@ from chm.core.timeutil import isoformat_z
 from chm.models import Alert, Client, LineageUnmatchedJob, Pipeline, Run
 from chm.models.base import name_key
 from chm.models.lineage_unmatched_job import still_unmatched
-from chm.reports.overdue import overdue_pipelines
-from chm.reports.schemas import LatestStatusRow, OverdueRow, StatusChangeRow, StuckRunRow
-from chm.reports.sql import FixedClock, Scope, Window, at_time
-from chm.reports.status import DEFAULT_CHANGES_WINDOW, latest_status, status_changes, stuck_runs
+from chm.reports.overdue import overdue_head
+from chm.reports.schemas import OverdueRow, StatusChangeRow, StuckRunRow
+from chm.reports.sql import FixedClock, Scope, at_time, head_as
+from chm.reports.status import DEFAULT_CHANGES_WINDOW, pipeline_states_query, stuck_runs_query
 
 NO_RUNS = "no_runs"
 ERROR_PREVIEW = 200  # characters of a failing run's error kept on the board
@@ -37,6 +39,19 @@ ERROR_PREVIEW = 200  # characters of a failing run's error kept on the board
 UNMATCHED_JOBS_SHOWN = 20
 # The firing alerts the board shows, newest first; all: chm alerts --state firing.
 FIRING_ALERTS_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class BoardLimits:
+    """How much of each long list a board keeps; its totals count them all.
+
+    The now page shows the head of each list: 10,000 pipelines can fail at
+    once, and a page of thousands of rows, sent again at every refresh, helps
+    nobody. Rows not kept are counted, never built.
+    """
+
+    rows: int  # overdue pipelines, stuck runs, and each kind of change
+    failing_per_client: int  # failing pipelines kept for each client
 
 
 class ClientNotOnBoard(Exception):
@@ -85,6 +100,7 @@ class FiringAlert(BaseModel):
 class StuckRuns(BaseModel):
     older_than_minutes: int
     items: list[StuckRunRow]
+    total: int = 0  # all stuck runs, however many items the board keeps
 
 
 class BoardChanges(BaseModel):
@@ -94,6 +110,10 @@ class BoardChanges(BaseModel):
     newly_failing: list[StatusChangeRow]
     recovered: list[StatusChangeRow]
     other: list[StatusChangeRow]
+    # How many of each there are, however many rows the board keeps.
+    newly_failing_total: int = 0
+    recovered_total: int = 0
+    other_total: int = 0
 
 
 class UnmatchedLineageJob(BaseModel):
@@ -118,8 +138,12 @@ class StatusBoard(BaseModel):
     firing_alerts: list[FiringAlert] = Field(default_factory=list)
     firing_alerts_total: int = 0
     failing_now: list[FailingPipeline]
+    # Every failing pipeline, and by client id, however many failing_now keeps.
+    failing_total: int = 0
+    failing_by_client: dict[str, int] = Field(default_factory=dict)
     # Scheduled pipelines missed or late at as_of (GET /reports/overdue-pipelines), by due_by.
     overdue: list[OverdueRow] = Field(default_factory=list)
+    overdue_total: int = 0
     stuck_runs: StuckRuns
     changes: BoardChanges
     status_counts: dict[str, int]  # every status and no_runs, in that order
@@ -131,38 +155,112 @@ class StatusBoard(BaseModel):
         return timedelta(minutes=self.stuck_runs.older_than_minutes)
 
 
-def _error_previews(session: Session, run_ids: list[str]) -> dict[str, str | None]:
-    """The error message of each failing latest run: its first line, shortened."""
+def _run_details(session: Session, run_ids: set[int]) -> dict[int, Any]:
+    """The names and times of the latest runs the board shows, by run id."""
     if not run_ids:
         return {}
     rows = session.execute(
-        sa.select(Run.id, Run.error_message).where(Run.id.in_([int(i) for i in run_ids]))
-    )
-    previews: dict[str, str | None] = {}
-    for run_id, message in rows:
-        first_line = message.strip().splitlines()[0] if message and message.strip() else None
-        previews[str(run_id)] = first_line[:ERROR_PREVIEW] if first_line else None
-    return previews
-
-
-def _failing(session: Session, latest: list[LatestStatusRow]) -> list[FailingPipeline]:
-    rows = [row for row in latest if row.latest_status is RunStatus.failed]
-    errors = _error_previews(session, [row.latest_run_id for row in rows if row.latest_run_id])
-    return [
-        FailingPipeline(
-            client_id=row.client_id,
-            client_name=row.client_name,
-            pipeline_id=row.pipeline_id,
-            pipeline_name=row.pipeline_name,
-            platform=row.platform,
-            environment=row.environment,
-            run_id=str(row.latest_run_id),
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-            error_message=errors.get(str(row.latest_run_id)),
+        sa.select(
+            Run.id,
+            Run.started_at,
+            Run.finished_at,
+            Run.event_at,
+            Run.error_message,
+            Pipeline.name.label("pipeline_name"),
+            Pipeline.platform,
+            Pipeline.environment,
+            Client.name.label("client_name"),
         )
-        for row in rows
-    ]
+        .join(Pipeline, Pipeline.id == Run.pipeline_id)
+        .join(Client, Client.id == Pipeline.client_id)
+        .where(Run.id.in_(sorted(run_ids)))
+    )
+    return {row.id: row for row in rows}
+
+
+def _error_preview(message: str | None) -> str | None:
+    """A failing run's error on the board: its first line, shortened."""
+    first_line = message.strip().splitlines()[0] if message and message.strip() else None
+    return first_line[:ERROR_PREVIEW] if first_line else None
+
+
+def _head_per_client(rows: list[Any], per_client: int | None) -> list[Any]:
+    """At most ``per_client`` of each client's rows (all when None), in order."""
+    if per_client is None:
+        return rows
+    seen: Counter[int] = Counter()
+    kept = []
+    for row in rows:
+        seen[row.client_id] += 1
+        if seen[row.client_id] <= per_client:
+            kept.append(row)
+    return kept
+
+
+def _failing(rows: list[Any], details: dict[int, Any]) -> list[FailingPipeline]:
+    failing = []
+    for row in rows:
+        run = details.get(row.latest_run_id)
+        if run is None:  # deleted since the states were read (not in one snapshot)
+            continue
+        failing.append(
+            FailingPipeline(
+                client_id=str(row.client_id),
+                client_name=run.client_name,
+                pipeline_id=str(row.pipeline_id),
+                pipeline_name=run.pipeline_name,
+                platform=run.platform,
+                environment=run.environment,
+                run_id=str(row.latest_run_id),
+                started_at=run.started_at,
+                finished_at=run.finished_at,
+                error_message=_error_preview(run.error_message),
+            )
+        )
+    return failing
+
+
+def _change_kinds(rows: list[Any]) -> dict[str, list[Any]]:
+    """The pipelines whose latest status changed, by kind of change."""
+    failed, success = RunStatus.failed.value, RunStatus.success.value
+    kinds: dict[str, list[Any]] = {"newly_failing": [], "recovered": [], "other": []}
+    for row in rows:
+        if row.latest_status == failed:
+            kinds["newly_failing"].append(row)
+        elif row.previous_status == failed and row.latest_status == success:
+            kinds["recovered"].append(row)
+        else:
+            kinds["other"].append(row)
+    return kinds
+
+
+def _changes(
+    since: datetime, kinds: dict[str, list[Any]], kept: int | None, details: dict[int, Any]
+) -> BoardChanges:
+    def changed(row: Any) -> StatusChangeRow | None:
+        run = details.get(row.latest_run_id)
+        if run is None:  # deleted since the states were read (not in one snapshot)
+            return None
+        return StatusChangeRow.model_validate(
+            {
+                "pipeline_id": row.pipeline_id,
+                "pipeline_name": run.pipeline_name,
+                "client_id": row.client_id,
+                "client_name": run.client_name,
+                "previous_status": row.previous_status,
+                "current_status": row.latest_status,
+                "changed_at": run.event_at,
+            }
+        )
+
+    return BoardChanges(
+        since=since,
+        **{
+            kind: [change for row in found[:kept] if (change := changed(row)) is not None]
+            for kind, found in kinds.items()
+        },
+        **{f"{kind}_total": len(found) for kind, found in kinds.items()},
+    )
 
 
 def firing_alerts(
@@ -233,43 +331,56 @@ def build_board(
     as_of: datetime,
     stuck_after: timedelta,
     client: tuple[str, str] | None = None,
+    limits: BoardLimits | None = None,
 ) -> StatusBoard:
-    """Everything the board shows, from the report functions; ``client`` is
-    the (id, name) of the one client it covers, if any."""
+    """Everything the board shows, from the report statements; ``client`` is
+    the (id, name) of the one client it covers, if any; ``limits``, how much
+    of each long list to keep (all when None).
+
+    Every pipeline's latest status and its status a day ago come from one
+    statement (``pipeline_states_query``); the counts, the failing pipelines
+    and the changes are read off its rows, and only the rows kept become models.
+    """
     clock = FixedClock(as_of)
     scope = Scope(client_id=int(client[0]) if client else None)
-    latest = latest_status(session, clock, scope)
     since = as_of - DEFAULT_CHANGES_WINDOW
-    changes = status_changes(session, Window(at_time(since), at_time(as_of)), scope)
+    states = session.execute(pipeline_states_query(clock, at_time(since), scope)).all()
     counts = {status.value: 0 for status in RunStatus} | {NO_RUNS: 0}
-    for row in latest:
-        counts[row.latest_status.value if row.latest_status else NO_RUNS] += 1
-    failed, success = RunStatus.failed, RunStatus.success
+    failing_rows: list[Any] = []
+    changed_rows: list[Any] = []
+    failed = RunStatus.failed.value
+    for row in states:
+        counts[row.latest_status or NO_RUNS] += 1
+        if row.latest_status == failed:
+            failing_rows.append(row)
+        # A pipeline with no run now had none a day ago: it cannot have changed.
+        if row.latest_run_id is not None and row.previous_status != row.latest_status:
+            changed_rows.append(row)
+    rows = limits.rows if limits else None
+    failing_kept = _head_per_client(failing_rows, limits.failing_per_client if limits else None)
+    kinds = _change_kinds(changed_rows)
+    shown = failing_kept + [row for found in kinds.values() for row in found[:rows]]
+    details = _run_details(session, {row.latest_run_id for row in shown})
+    overdue, overdue_total = overdue_head(session, as_of, scope, rows)
+    stuck_query = stuck_runs_query(clock, stuck_after, scope)
+    stuck, stuck_total = head_as(StuckRunRow, session.execute(stuck_query), rows)
     alerts, alerts_total = firing_alerts(session, as_of, scope.client_id)
     return StatusBoard(
         as_of=as_of,
         client=BoardClient(id=client[0], name=client[1]) if client else None,
         firing_alerts=alerts,
         firing_alerts_total=alerts_total,
-        failing_now=_failing(session, latest),
-        overdue=overdue_pipelines(session, as_of, scope),
+        failing_now=_failing(failing_kept, details),
+        failing_total=len(failing_rows),
+        failing_by_client=dict(Counter(str(row.client_id) for row in failing_rows)),
+        overdue=overdue,
+        overdue_total=overdue_total,
         stuck_runs=StuckRuns(
             older_than_minutes=int(stuck_after.total_seconds() // 60),
-            items=stuck_runs(session, clock, stuck_after, scope),
+            items=stuck,
+            total=stuck_total,
         ),
-        changes=BoardChanges(
-            since=since,
-            newly_failing=[c for c in changes if c.current_status is failed],
-            recovered=[
-                c for c in changes if c.previous_status is failed and c.current_status is success
-            ],
-            other=[
-                c
-                for c in changes
-                if c.current_status is not failed
-                and not (c.previous_status is failed and c.current_status is success)
-            ],
-        ),
+        changes=_changes(since, kinds, rows, details),
         status_counts=counts,
         unmatched_lineage_jobs=unmatched_lineage_jobs(session, client[1] if client else None),
     )

@@ -45,7 +45,7 @@ from chm.core.types import UTCDateTime
 from chm.models import Client, Pipeline, Run
 from chm.reports.params import ReportContext
 from chm.reports.schemas import OverdueRow, OverdueState, Report
-from chm.reports.sql import Clock, FixedClock, Query, Scope, TimeExpr, json_rows
+from chm.reports.sql import Clock, FixedClock, Query, Scope, TimeExpr, head_as, json_rows, rows_as
 from chm.runs.ordering import ORDER_BY
 from chm.schedules.expectation import expect, since_of
 
@@ -225,12 +225,19 @@ def overdue_pipelines(
     session: Session, as_of: datetime, scope: Scope, platform: str | None = None
 ) -> list[OverdueRow]:
     """The pipelines in scope that are missed or late at ``as_of``, by due_by."""
+    return rows_as(OverdueRow, session.execute(_overdue_at(session, as_of, scope, platform)))
+
+
+def overdue_head(
+    session: Session, as_of: datetime, scope: Scope, rows: int | None
+) -> tuple[list[OverdueRow], int]:
+    """The first ``rows`` of ``overdue_pipelines`` (all when None), and how many there are."""
+    return head_as(OverdueRow, session.execute(_overdue_at(session, as_of, scope, None)), rows)
+
+
+def _overdue_at(session: Session, as_of: datetime, scope: Scope, platform: str | None) -> Query:
     expectations = computed_expectations(session, as_of, scope, platform)
-    query = overdue_query(expectations, FixedClock(as_of), scope, platform)
-    # Plain dicts: validating a RowMapping reads each key through SQLAlchemy,
-    # which cost 0.2 s of the 0.5 s the report took for 5,600 overdue rows.
-    rows = session.execute(query).mappings().all()
-    return [OverdueRow.model_validate(dict(row)) for row in rows]
+    return overdue_query(expectations, FixedClock(as_of), scope, platform)
 
 
 def overdue_report(

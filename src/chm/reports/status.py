@@ -19,7 +19,7 @@ from chm.core.status import RunStatus
 from chm.models import Client, Pipeline, Run
 from chm.reports.params import ReportContext, sql_window
 from chm.reports.schemas import LatestStatusRow, Report, StatusChangeRow, StuckRunRow
-from chm.reports.sql import Clock, Query, Scope, TimeExpr, Window
+from chm.reports.sql import Clock, Query, Scope, TimeExpr, Window, rows_as
 from chm.runs.ordering import ORDER_BY
 
 DEFAULT_CHANGES_WINDOW = timedelta(hours=24)
@@ -93,8 +93,39 @@ def latest_status_query(clock: Clock, scope: Scope, status: RunStatus | None = N
 def latest_status(
     session: Session, clock: Clock, scope: Scope, status: RunStatus | None = None
 ) -> list[LatestStatusRow]:
-    rows = session.execute(latest_status_query(clock, scope, status)).mappings()
-    return [LatestStatusRow.model_validate(dict(row)) for row in rows]
+    return rows_as(LatestStatusRow, session.execute(latest_status_query(clock, scope, status)))
+
+
+def pipeline_states_query(clock: Clock, since: TimeExpr, scope: Scope) -> Query:
+    """One row per pipeline in scope, by client then pipeline: the id and status
+    of its latest run before ``as_of`` (nulls when none, as
+    ``latest_status_query``) and the status of its latest run before ``since``
+    (``status_changes_query``'s previous status).
+
+    The status board reads the latest statuses and the changes since
+    yesterday from this one statement: the latest run before ``as_of`` is the
+    current run of the changes, so each pipeline's index is walked twice, not
+    three times. It carries ids and statuses only; the board reads the names
+    and times of the few rows it shows by run id afterwards.
+    """
+    inventory = _inventory(
+        scope, latest_run_id=latest_run_id(clock.at()), previous_run_id=latest_run_id(since)
+    )
+    latest = aliased(Run, name="latest_run")
+    previous = aliased(Run, name="previous_run")
+    return (
+        sa.select(
+            inventory.c.client_id,
+            inventory.c.pipeline_id,
+            latest.id.label("latest_run_id"),
+            latest.status.label("latest_status"),
+            previous.status.label("previous_status"),
+        )
+        .select_from(inventory)
+        .outerjoin(latest, latest.id == inventory.c.latest_run_id)
+        .outerjoin(previous, previous.id == inventory.c.previous_run_id)
+        .order_by(*_by_client_then_pipeline(inventory))
+    )
 
 
 def status_changes_query(window: Window, scope: Scope) -> Query:
@@ -128,8 +159,7 @@ def status_changes_query(window: Window, scope: Scope) -> Query:
 
 
 def status_changes(session: Session, window: Window, scope: Scope) -> list[StatusChangeRow]:
-    rows = session.execute(status_changes_query(window, scope)).mappings()
-    return [StatusChangeRow.model_validate(dict(row)) for row in rows]
+    return rows_as(StatusChangeRow, session.execute(status_changes_query(window, scope)))
 
 
 def stuck_runs_query(clock: Clock, older_than: timedelta, scope: Scope) -> Query:
@@ -164,8 +194,7 @@ def stuck_runs_query(clock: Clock, older_than: timedelta, scope: Scope) -> Query
 def stuck_runs(
     session: Session, clock: Clock, older_than: timedelta, scope: Scope
 ) -> list[StuckRunRow]:
-    rows = session.execute(stuck_runs_query(clock, older_than, scope)).mappings()
-    return [StuckRunRow.model_validate(dict(row)) for row in rows]
+    return rows_as(StuckRunRow, session.execute(stuck_runs_query(clock, older_than, scope)))
 
 
 def latest_status_report(

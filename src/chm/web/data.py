@@ -37,7 +37,7 @@ from chm.ingestion.config import ConfigError, Sources
 from chm.ingestion.health import HealthDetail, source_health
 from chm.ingestion.sources_cache import SourcesCache
 from chm.models import Alert, Client, Pipeline, Silence
-from chm.reports.board import FailingPipeline, StatusBoard, build_board
+from chm.reports.board import BoardLimits, FailingPipeline, StatusBoard, build_board
 from chm.reports.overdue import EXPECTATION_COLUMNS, overdue_query
 from chm.reports.schemas import OverdueRow
 from chm.reports.sql import FixedClock, Scope, json_rows
@@ -64,11 +64,15 @@ ROWS_SHOWN = 50
 # --- the now page -------------------------------------------------------------
 
 
+NOW_LIMITS = BoardLimits(rows=ROWS_SHOWN, failing_per_client=FAILING_PER_CLIENT)
+
+
 @dataclass
 class ClientGroup:
     client_id: str
     client_name: str
-    pipelines: list[FailingPipeline]
+    pipelines: list[FailingPipeline]  # the first FAILING_PER_CLIENT
+    total: int  # all of this client's failing pipelines
 
 
 @dataclass
@@ -76,17 +80,17 @@ class NowPage:
     board: StatusBoard
     failing_by_client: list[ClientGroup]
     health: HealthDetail
-    failing_per_client: int = FAILING_PER_CLIENT
     rows_shown: int = ROWS_SHOWN
 
 
-def group_by_client(failing: list[FailingPipeline]) -> list[ClientGroup]:
+def group_by_client(board: StatusBoard) -> list[ClientGroup]:
     """The board's failing pipelines (already by client, then pipeline) in one
-    group per client, in the same order."""
+    group per client, in the same order, with each client's total."""
     groups: list[ClientGroup] = []
-    for row in failing:
+    for row in board.failing_now:
         if not groups or groups[-1].client_id != row.client_id:
-            groups.append(ClientGroup(row.client_id, row.client_name, []))
+            total = board.failing_by_client.get(row.client_id, 0)
+            groups.append(ClientGroup(row.client_id, row.client_name, [], total))
         groups[-1].pipelines.append(row)
     return groups
 
@@ -111,10 +115,11 @@ def now_page(
     sources_error: str | None,
 ) -> NowPage:
     with Session(bind=connection) as session:
-        board = build_board(session, as_of, timedelta(minutes=settings.stuck_after_minutes))
+        stuck_after = timedelta(minutes=settings.stuck_after_minutes)
+        board = build_board(session, as_of, stuck_after, limits=NOW_LIMITS)
         health = source_health(session, sources, as_of, lease_s=settings.worker_lease_s)
     health.sources_error = sources_error
-    return NowPage(board, group_by_client(board.failing_now), health)
+    return NowPage(board, group_by_client(board), health, rows_shown=NOW_LIMITS.rows)
 
 
 # --- a client -----------------------------------------------------------------
