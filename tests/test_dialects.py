@@ -3,6 +3,7 @@ the stores that extend it): one object per database, chosen from the engine."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from chm.core.db import normalize_database_url
+from chm.core.db import create_async_db_engine, create_db_engine, normalize_database_url
 from chm.core.dialects import PostgresDialect, SQLiteDialect, dialect_for
 from chm.ingestion.store import PostgresRunStore, SQLiteRunStore, run_store
 
@@ -62,3 +63,32 @@ def test_no_module_branches_on_the_database_name() -> None:
         if NAME_BRANCH.search(line)
     ]
     assert branches == []
+
+
+@pytest.mark.postgres_only
+def test_postgres_connections_run_without_jit_unless_the_url_says(db_url: str) -> None:
+    # JIT made the status board's statement slower (see POSTGRES_OPTIONS).
+    # Both engines CHM makes, and a URL's own options win.
+    engines = [create_db_engine(db_url), create_db_engine(db_url + "?options=-c%20jit%3Don")]
+    try:
+        shown = []
+        for engine in engines:
+            with engine.connect() as connection:
+                shown.append(connection.exec_driver_sql("SHOW jit").scalar())
+        assert shown == ["off", "on"]
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+@pytest.mark.postgres_only
+def test_the_async_engine_runs_without_jit_too(db_url: str) -> None:
+    async def shown() -> object:
+        engine = create_async_db_engine(db_url)
+        try:
+            async with engine.connect() as connection:
+                return (await connection.exec_driver_sql("SHOW jit")).scalar()
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(shown()) == "off"

@@ -123,10 +123,10 @@ class PostgresDialect(DatabaseDialect):
         return value  # timestamptz
 
     def create_engine(self, url: URL, **kwargs: Any) -> Engine:
-        return sa.create_engine(url, **_postgres_pool_defaults(kwargs, pool_size=10))
+        return sa.create_engine(url, **_postgres_defaults(url, kwargs, pool_size=10))
 
     def create_async_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:
-        return create_async_engine(url, **_postgres_pool_defaults(kwargs, pool_size=20))
+        return create_async_engine(url, **_postgres_defaults(url, kwargs, pool_size=20))
 
 
 DIALECTS: dict[str, DatabaseDialect] = {
@@ -183,7 +183,17 @@ def _prepare_sqlite(engine: Engine) -> None:
     event.listen(engine, "begin", _on_sqlite_begin)
 
 
-def _postgres_pool_defaults(kwargs: dict[str, Any], pool_size: int) -> dict[str, Any]:
+# PostgreSQL's JIT compiles any statement its planner costs above
+# jit_above_cost (100,000): at 10,000 pipelines that is every statement that
+# walks each pipeline's index (the status board, most reports), which JIT
+# makes slower, not faster: 13-15 ms of compiling per statement, and the
+# board's statement took 132 ms with it, 100 ms without. CHM's statements are
+# index walks, not the long scans JIT is for. A URL that sets its own
+# ``options`` (``?options=-c%20jit%3Don``) is left as it is.
+POSTGRES_OPTIONS = "-c jit=off"
+
+
+def _postgres_defaults(url: URL, kwargs: dict[str, Any], pool_size: int) -> dict[str, Any]:
     # Connections beyond pool_size are opened and closed per use: size the
     # pool for the steady concurrency so they stay rare. No pre-ping: it
     # costs a round trip per request; a connection found dead fails its one
@@ -191,4 +201,6 @@ def _postgres_pool_defaults(kwargs: dict[str, Any], pool_size: int) -> dict[str,
     kwargs.setdefault("pool_size", pool_size)
     kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_recycle", 3600)
+    if "options" not in url.query:
+        kwargs["connect_args"] = {"options": POSTGRES_OPTIONS} | kwargs.get("connect_args", {})
     return kwargs
