@@ -25,9 +25,11 @@ engines): their number, their time in the database, the slowest three:
    with a firing alert (its history's first page, the strip and the chart);
 3. ``/clients/{id}`` of that pipeline's client, and ``/alerts``.
 
-Then the now page's data alone (``build_board``, what ``chm status`` shows),
-timed the same way, with the rows of each of its lists; ``--profile N`` prints
-the N functions one ``build_board`` spends most time in (cProfile).
+Then the now page's data alone (``build_board`` with the page's limits: the
+head of each list, every total) and the whole board (what ``chm status``
+shows), timed the same way, with the rows and totals of each list;
+``--profile N`` prints the N functions the now page's ``build_board`` spends
+most time in (cProfile).
 
 Prints the figures (and with ``--json FILE`` writes them), with the load
 average before and after. Not part of the test suite.
@@ -60,8 +62,9 @@ from chm.core.db import create_db_engine, make_session_factory
 from chm.core.migrate import upgrade
 from chm.core.settings import Settings
 from chm.models import Alert, AlertRule, Client, Pipeline, Run, Silence
-from chm.reports.board import StatusBoard, build_board
+from chm.reports.board import BoardLimits, StatusBoard, build_board
 from chm.schedules.ticks import rewrite_ticks
+from chm.web.data import NOW_LIMITS
 
 TARGET_MS = 300.0
 SCHEDULED_ONE_IN = 5
@@ -108,8 +111,9 @@ def add_alerts(engine: Engine, settings: Settings) -> dict[str, Any]:
         clients = conn.execute(sa.select(Client.id).order_by(Client.id)).scalars().all()
         rules = [
             {**base, "rule_type": "on_failure", "client_id": c, "threshold": None}
+            # The first client too: a small data set has fewer clients than ONE_IN.
             for c in clients
-            if c % ON_FAILURE_ONE_IN == 0
+            if c % ON_FAILURE_ONE_IN == 0 or c == clients[0]
         ] + [
             {**base, "rule_type": "consecutive_failures", "client_id": c, "threshold": 3}
             for c in clients
@@ -136,17 +140,19 @@ def add_alerts(engine: Engine, settings: Settings) -> dict[str, Any]:
 
 
 def busiest_alerting_pipeline(engine: Engine) -> tuple[int, int]:
-    """(pipeline id, client id) of the firing alert whose pipeline has the most runs."""
+    """(pipeline id, client id) of the firing alert whose pipeline has the most
+    runs (of any pipeline when none fires)."""
     with engine.connect() as conn:
         pipelines = (
             conn.execute(sa.select(Alert.pipeline_id).where(Alert.state == "firing").limit(20))
             .scalars()
             .all()
         )
+        runs = sa.select(Run.pipeline_id)
+        if pipelines:
+            runs = runs.where(Run.pipeline_id.in_(pipelines))
         busiest = conn.execute(
-            sa.select(Run.pipeline_id)
-            .where(Run.pipeline_id.in_(pipelines))
-            .group_by(Run.pipeline_id)
+            runs.group_by(Run.pipeline_id)
             .order_by(sa.func.count().desc(), Run.pipeline_id)
             .limit(1)
         ).scalar_one()
@@ -230,16 +236,18 @@ def timed_page(api: TestClient, path: str, repeat: int) -> dict[str, Any]:
     }
 
 
-def timed_board(engine: Engine, settings: Settings, repeat: int) -> dict[str, Any]:
-    """The now page's data alone (``chm status``'s board: its statements and
-    models, no template, no HTTP), timed as the pages are; and how many rows
-    each of its lists has."""
+def timed_board(
+    engine: Engine, settings: Settings, repeat: int, limits: BoardLimits | None
+) -> dict[str, Any]:
+    """The board alone (its statements and models, no template, no HTTP), timed
+    as the pages are: with the now page's ``limits`` (the head of each list),
+    or whole (None: ``chm status``); and how many rows each list holds."""
     stuck_after = timedelta(minutes=settings.stuck_after_minutes)
     factory = make_session_factory(engine)
 
     def build() -> StatusBoard:
         with factory() as session:
-            return build_board(session, AS_OF, stuck_after)
+            return build_board(session, AS_OF, stuck_after, limits=limits)
 
     board = build()
     seconds = []
@@ -247,35 +255,37 @@ def timed_board(engine: Engine, settings: Settings, repeat: int) -> dict[str, An
         started = time.perf_counter()
         board = build()
         seconds.append(time.perf_counter() - started)
+    changes = board.changes
+    kept = (len(changes.newly_failing), len(changes.recovered), len(changes.other))
     return {
         "median_ms": round(statistics.median(seconds) * 1000, 1),
         "max_ms": round(max(seconds) * 1000, 1),
         "rows": {
             "firing_alerts": len(board.firing_alerts),
-            "firing_alerts_total": board.firing_alerts_total,
             "failing_now": len(board.failing_now),
             "overdue": len(board.overdue),
             "stuck_runs": len(board.stuck_runs.items),
-            "changes": sum(
-                len(rows)
-                for rows in (
-                    board.changes.newly_failing,
-                    board.changes.recovered,
-                    board.changes.other,
-                )
-            ),
+            "changes": sum(kept),
+        },
+        "totals": {
+            "firing_alerts": board.firing_alerts_total,
+            "failing_now": board.failing_total,
+            "overdue": board.overdue_total,
+            "stuck_runs": board.stuck_runs.total,
+            "changes": changes.newly_failing_total + changes.recovered_total + changes.other_total,
+            "pipelines": sum(board.status_counts.values()),
         },
     }
 
 
 def profile_board(engine: Engine, settings: Settings, top: int) -> None:
-    """One ``build_board`` under cProfile: the ``top`` functions by cumulative time."""
+    """One now-page ``build_board`` under cProfile: the ``top`` functions by cumulative time."""
     import cProfile
     import pstats
 
     stuck_after = timedelta(minutes=settings.stuck_after_minutes)
     with make_session_factory(engine)() as session, cProfile.Profile() as profiler:
-        build_board(session, AS_OF, stuck_after)
+        build_board(session, AS_OF, stuck_after, limits=NOW_LIMITS)
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
 
 
@@ -306,8 +316,10 @@ def measure(url: str, repeat: int, profile: int = 0) -> dict[str, Any]:
         for name, path in pages.items():
             figures[name] = timed_page(api, path, repeat)
             print(f"{name}: {json.dumps(figures[name], indent=1)}", flush=True)
-    figures["board"] = timed_board(engine, settings, repeat)
-    print(f"board alone: {figures['board']}", flush=True)
+    figures["board"] = timed_board(engine, settings, repeat, NOW_LIMITS)
+    print(f"the now page's board alone: {figures['board']}", flush=True)
+    figures["status_board"] = timed_board(engine, settings, repeat, None)
+    print(f"the whole board (chm status): {figures['status_board']}", flush=True)
     if profile:
         profile_board(engine, settings, profile)
     engine.dispose()
