@@ -13,7 +13,11 @@ text of 20 KB to 1 MB (``bench/redaction.py``); then, in order, for each databas
    (``bench/ingest_limit.py``, which reuses ``bench/ingest.py``);
 3. the API under load with wrk, one and two workers, and the driver baseline
    (``bench/api.py``);
-4. every report for one client and for all (``bench/reports.py``).
+4. every report for one client and for all (``bench/reports.py``);
+5. the overdue-pipelines report and the missed_schedule evaluation on a copy
+   of the data set given schedules (``bench/overdue.py``);
+6. the operator pages, the now page first, on a copy given schedules, rules
+   and firing alerts (``bench/web.py``).
 
 Writes ``bench/results/<UTC date and time>.json`` and ``bench/results/latest.json``
 (both ignored by git) and prints the targets table. The exit code is 0 when
@@ -153,6 +157,8 @@ def run(
         "ingestion": {},
         "api": {},
         "reports": {},
+        "overdue": {},
+        "pages": {},
         "load_average": {},
     }
     # No database: once per run, before the databases' benchmarks.
@@ -195,6 +201,16 @@ def run(
         finally:
             engine.dispose()
         results["reports"][backend] = {"dataset": spec.name, "reports": timed}
+
+        # Imported here: both import this module's helpers.
+        from bench import overdue, web
+
+        print(f"\n=== {backend}: overdue pipelines ({spec.name}) ===", flush=True)
+        with dataset.scratch_copy(spec, backend, PG_ADMIN, "overdue") as copy:
+            results["overdue"][backend] = overdue.measure(copy, profile.report_repeat)
+        print(f"\n=== {backend}: operator pages ({spec.name}) ===", flush=True)
+        with dataset.scratch_copy(spec, backend, PG_ADMIN, "web") as copy:
+            results["pages"][backend] = web.measure(copy, profile.report_repeat)
         results["load_average"][backend]["after"] = load_average()
     results["seconds"] = round(time.perf_counter() - started)
     return results
@@ -304,6 +320,33 @@ def _reports(scope: str, limit: float) -> Any:
     return render
 
 
+def _overdue(r: dict[str, Any], b: str) -> tuple[str, bool | None]:
+    figures = r["overdue"][b]
+    every, one = figures["api_all"], figures["api_one_client"]
+    text = (
+        f"all {_ms(every['median_ms'])} (worst {_ms(every['max_ms'])}),"
+        f" one client {_ms(one['median_ms'])}; evaluation {_ms(figures['evaluation']['median_ms'])}"
+    )
+    # The target is PostgreSQL's; SQLite's figure is given for scale.
+    return text, every["median_ms"] < 1000 if b == "postgresql" else None
+
+
+def _now_page(r: dict[str, Any], b: str) -> tuple[str, bool | None]:
+    now = r["pages"][b]["now"]
+    text = (
+        f"{_ms(now['median_ms'])} (worst {_ms(now['max_ms'])}); {now['statements']} statements,"
+        f" {_ms(now['statements_ms'])} in the database"
+    )
+    return text, now["median_ms"] < 300 if b == "postgresql" else None
+
+
+def _other_pages(r: dict[str, Any], b: str) -> tuple[str, None]:
+    pages = r["pages"][b]
+    return ", ".join(
+        f"{name} {_ms(pages[name]['median_ms'])}" for name in ("pipeline", "client", "alerts")
+    ), None
+
+
 def _server_rss(r: dict[str, Any], b: str) -> tuple[str, None]:
     load = r["api"][b]["load"]
     w1, w2 = (load[f"workers={n}"]["peak_rss"] for n in (1, 2))
@@ -337,12 +380,15 @@ ROWS = [
     ("HTTP floor: bare ASGI app, same uvicorn (context)", "-", _floor),
     ("Reports, one client, p95 (ms)", "< 100 ms each (PostgreSQL)", _reports("one", 100.0)),
     ("Reports, all clients, p95 (ms)", "< 2,000 ms each (PostgreSQL)", _reports("all", 2000.0)),
+    ("Overdue pipelines report, median (ms)", "< 1 s, all clients (PostgreSQL)", _overdue),
+    ("Operator now page `/`, median (ms)", "< 300 ms (PostgreSQL)", _now_page),
+    ("Operator pages: a pipeline, a client, alerts (ms)", "(context)", _other_pages),
     ("Server peak RSS (VmHWM) during the load", "(reported)", _server_rss),
     ("Ingester peak RSS (`chm ingest`)", "flat in pages", _ingester_rss),
 ]
 
 
-PER_DATABASE = ("datasets", "ingestion", "api", "reports", "load_average")
+PER_DATABASE = ("datasets", "ingestion", "api", "reports", "overdue", "pages", "load_average")
 
 
 def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
