@@ -288,3 +288,19 @@ def test_development_has_no_sign_in(settings: Settings, engine: Engine) -> None:
         assert client.get("/sign-in").headers["location"] == "/"
         assert client.post("/sign-in", data={"token": "x"}).headers["location"] == "/"
         assert 'id="sign-out"' not in client.get("/").text
+
+
+def test_head_answers_as_get_does_without_a_body(prod: TestClient, world: World) -> None:
+    # Uptime checks ask with HEAD: the sign-in redirect first, then the page's headers.
+    for path in pages(world):
+        prod.cookies.clear()
+        response = prod.head(path)
+        assert response.status_code == 303 and response.content == b""
+        assert response.headers["location"].startswith("/sign-in")
+    assert prod.head("/sign-in").status_code == 200
+    prod.cookies.set(COOKIE, sign_in(prod)[COOKIE].value)
+    for path in pages(world):
+        response = prod.head(path)
+        assert response.status_code == 200, path
+        assert response.headers["content-type"] == "text/html; charset=utf-8"
+        assert response.content == b""

@@ -169,10 +169,13 @@ def error_page(request: Request, error: ChmError) -> HTMLResponse:
 
 
 pages = APIRouter(include_in_schema=False, dependencies=[Depends(require_session)])
+# HEAD as well as GET, as a static page would answer: uptime checks and link
+# previews ask with HEAD (the server sends the headers, no body).
+READ = ["GET", "HEAD"]
 public = APIRouter(include_in_schema=False)
 
 
-@pages.get("/", response_class=HTMLResponse)
+@pages.api_route("/", methods=READ, response_class=HTMLResponse)
 async def now_page(request: Request, conn: ReadSnapshot) -> HTMLResponse:
     """Firing alerts, failing pipelines by client, overdue and stuck runs, what
     changed since yesterday, counts by status, the sources' health."""
@@ -193,7 +196,7 @@ async def _or_error(
     return render(request, template, {"page": page, **extra})
 
 
-@pages.get("/clients/{client_id}", response_class=HTMLResponse)
+@pages.api_route("/clients/{client_id}", methods=READ, response_class=HTMLResponse)
 async def client_page(request: Request, client_id: str, conn: ReadSnapshot) -> HTMLResponse:
     """One client: its pipelines' latest runs, what is failing, overdue, stuck, firing."""
     ident = parse_id(client_id)
@@ -208,7 +211,7 @@ async def client_page(request: Request, client_id: str, conn: ReadSnapshot) -> H
     )
 
 
-@pages.get("/pipelines/{pipeline_id}", response_class=HTMLResponse)
+@pages.api_route("/pipelines/{pipeline_id}", methods=READ, response_class=HTMLResponse)
 async def pipeline_page(
     request: Request, pipeline_id: str, conn: ReadSnapshot, cursor: str | None = None
 ) -> HTMLResponse:
@@ -226,7 +229,7 @@ async def pipeline_page(
     )
 
 
-@pages.get("/alerts", response_class=HTMLResponse)
+@pages.api_route("/alerts", methods=READ, response_class=HTMLResponse)
 async def alerts_page(
     request: Request, conn: ReadSnapshot, cursor: str | None = None
 ) -> HTMLResponse:
@@ -256,7 +259,7 @@ def _sign_in_form(
     )
 
 
-@public.get(SIGN_IN, response_class=HTMLResponse)
+@public.api_route(SIGN_IN, methods=READ, response_class=HTMLResponse)
 def sign_in_form(request: Request, next: str | None = None) -> Response:
     """The form that takes the API token (production); elsewhere, the page itself."""
     token = auth.session_token(_settings(request))
