@@ -119,13 +119,24 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         if request.node.get_closest_marker("postgres_only"):
             pytest.skip("PostgreSQL-only test")
+    elif request.node.get_closest_marker("sqlite_only"):
+        pytest.skip("SQLite-only test")
+    yield from _fresh_database(request, request.param, tmp_path / "chm.db")
+
+
+@pytest.fixture
+def second_db_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[str]:
+    """Another fresh, migrated, empty database of the same kind as ``db_url``
+    (a read replica's stand-in: the same schema, its own rows)."""
+    yield from _fresh_database(request, backend, tmp_path / "second.db")
+
+
+def _fresh_database(request: pytest.FixtureRequest, backend: str, path: Path) -> Iterator[str]:
+    if backend == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")
-        path = tmp_path / "chm.db"
         shutil.copyfile(template, path)
         yield f"sqlite:///{path}"
         return
-    if request.node.get_closest_marker("sqlite_only"):
-        pytest.skip("SQLite-only test")
     template_db: str = request.getfixturevalue("postgres_template")
     name = f"chm_test_{_run_tag}_{uuid.uuid4().hex[:10]}"
     with _admin_connect() as conn:

@@ -20,7 +20,12 @@ from chm.alerts.router import router as alerts_router
 from chm.clients.router import router as clients_router
 from chm.core.auth import BearerTokenMiddleware
 from chm.core.body_limit import BodyLimitMiddleware
-from chm.core.db import create_async_db_engine, create_db_engine, make_session_factory
+from chm.core.db import (
+    create_async_db_engine,
+    create_db_engine,
+    create_read_engines,
+    make_session_factory,
+)
 from chm.core.errors import (
     PROBLEM_RESPONSES,
     ServiceUnavailable,
@@ -89,11 +94,21 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     owns_engine = engine is None
     engine = engine or create_db_engine(settings.effective_database_url)
     async_engine = create_async_db_engine(engine.url.render_as_string(hide_password=False))
+    # Reports, the pages and /metrics read from CHM_READ_DATABASE_URL (a
+    # replica) when it is set; everything else from the primary.
+    report_engine, report_async_engine = (
+        create_read_engines(settings.effective_read_database_url, engine, async_engine)
+        if settings.read_database_url is not None
+        else (engine, async_engine)
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await async_engine.dispose()
+        if report_async_engine is not async_engine:
+            await report_async_engine.dispose()
+            report_engine.dispose()
         if owns_engine:
             engine.dispose()
 
@@ -108,6 +123,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.async_engine = async_engine
     app.state.read_sessions = make_session_factory(engine)
     app.state.write_sessions = make_session_factory(engine, write=True)
+    app.state.report_engine = report_engine
+    app.state.report_async_engine = report_async_engine
+    app.state.report_sessions = make_session_factory(report_engine)
     # The sources file (CHM_CONFIG), read again only when it changes.
     app.state.sources = SourcesCache()
     install_error_handlers(app)

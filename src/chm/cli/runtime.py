@@ -62,8 +62,11 @@ def configure_logging(level: str, handler: logging.Handler | None = None) -> Non
 
 
 @contextmanager
-def open_database(settings: Settings, *, verify_environment: bool = True) -> Iterator[Engine]:
-    """The engine of CHM_DATABASE_URL, disposed on leaving; the database's
+def open_database(
+    settings: Settings, *, verify_environment: bool = True, read: bool = False
+) -> Iterator[Engine]:
+    """The engine of CHM_DATABASE_URL (with ``read``: of the report reads,
+    CHM_READ_DATABASE_URL when set), disposed on leaving; the database's
     failures inside the block become a plain message and an exit code.
 
     With ``verify_environment`` the database must be migrated and belong to
@@ -74,17 +77,24 @@ def open_database(settings: Settings, *, verify_environment: bool = True) -> Ite
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from chm.core.db import create_db_engine
+    from chm.core.db import create_db_engine, normalize_database_url, read_database_url
     from chm.core.environment import (
         DatabaseNotMigrated,
         EnvironmentMismatch,
         verify_database_environment,
     )
 
+    read_url = settings.read_database_url is not None and read
+    variable = "CHM_READ_DATABASE_URL" if read_url else "CHM_DATABASE_URL"
     try:
-        engine = create_db_engine(settings.effective_database_url)
+        if read_url:
+            primary = normalize_database_url(settings.effective_database_url)
+            read_database_url(settings.effective_read_database_url, primary)
+        engine = create_db_engine(
+            settings.effective_read_database_url if read else settings.effective_database_url
+        )
     except Exception as exc:  # a malformed URL: say so plainly
-        raise fail(f"invalid CHM_DATABASE_URL: {exc}") from None
+        raise fail(f"invalid {variable}: {exc}") from None
     try:
         if verify_environment:
             verify_database_environment(engine, settings.env)

@@ -39,6 +39,9 @@ def serve(
         raise fail("; ".join(problems), code=EXIT_FAILED)
     with open_database(settings):
         pass  # only the check: migrated, and this environment's (SE-004)
+    if settings.read_database_url is not None:
+        with open_database(settings, read=True):
+            pass  # the replica too: the same kind of database, reachable, migrated
     configure_logging(settings.log_level)
     if settings.env is Environment.development and settings.api_token is None:
         logging.getLogger("chm").warning(

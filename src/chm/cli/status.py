@@ -354,7 +354,7 @@ def status(
     from chm.reports.board import ClientNotOnBoard, build_board, find_client
 
     settings = load_settings()
-    with open_database(settings) as engine:
+    with open_database(settings, read=True) as engine:
         when = parse_as_of(as_of)
         with make_session_factory(engine)() as session:
             try:

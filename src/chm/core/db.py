@@ -46,6 +46,30 @@ def create_async_db_engine(raw_url: str, **kwargs: Any) -> AsyncEngine:
     return dialect_for(url).create_async_engine(url, **kwargs)
 
 
+def read_database_url(raw_url: str, primary: URL) -> URL:
+    """``CHM_READ_DATABASE_URL``, checked against the primary's URL: the same
+    kind of database (a replica of another kind could not hold CHM's schema
+    as the primary has it)."""
+    url = normalize_database_url(raw_url)
+    if url.get_backend_name() != primary.get_backend_name():
+        raise ValueError(
+            f"it is a {url.get_backend_name()} database and CHM_DATABASE_URL a"
+            f" {primary.get_backend_name()} one: the read database must be a copy of"
+            " the primary (a replica)"
+        )
+    return url
+
+
+def create_read_engines(
+    raw_url: str, primary: Engine, primary_async: AsyncEngine
+) -> tuple[Engine, AsyncEngine]:
+    """The engines of the report reads (``CHM_READ_DATABASE_URL``): the
+    primary's own when ``raw_url`` names the primary, else new ones."""
+    if read_database_url(raw_url, primary.url) == primary.url:
+        return primary, primary_async
+    return create_db_engine(raw_url), create_async_db_engine(raw_url)
+
+
 @lru_cache
 def get_engine() -> Engine:
     return create_db_engine(get_settings().effective_database_url)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Session
 
 from chm.core.db import session_scope
@@ -35,8 +35,21 @@ async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
         yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
+def _report_session(request: Request) -> Iterator[Session]:
+    yield from session_scope(request.app.state.report_sessions)
+
+
 async def _read_snapshot(request: Request) -> AsyncIterator[AsyncConnection]:
-    engine = request.app.state.async_engine
+    async for connection in _snapshot(request.app.state.async_engine):
+        yield connection
+
+
+async def _report_snapshot(request: Request) -> AsyncIterator[AsyncConnection]:
+    async for connection in _snapshot(request.app.state.report_async_engine):
+        yield connection
+
+
+async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     async with engine.connect() as connection:
         # Every statement of the request sees the same committed state.
         isolation = dialect_for(connection).snapshot_isolation
@@ -51,3 +64,10 @@ async def _read_snapshot(request: Request) -> AsyncIterator[AsyncConnection]:
 # consistent snapshot across several (a summary's counts and latest runs).
 ReadConnection = Annotated[AsyncConnection, Depends(_read_connection)]
 ReadSnapshot = Annotated[AsyncConnection, Depends(_read_snapshot)]
+
+# Report reads: the reports, the operator pages and /metrics, from the read
+# database (CHM_READ_DATABASE_URL, a replica) when one is set, else the
+# primary. They may lag the primary by the replica's delay; a request that
+# must see its own writes uses the sessions above.
+ReportSession = Annotated[Session, Depends(_report_session, scope="function")]
+ReportSnapshot = Annotated[AsyncConnection, Depends(_report_snapshot)]

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     env: Environment = Environment.development
     # Secret: a PostgreSQL URL may carry a password.
     database_url: SecretStr | None = None
+    # Reports, the operator pages, /metrics and chm status read from here when
+    # set: a read replica of CHM_DATABASE_URL (docs/scaling.md). Writes, and
+    # the API's own reads (read your writes), stay on CHM_DATABASE_URL.
+    read_database_url: SecretStr | None = None
     api_token: SecretStr | None = None
     # The sources file for ingestion (TOML).
     config: Path | None = None
@@ -116,6 +120,13 @@ class Settings(BaseSettings):
             return DEFAULT_DATABASE_URL
         return self.database_url.get_secret_value()
 
+    @property
+    def effective_read_database_url(self) -> str:
+        """Where report reads go: CHM_READ_DATABASE_URL, else the database itself."""
+        if self.read_database_url is None:
+            return self.effective_database_url
+        return self.read_database_url.get_secret_value()
+
     def register_secrets(self) -> None:
         """Tell the log filter this configuration's secrets: the API token and the
         database password (``chm.core.redaction.RedactingFilter``)."""
@@ -127,10 +138,11 @@ class Settings(BaseSettings):
         for secret in (self.api_token, self.smtp_password, self.slack_bot_token, self.smtp_url):
             if secret is not None and secret.get_secret_value():
                 register_secret(secret.get_secret_value())
-        if self.database_url is not None:
-            # A malformed URL is refused elsewhere, with its own message.
-            with contextlib.suppress(ArgumentError, ValueError):
-                register_secret(make_url(self.database_url.get_secret_value()).password)
+        for url in (self.database_url, self.read_database_url):
+            if url is not None:
+                # A malformed URL is refused elsewhere, with its own message.
+                with contextlib.suppress(ArgumentError, ValueError):
+                    register_secret(make_url(url.get_secret_value()).password)
 
     def production_problems(self) -> list[str]:
         """Reasons this configuration must not serve in production (SE-004)."""

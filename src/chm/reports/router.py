@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from chm.core.deps import ReadSession
+from chm.core.deps import ReportSession
 from chm.core.ids import IdFilter
 from chm.core.schemas import SLUG_PATTERN
 from chm.core.settings import Settings
@@ -56,7 +56,7 @@ def _csv_also(model: type[Any]) -> dict[int | str, dict[str, Any]]:
 
 @router.get("/failures-over-time", responses=_csv_also(Report[FailuresOverTimeRow]))
 def failures_over_time(
-    session: ReadSession,
+    session: ReportSession,
     ctx: Context,
     bucket: Annotated[Bucket, Query(description="hour or day (UTC-aligned)")] = Bucket.day,
     since: SinceParam = None,
@@ -69,7 +69,7 @@ def failures_over_time(
 
 @router.get("/latest-status", responses=_csv_also(Report[LatestStatusRow]))
 def latest_status(
-    session: ReadSession,
+    session: ReportSession,
     ctx: Context,
     status_filter: Annotated[
         RunStatus | None, Query(alias="status", description="Only pipelines whose latest is this")
@@ -81,7 +81,7 @@ def latest_status(
 
 
 @router.get("/failures-by-client", responses=_csv_also(Report[FailuresByClientRow]))
-def failures_by_client(session: ReadSession, ctx: Context) -> Response:
+def failures_by_client(session: ReportSession, ctx: Context) -> Response:
     """Failed and total runs per client over the 24 hours and 7 days before as_of."""
     report = failures.failures_by_client_report(session, ctx)
     return render(report, FailuresByClientRow, ctx.output, "failures-by-client")
@@ -89,7 +89,7 @@ def failures_by_client(session: ReadSession, ctx: Context) -> Response:
 
 @router.get("/flaky-pipelines", responses=_csv_also(Report[FlakyPipelineRow]))
 def flaky_pipelines(
-    session: ReadSession,
+    session: ReportSession,
     ctx: Context,
     days: Annotated[
         int, Query(ge=1, le=MAX_FLAKY_DAYS, description="Window: days before as_of")
@@ -105,7 +105,7 @@ def flaky_pipelines(
 
 @router.get("/failure-rate-by-platform", responses=_csv_also(Report[FailureRateByPlatformRow]))
 def failure_rate_by_platform(
-    session: ReadSession, ctx: Context, since: SinceParam = None, until: UntilParam = None
+    session: ReportSession, ctx: Context, since: SinceParam = None, until: UntilParam = None
 ) -> Response:
     """Failed / total runs per platform in the window (default: 7 days)."""
     report = failures.failure_rate_by_platform_report(session, ctx, since, until)
@@ -114,7 +114,7 @@ def failure_rate_by_platform(
 
 @router.get("/duration-distribution", responses=_csv_also(DurationReport))
 def duration_distribution(
-    session: ReadSession,
+    session: ReportSession,
     ctx: Context,
     since: SinceParam = None,
     until: UntilParam = None,
@@ -130,7 +130,7 @@ def duration_distribution(
 
 @router.get("/status-changes", responses=_csv_also(Report[StatusChangeRow]))
 def status_changes(
-    session: ReadSession,
+    session: ReportSession,
     ctx: Context,
     since: Annotated[ReportTime | None, Query(description="Default: 24 hours before until")] = None,
     until: UntilParam = None,
@@ -143,7 +143,7 @@ def status_changes(
 @router.get("/stuck-runs", responses=_csv_also(Report[StuckRunRow]))
 def stuck_runs(
     request: Request,
-    session: ReadSession,
+    session: ReportSession,
     ctx: Context,
     older_than_minutes: Annotated[
         int | None,
@@ -159,7 +159,7 @@ def stuck_runs(
 
 @router.get("/overdue-pipelines", responses=_csv_also(Report[OverdueRow]))
 def overdue_pipelines(
-    session: ReadSession,
+    session: ReportSession,
     ctx: Context,
     platform: Annotated[
         str | None, Query(pattern=SLUG_PATTERN, description="Only this platform's pipelines")

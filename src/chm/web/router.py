@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from chm.core.deps import ReadSnapshot
+from chm.core.deps import ReportSnapshot
 from chm.core.errors import ChmError
 from chm.core.ids import parse_id
 from chm.core.lookup import not_found
@@ -176,7 +176,7 @@ public = APIRouter(include_in_schema=False)
 
 
 @pages.api_route("/", methods=READ, response_class=HTMLResponse)
-async def now_page(request: Request, conn: ReadSnapshot) -> HTMLResponse:
+async def now_page(request: Request, conn: ReportSnapshot) -> HTMLResponse:
     """Firing alerts, failing pipelines by client, overdue and stuck runs, what
     changed since yesterday, counts by status, the sources' health."""
     settings = _settings(request)
@@ -197,7 +197,7 @@ async def _or_error(
 
 
 @pages.api_route("/clients/{client_id}", methods=READ, response_class=HTMLResponse)
-async def client_page(request: Request, client_id: str, conn: ReadSnapshot) -> HTMLResponse:
+async def client_page(request: Request, client_id: str, conn: ReportSnapshot) -> HTMLResponse:
     """One client: its pipelines' latest runs, what is failing, overdue, stuck, firing."""
     ident = parse_id(client_id)
     if ident is None:
@@ -213,7 +213,7 @@ async def client_page(request: Request, client_id: str, conn: ReadSnapshot) -> H
 
 @pages.api_route("/pipelines/{pipeline_id}", methods=READ, response_class=HTMLResponse)
 async def pipeline_page(
-    request: Request, pipeline_id: str, conn: ReadSnapshot, cursor: str | None = None
+    request: Request, pipeline_id: str, conn: ReportSnapshot, cursor: str | None = None
 ) -> HTMLResponse:
     """One pipeline: its history (newest first, paged), status strip, duration
     chart, alerts and schedule."""
@@ -231,7 +231,7 @@ async def pipeline_page(
 
 @pages.api_route("/alerts", methods=READ, response_class=HTMLResponse)
 async def alerts_page(
-    request: Request, conn: ReadSnapshot, cursor: str | None = None
+    request: Request, conn: ReportSnapshot, cursor: str | None = None
 ) -> HTMLResponse:
     """Firing alerts, recently resolved ones, silences."""
     as_of = _clock(request)()

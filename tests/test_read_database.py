@@ -1,0 +1,148 @@
+"""CHM_READ_DATABASE_URL: reports, the operator pages, /metrics and `chm status`
+read from a second database (a read replica); writes and the API's own reads
+stay on CHM_DATABASE_URL.
+
+The "replica" here is a second database of the same kind holding other rows,
+so each answer shows which database it was read from.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from chm.app import create_app
+from chm.cli import app as cli
+from chm.core.db import create_db_engine
+from chm.core.settings import Settings, get_settings
+from factories import API, make_client, make_pipeline, make_run, ok
+
+
+@pytest.fixture
+def replica(second_db_url: str) -> Iterator[TestClient]:
+    """An API on the second database, to give it its own rows."""
+    engine = create_db_engine(second_db_url)
+    settings = Settings(database_url=second_db_url, _env_file=None)  # type: ignore[call-arg]
+    with TestClient(create_app(settings, engine)) as client:
+        yield client
+    engine.dispose()
+
+
+@pytest.fixture
+def split(db_url: str, second_db_url: str, engine: Engine) -> Iterator[TestClient]:
+    """The API on the primary, reading its reports from the second database."""
+    settings = Settings(  # type: ignore[call-arg]
+        database_url=db_url, read_database_url=second_db_url, _env_file=None
+    )
+    with TestClient(create_app(settings, engine), raise_server_exceptions=False) as client:
+        yield client
+
+
+def _seed(client: TestClient, name: str) -> dict[str, object]:
+    pipeline = make_pipeline(client, make_client(client, name), f"{name}-load")
+    make_run(client, pipeline, "failed", started_at="2026-11-30T10:00:00Z")
+    return pipeline
+
+
+def test_reports_pages_and_metrics_read_the_read_database(
+    split: TestClient, replica: TestClient
+) -> None:
+    written = _seed(split, "primary-co")  # written through the split app: the primary
+    _seed(replica, "replica-co")
+    # The replica also has a succeeding pipeline: /metrics counts tell them apart.
+    healthy = make_pipeline(replica, ok(replica.get(f"{API}/clients"))["items"][0], "healthy")
+    make_run(replica, healthy, "success", started_at="2026-11-30T11:00:00Z")
+
+    # The API's own reads see what was just written (the primary).
+    clients = ok(split.get(f"{API}/clients"))["items"]
+    assert [c["name"] for c in clients] == ["primary-co"]
+    assert ok(split.get(f"{API}/pipelines/{written['id']}/runs/latest"))["status"] == "failed"
+
+    # The reports read the replica, JSON and CSV alike.
+    latest = ok(split.get(f"{API}/reports/latest-status"))["items"]
+    assert [row["pipeline_name"] for row in latest] == ["healthy", "replica-co-load"]
+    csv = split.get(f"{API}/reports/latest-status", params={"format": "csv"})
+    assert "replica-co" in csv.text and "primary-co" not in csv.text
+
+    # So do the operator pages.
+    page = split.get("/")
+    assert page.status_code == 200
+    assert "replica-co-load" in page.text and "primary-co-load" not in page.text
+
+    # And /metrics' inventory.
+    response = split.get("/metrics")
+    assert response.status_code == 200
+    pipelines_by_status = {
+        sample.labels["status"]: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "chm_pipelines" and sample.value
+    }
+    assert pipelines_by_status == {"failed": 1.0, "success": 1.0}
+
+
+def test_the_primary_named_twice_is_one_set_of_engines(db_url: str, engine: Engine) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        database_url=db_url, read_database_url=db_url, _env_file=None
+    )
+    app = create_app(settings, engine)
+    assert app.state.report_engine is engine
+    assert app.state.report_async_engine is app.state.async_engine
+
+
+def test_a_read_database_of_another_kind_is_refused(db_url: str, backend: str) -> None:
+    other = "postgresql://u@h/db" if backend == "sqlite" else "sqlite:///elsewhere.db"
+    settings = Settings(  # type: ignore[call-arg]
+        database_url=db_url, read_database_url=other, _env_file=None
+    )
+    with pytest.raises(ValueError, match="the read database must be a copy of the primary"):
+        create_app(settings)
+
+
+@pytest.fixture
+def chm(monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    monkeypatch.delenv("CHM_READ_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def test_chm_status_reads_the_read_database(
+    chm: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    db_url: str,
+    second_db_url: str,
+    api: TestClient,
+    replica: TestClient,
+) -> None:
+    _seed(api, "primary-co")
+    _seed(replica, "replica-co")
+    monkeypatch.setenv("CHM_DATABASE_URL", db_url)
+    monkeypatch.setenv("CHM_READ_DATABASE_URL", second_db_url)
+    result = chm.invoke(cli, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    board = json.loads(result.stdout)
+    assert [f["client_name"] for f in board["failing_now"]] == ["replica-co"]
+
+
+def test_a_bad_read_database_url_is_a_plain_error_naming_it(
+    chm: CliRunner, monkeypatch: pytest.MonkeyPatch, db_url: str, backend: str, tmp_path: Path
+) -> None:
+    other = "postgresql://u@h/db" if backend == "sqlite" else f"sqlite:///{tmp_path}/x.db"
+    monkeypatch.setenv("CHM_DATABASE_URL", db_url)
+    for bad, says in ((other, "must be a copy of the primary"), ("nonsense://", "")):
+        monkeypatch.setenv("CHM_READ_DATABASE_URL", bad)
+        get_settings.cache_clear()
+        for command in (["status"], ["serve", "--port", "1"]):
+            result = chm.invoke(cli, command)
+            assert result.exit_code == 2, result.output
+            assert "invalid CHM_READ_DATABASE_URL" in result.output
+            assert says in result.output
+            assert "Traceback" not in result.output
