@@ -38,6 +38,7 @@ from chm.core.errors import (
 from chm.core.settings import Environment, Settings, get_settings
 from chm.core.shutdown import ShutdownAnswerMiddleware
 from chm.core.timeutil import utcnow
+from chm.ingestion.batch.router import router as batch_router
 from chm.ingestion.config import ConfigError, Sources
 from chm.ingestion.health import source_health
 from chm.ingestion.lineage.router import router as lineage_router
@@ -156,6 +157,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         alerts_router,
         ingestion_router,
         lineage_router,
+        batch_router,
         reports_router,
     ):
         api.include_router(router)

@@ -109,6 +109,19 @@ class Problem(BaseModel):
     errors: list[ProblemField] = []
 
 
+def problem_body(
+    status: int, type_slug: str, title: str, detail: str, errors: Iterable[FieldIssue] = ()
+) -> dict[str, Any]:
+    """The problem+json document (``Problem``) of an error."""
+    return {
+        "type": PROBLEM_BASE + type_slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "errors": [{"field": e.field, "code": e.code, "message": e.message} for e in errors],
+    }
+
+
 def problem_response(
     status: int,
     type_slug: str,
@@ -117,14 +130,13 @@ def problem_response(
     errors: Iterable[FieldIssue] = (),
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": PROBLEM_BASE + type_slug,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "errors": [{"field": e.field, "code": e.code, "message": e.message} for e in errors],
-    }
+    body = problem_body(status, type_slug, title, detail, errors)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def problem_document(error: ChmError) -> dict[str, Any]:
+    """``error`` as the problem+json document its answer would carry."""
+    return problem_body(error.status, error.type_slug, error.title, error.detail, error.errors)
 
 
 def render_error(error: ChmError) -> JSONResponse:

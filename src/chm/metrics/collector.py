@@ -9,9 +9,10 @@ fits (latest status, stuck runs: ``chm.reports.status``; overdue pipelines:
 so the numbers are those of the JSON API at the same time.
 
 Every label is bounded by configuration or a fixed vocabulary: a client's
-name, a platform, a run status, a source's name (the sources file), a
-channel kind, a job status. None is a run, pipeline or alert id, a pipeline's
-name, an error text or a path.
+name, a platform, a run status, a source's name (the sources file, or
+``api:batch`` for the runs recorded by batches), a channel kind, a job
+status. None is a run, pipeline or alert id, a pipeline's name, an error
+text or a path.
 
 A database that cannot be read answers ``chm_database_up 0`` without the
 inventory's metrics (the scrape still succeeds, with the HTTP metrics): the
@@ -37,6 +38,7 @@ from chm.alerts.channels.base import Undeliverable, kinds
 from chm.alerts.destinations import split_destination
 from chm.core.settings import Settings
 from chm.core.status import RunStatus
+from chm.ingestion.batch import BATCH_SOURCE
 from chm.ingestion.config import ConfigError, Sources
 from chm.ingestion.health import HealthDetail, SourceState, source_health
 from chm.ingestion.sources_cache import SourcesCache
@@ -220,21 +222,27 @@ def deliveries(connection: Connection) -> list[Metric]:
     return [failed, states]
 
 
-def source_counters(connection: Connection, names: Sequence[str]) -> list[Metric]:
+def source_counters(
+    connection: Connection, names: Sequence[str], pushed: Sequence[str] = ()
+) -> list[Metric]:
     """``chm_ingested_runs_total{source, outcome}`` and
     ``chm_source_ingestions_total{source, result}`` of the pulling sources
-    ``names`` (0 for a source never ingested): one ``IN`` query."""
+    ``names``, and the runs alone of the ``pushed`` counters (runs recorded
+    through the API, ingested by no walk: ``api:batch``); 0 for one never
+    ingested: one ``IN`` query."""
+    counted = [*names, *(name for name in pushed if name not in names)]
     columns = [*RUN_OUTCOMES.values(), *INGESTION_RESULTS.values()]
     stored: dict[str, Sequence[int]] = {}
-    if names:
+    if counted:
         rows = connection.execute(
-            sa.select(IngestionSource.name, *columns).where(IngestionSource.name.in_(names))
+            sa.select(IngestionSource.name, *columns).where(IngestionSource.name.in_(counted))
         )
         stored = {row[0]: row[1:] for row in rows}
     runs = CounterMetricFamily(
         "chm_ingested_runs",
-        "Source runs ingested by pulling, by source and outcome (created, updated, "
-        "unchanged: already stored as read, skipped: could not be stored)",
+        "Source runs ingested by pulling, and runs recorded by POST /api/v1/runs:batch "
+        "(source api:batch), by source and outcome (created, updated, unchanged: already "
+        "stored as read, skipped: could not be stored)",
         labels=["source", "outcome"],
     )
     walks = CounterMetricFamily(
@@ -243,10 +251,12 @@ def source_counters(connection: Connection, names: Sequence[str]) -> list[Metric
         labels=["source", "result"],
     )
     zeros = [0] * len(columns)
-    for name in names:
+    for name in counted:
         values = stored.get(name, zeros)
         for index, outcome in enumerate(RUN_OUTCOMES):
             runs.add_metric([name, outcome], values[index])
+    for name in names:
+        values = stored.get(name, zeros)
         for index, result in enumerate(INGESTION_RESULTS, start=len(RUN_OUTCOMES)):
             walks.add_metric([name, result], values[index])
     return [runs, walks]
@@ -362,7 +372,7 @@ class InventoryCollector:
             pipelines_by_status(connection, now),
             stuck_runs(connection, now, timedelta(minutes=self.settings.stuck_after_minutes)),
             overdue_pipelines(connection, now),
-            *source_counters(connection, pulling),
+            *source_counters(connection, pulling, pushed=[BATCH_SOURCE]),
             *source_health_metrics(health, now),
             *deliveries(connection),
             ingestion_jobs(connection),

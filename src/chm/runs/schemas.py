@@ -21,13 +21,25 @@ from chm.core.status import RunStatus
 ExternalRunId = Annotated[str, text(500)]
 
 
+def _encodable(text: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise PydanticCustomError(
+            "string_unicode", "strings must be valid Unicode (no lone surrogates)"
+        ) from None
+
+
 def without_nul(value: Any) -> Any:
     """A payload with the NUL characters of its keys and strings dropped, at any
     depth: PostgreSQL cannot store them, and the schema, an object of anything,
     accepts them (ingestion drops them from source payloads the same way).
     Non-finite numbers (NaN, Infinity: accepted by Python's JSON parser, not
-    JSON) are refused: neither database could give them back as JSON."""
+    JSON) are refused: neither database could give them back as JSON; so are
+    lone surrogates (``"\\ud800"``), which no UTF-8 text can hold."""
     if isinstance(value, str):
+        if not value.isascii():
+            _encodable(value)
         return value.replace("\x00", "") if "\x00" in value else value
     if isinstance(value, float) and not math.isfinite(value):
         raise PydanticCustomError(

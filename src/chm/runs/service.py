@@ -33,8 +33,13 @@ class InactivePipeline(Conflict):
     title = "Pipeline is inactive"
     type_slug = "inactive-pipeline"
 
+    @classmethod
+    def of(cls, pipeline_id: int) -> InactivePipeline:
+        return cls(f"pipeline '{pipeline_id}' is inactive; enable it to record runs")
 
-def _check_times(started_at: datetime | None, finished_at: datetime | None) -> None:
+
+def check_times(started_at: datetime | None, finished_at: datetime | None) -> None:
+    """A 422 on ``finished_at`` when it is before ``started_at`` (contract: Runs)."""
     if started_at is not None and finished_at is not None and finished_at < started_at:
         raise ValidationFailed.one(
             "finished_at", "before_started_at", "finished_at must not be before started_at"
@@ -54,8 +59,8 @@ def create_manual_run(session: Session, pipeline_id: int, data: RunCreate) -> Ru
     source_payload = stored_payload(data.source_payload)
     pipeline = get_or_404(session, Pipeline, pipeline_id, "pipeline")
     if not pipeline.is_active:
-        raise InactivePipeline(f"pipeline '{pipeline_id}' is inactive; enable it to record runs")
-    _check_times(data.started_at, data.finished_at)
+        raise InactivePipeline.of(pipeline_id)
+    check_times(data.started_at, data.finished_at)
     # FR-019: a manual run without an identity still gets a unique one.
     external_run_id = data.external_run_id or f"manual-{uuid.uuid4().hex}"
     duplicate = DuplicateExternalRunId(
@@ -98,7 +103,7 @@ def update_run(session: Session, run_id: int, data: RunUpdate) -> Run:
     run = get_run(session, run_id)
     started = changes.get("started_at", run.started_at)
     finished = changes.get("finished_at", run.finished_at)
-    _check_times(started, finished)
+    check_times(started, finished)
     if not run.duration_from_source:
         changes["duration_seconds"] = derived_duration(started, finished)
     if apply_changes(run, changes):
