@@ -11,7 +11,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from chm.core.db import create_async_db_engine, create_db_engine, normalize_database_url
+from chm.core.db import (
+    create_async_db_engine,
+    make_report_session_factory,
+    make_session_factory,
+    normalize_database_url,
+)
+from chm.core.deps import _snapshot
 from chm.core.dialects import PostgresDialect, SQLiteDialect, dialect_for
 from chm.ingestion.store import PostgresRunStore, SQLiteRunStore, run_store
 
@@ -66,29 +72,31 @@ def test_no_module_branches_on_the_database_name() -> None:
 
 
 @pytest.mark.postgres_only
-def test_postgres_connections_run_without_jit_unless_the_url_says(db_url: str) -> None:
-    # JIT made the status board's statement slower (see POSTGRES_OPTIONS).
-    # Both engines CHM makes, and a URL's own options win.
-    engines = [create_db_engine(db_url), create_db_engine(db_url + "?options=-c%20jit%3Don")]
-    try:
-        shown = []
-        for engine in engines:
-            with engine.connect() as connection:
-                shown.append(connection.exec_driver_sql("SHOW jit").scalar())
-        assert shown == ["off", "on"]
-    finally:
-        for engine in engines:
-            engine.dispose()
+def test_report_reads_run_without_jit_and_nothing_else_does(engine: Engine) -> None:
+    # JIT made the status board's statement slower (PostgresDialect.report_reads):
+    # it is turned off for the report transaction alone, whatever the server,
+    # PGOPTIONS or a pooler say for the rest.
+    with make_report_session_factory(engine)() as session:
+        assert session.execute(sa.text("SHOW jit")).scalar() == "off"
+        isolation = session.execute(sa.text("SHOW transaction_isolation")).scalar()
+        assert isolation == "repeatable read"
+    with make_session_factory(engine)() as session:
+        assert session.execute(sa.text("SHOW jit")).scalar() == "on"
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SHOW jit").scalar() == "on"
 
 
 @pytest.mark.postgres_only
-def test_the_async_engine_runs_without_jit_too(db_url: str) -> None:
-    async def shown() -> object:
+def test_a_snapshot_of_the_pages_runs_without_jit_too(db_url: str) -> None:
+    async def shown() -> tuple[object, object]:
         engine = create_async_db_engine(db_url)
         try:
+            async for connection in _snapshot(engine):
+                jit = (await connection.exec_driver_sql("SHOW jit")).scalar()
             async with engine.connect() as connection:
-                return (await connection.exec_driver_sql("SHOW jit")).scalar()
+                plain = (await connection.exec_driver_sql("SHOW jit")).scalar()
+            return jit, plain
         finally:
             await engine.dispose()
 
-    assert asyncio.run(shown()) == "off"
+    assert asyncio.run(shown()) == ("off", "on")

@@ -1,6 +1,6 @@
-"""CHM_READ_DATABASE_URL: reports, the operator pages, /metrics and `chm status`
-read from a second database (a read replica); writes and the API's own reads
-stay on CHM_DATABASE_URL.
+"""CHM_READ_DATABASE_URL: reports, the operator pages and `chm status` read
+from a second database (a read replica); writes, the API's own reads and
+/metrics stay on CHM_DATABASE_URL.
 
 The "replica" here is a second database of the same kind holding other rows,
 so each answer shows which database it was read from.
@@ -51,12 +51,12 @@ def _seed(client: TestClient, name: str) -> dict[str, object]:
     return pipeline
 
 
-def test_reports_pages_and_metrics_read_the_read_database(
+def test_reports_and_pages_read_the_read_database_and_the_rest_the_primary(
     split: TestClient, replica: TestClient
 ) -> None:
     written = _seed(split, "primary-co")  # written through the split app: the primary
     _seed(replica, "replica-co")
-    # The replica also has a succeeding pipeline: /metrics counts tell them apart.
+    # The replica also has a succeeding pipeline: the counts tell them apart.
     healthy = make_pipeline(replica, ok(replica.get(f"{API}/clients"))["items"][0], "healthy")
     make_run(replica, healthy, "success", started_at="2026-11-30T11:00:00Z")
 
@@ -76,7 +76,7 @@ def test_reports_pages_and_metrics_read_the_read_database(
     assert page.status_code == 200
     assert "replica-co-load" in page.text and "primary-co-load" not in page.text
 
-    # And /metrics' inventory.
+    # /metrics reads the primary: chm_database_up and the workers are its own.
     response = split.get("/metrics")
     assert response.status_code == 200
     pipelines_by_status = {
@@ -85,7 +85,7 @@ def test_reports_pages_and_metrics_read_the_read_database(
         for sample in family.samples
         if sample.name == "chm_pipelines" and sample.value
     }
-    assert pipelines_by_status == {"failed": 1.0, "success": 1.0}
+    assert pipelines_by_status == {"failed": 1.0}
 
 
 def test_the_primary_named_twice_is_one_set_of_engines(db_url: str, engine: Engine) -> None:
@@ -146,3 +146,14 @@ def test_a_bad_read_database_url_is_a_plain_error_naming_it(
             assert "invalid CHM_READ_DATABASE_URL" in result.output
             assert says in result.output
             assert "Traceback" not in result.output
+
+
+def test_a_bad_primary_url_is_named_as_such_whatever_the_read_url(
+    chm: CliRunner, monkeypatch: pytest.MonkeyPatch, second_db_url: str
+) -> None:
+    monkeypatch.setenv("CHM_DATABASE_URL", "nonsense://")
+    monkeypatch.setenv("CHM_READ_DATABASE_URL", second_db_url)
+    result = chm.invoke(cli, ["status"])
+    assert result.exit_code == 2, result.output
+    assert "invalid CHM_DATABASE_URL" in result.output
+    assert "CHM_READ_DATABASE_URL" not in result.output

@@ -24,6 +24,7 @@ from chm.core.db import (
     create_async_db_engine,
     create_db_engine,
     create_read_engines,
+    make_report_session_factory,
     make_session_factory,
 )
 from chm.core.errors import (
@@ -126,7 +127,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.write_sessions = make_session_factory(engine, write=True)
     app.state.report_engine = report_engine
     app.state.report_async_engine = report_async_engine
-    app.state.report_sessions = make_session_factory(report_engine)
+    app.state.report_sessions = make_report_session_factory(report_engine)
     # The sources file (CHM_CONFIG), read again only when it changes.
     app.state.sources = SourcesCache()
     install_error_handlers(app)

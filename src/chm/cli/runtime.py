@@ -84,16 +84,17 @@ def open_database(
         verify_database_environment,
     )
 
-    read_url = settings.read_database_url is not None and read
-    variable = "CHM_READ_DATABASE_URL" if read_url else "CHM_DATABASE_URL"
     try:
-        if read_url:
-            primary = normalize_database_url(settings.effective_database_url)
-            read_database_url(settings.effective_read_database_url, primary)
-        engine = create_db_engine(
-            settings.effective_read_database_url if read else settings.effective_database_url
-        )
+        primary = normalize_database_url(settings.effective_database_url)
     except Exception as exc:  # a malformed URL: say so plainly
+        raise fail(f"invalid CHM_DATABASE_URL: {exc}") from None
+    url, variable = settings.effective_database_url, "CHM_DATABASE_URL"
+    if read and settings.read_database_url is not None:
+        url, variable = settings.effective_read_database_url, "CHM_READ_DATABASE_URL"
+    try:
+        read_database_url(url, primary)
+        engine = create_db_engine(url)
+    except Exception as exc:
         raise fail(f"invalid {variable}: {exc}") from None
     try:
         if verify_environment:

@@ -350,13 +350,14 @@ def status(
     """The status board: firing alerts, failing now, overdue scheduled pipelines, stuck runs,
     changes since yesterday, counts by status, OpenLineage jobs matching no pipeline, each
     source's ingestion health and the workers alive."""
-    from chm.core.db import make_session_factory
+    from chm.core.db import make_report_session_factory
     from chm.reports.board import ClientNotOnBoard, build_board, find_client
 
     settings = load_settings()
     with open_database(settings, read=True) as engine:
         when = parse_as_of(as_of)
-        with make_session_factory(engine)() as session:
+        # One snapshot for the whole board (chm.core.db).
+        with make_report_session_factory(engine)() as session:
             try:
                 scope = find_client(session, client) if client is not None else None
             except ClientNotOnBoard as exc:

@@ -10,7 +10,8 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -79,6 +80,25 @@ def make_session_factory(engine: Engine, *, write: bool = False) -> sessionmaker
     """Sessions for reading, or (``write=True``) for transactions that write."""
     bind = engine.execution_options(**{WRITE_OPTION: True}) if write else engine
     return sessionmaker(bind=bind, expire_on_commit=False, autoflush=False)
+
+
+def make_report_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for report reads (the reports, ``chm status``): every statement
+    of a transaction sees the same committed state (the dialect's snapshot
+    isolation), which begins with the dialect's report settings."""
+    dialect = dialect_for(engine)
+    bind = engine
+    if dialect.snapshot_isolation is not None:
+        bind = engine.execution_options(isolation_level=dialect.snapshot_isolation)
+    factory = sessionmaker(bind=bind, expire_on_commit=False, autoflush=False)
+    if dialect.report_reads:
+
+        def prepare(_session: Session, _transaction: Any, connection: Connection) -> None:
+            for statement in dialect.report_reads:
+                connection.exec_driver_sql(statement)
+
+        event.listen(factory, "after_begin", prepare)
+    return factory
 
 
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:

@@ -56,6 +56,8 @@ async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         if isolation is not None:
             await connection.execution_options(isolation_level=isolation)
         async with connection.begin():
+            for statement in dialect_for(connection).report_reads:
+                await connection.exec_driver_sql(statement)
             yield connection
 
 

@@ -50,6 +50,10 @@ class DatabaseDialect(ABC):
     # Whether one worker process at most may run on the database (chm worker):
     # SQLite has one writer, and a file on one machine.
     one_worker: ClassVar[bool]
+    # Run at the start of each report-reading transaction (the reports, the
+    # operator pages, chm status): settings for that transaction only, so a
+    # connection pooler or PGOPTIONS sees nothing else changed.
+    report_reads: ClassVar[tuple[str, ...]]
 
     @abstractmethod
     def insert(self, table: sa.Table | sa.TableClause) -> postgresql.Insert | sqlite.Insert:
@@ -78,6 +82,7 @@ class SQLiteDialect(DatabaseDialect):
     batch_migrations = True
     # In WAL mode a transaction reads one snapshot from its first read on.
     snapshot_isolation = None
+    report_reads = ()
     one_worker = True
 
     def insert(self, table: sa.Table | sa.TableClause) -> sqlite.Insert:
@@ -115,6 +120,13 @@ class PostgresDialect(DatabaseDialect):
     batch_migrations = False
     snapshot_isolation = "REPEATABLE READ"
     one_worker = False
+    # JIT compiles any statement the planner costs above jit_above_cost
+    # (100,000): at 10,000 pipelines, every report statement that walks each
+    # pipeline's index, which JIT makes slower: 13-15 ms of compiling each,
+    # and the status board's statement took 132 ms with it, 100 ms without.
+    # These are index walks, not the long scans JIT is for (alert evaluation
+    # turns it off the same way).
+    report_reads = ("SET LOCAL jit = off",)
 
     def insert(self, table: sa.Table | sa.TableClause) -> postgresql.Insert:
         return postgresql.insert(table)
@@ -123,10 +135,10 @@ class PostgresDialect(DatabaseDialect):
         return value  # timestamptz
 
     def create_engine(self, url: URL, **kwargs: Any) -> Engine:
-        return sa.create_engine(url, **_postgres_defaults(url, kwargs, pool_size=10))
+        return sa.create_engine(url, **_postgres_defaults(kwargs, pool_size=10))
 
     def create_async_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:
-        return create_async_engine(url, **_postgres_defaults(url, kwargs, pool_size=20))
+        return create_async_engine(url, **_postgres_defaults(kwargs, pool_size=20))
 
 
 DIALECTS: dict[str, DatabaseDialect] = {
@@ -183,17 +195,7 @@ def _prepare_sqlite(engine: Engine) -> None:
     event.listen(engine, "begin", _on_sqlite_begin)
 
 
-# PostgreSQL's JIT compiles any statement its planner costs above
-# jit_above_cost (100,000): at 10,000 pipelines that is every statement that
-# walks each pipeline's index (the status board, most reports), which JIT
-# makes slower, not faster: 13-15 ms of compiling per statement, and the
-# board's statement took 132 ms with it, 100 ms without. CHM's statements are
-# index walks, not the long scans JIT is for. A URL that sets its own
-# ``options`` (``?options=-c%20jit%3Don``) is left as it is.
-POSTGRES_OPTIONS = "-c jit=off"
-
-
-def _postgres_defaults(url: URL, kwargs: dict[str, Any], pool_size: int) -> dict[str, Any]:
+def _postgres_defaults(kwargs: dict[str, Any], pool_size: int) -> dict[str, Any]:
     # Connections beyond pool_size are opened and closed per use: size the
     # pool for the steady concurrency so they stay rare. No pre-ping: it
     # costs a round trip per request; a connection found dead fails its one
@@ -201,6 +203,4 @@ def _postgres_defaults(url: URL, kwargs: dict[str, Any], pool_size: int) -> dict
     kwargs.setdefault("pool_size", pool_size)
     kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_recycle", 3600)
-    if "options" not in url.query:
-        kwargs["connect_args"] = {"options": POSTGRES_OPTIONS} | kwargs.get("connect_args", {})
     return kwargs

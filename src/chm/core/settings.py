@@ -25,9 +25,9 @@ class Settings(BaseSettings):
     env: Environment = Environment.development
     # Secret: a PostgreSQL URL may carry a password.
     database_url: SecretStr | None = None
-    # Reports, the operator pages, /metrics and chm status read from here when
-    # set: a read replica of CHM_DATABASE_URL (docs/scaling.md). Writes, and
-    # the API's own reads (read your writes), stay on CHM_DATABASE_URL.
+    # Reports, the operator pages and chm status read from here when set: a
+    # read replica of CHM_DATABASE_URL (docs/scaling.md). Writes, the API's
+    # own reads (read your writes) and /metrics stay on CHM_DATABASE_URL.
     read_database_url: SecretStr | None = None
     api_token: SecretStr | None = None
     # The sources file for ingestion (TOML).

@@ -45,7 +45,7 @@ def metrics(request: Request, now: Annotated[datetime, Depends(scrape_time)]) ->
     """Prometheus metrics: the inventory's, computed from the database now, and
     the HTTP requests of every server process (docs/metrics.md)."""
     state = request.app.state
-    collector = InventoryCollector(state.report_engine, state.settings, state.sources, now)
+    collector = InventoryCollector(state.engine, state.settings, state.sources, now)
     try:
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
     except (TypeError, ValueError):
