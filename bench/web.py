@@ -202,9 +202,13 @@ def slowest(sent: list[Sent], count: int = 3) -> list[dict[str, Any]]:
 
 
 def app_engines(api: TestClient) -> list[Engine]:
-    """The app's engines: the sync one (ORM sessions) and the async one's (the pages' reads)."""
+    """The app's engines: the sync one (ORM sessions), the async one's, and the
+    report reads' (the pages read there; they are the same two unless
+    CHM_READ_DATABASE_URL is set)."""
     state = api.app.state  # type: ignore[attr-defined]
-    return [state.engine, state.async_engine.sync_engine]
+    engines = [state.engine, state.async_engine.sync_engine]
+    engines += [state.report_engine, state.report_async_engine.sync_engine]
+    return list({id(engine): engine for engine in engines}.values())
 
 
 def timed_page(api: TestClient, path: str, repeat: int) -> dict[str, Any]:

@@ -46,18 +46,24 @@ def test_json_board_is_the_reports(ref: Any, chm: Any) -> None:
     assert board["as_of"] == AS_OF_TEXT and board["client"] is None
 
     failing = oracle.latest_status(data, AS_OF, status="failed")
-    assert [(f["pipeline_id"], f["run_id"], f["started_at"]) for f in board["failing_now"]] == [
-        (row["pipeline_id"], row["latest_run_id"], row["started_at"]) for row in failing
+    fields = ("client_id", "client_name", "pipeline_id", "pipeline_name", "platform")
+    fields += ("environment", "started_at", "finished_at")
+    assert [{k: f[k] for k in (*fields, "run_id")} for f in board["failing_now"]] == [
+        {k: row[k] for k in fields} | {"run_id": row["latest_run_id"]} for row in failing
     ]
     errors = {f["pipeline_name"]: f["error_message"] for f in board["failing_now"]}
     assert errors["orders_daily"] == "Task extract failed: timeout after 300 s"
     assert board["failing_now"][0]["environment"] == "prod"
 
     assert board["failing_total"] == len(failing)
-    by_client: dict[str, int] = {}
+    by_client: dict[tuple[str, str], int] = {}
     for row in failing:
-        by_client[row["client_id"]] = by_client.get(row["client_id"], 0) + 1
-    assert board["failing_by_client"] == by_client
+        key = (row["client_id"], row["client_name"])
+        by_client[key] = by_client.get(key, 0) + 1
+    assert board["failing_clients"] == [
+        {"client_id": client_id, "client_name": name, "failing": n}
+        for (client_id, name), n in by_client.items()
+    ]
     stuck = oracle.stuck_runs(data, AS_OF, timedelta(minutes=360))
     assert board["stuck_runs"] == {"older_than_minutes": 360, "items": stuck, "total": len(stuck)}
     assert board["overdue_total"] == len(board["overdue"])
@@ -69,7 +75,9 @@ def test_json_board_is_the_reports(ref: Any, chm: Any) -> None:
     assert board["changes"]["since"] == "2026-03-14T12:00:00Z"
     assert board["changes"]["newly_failing"] == newly_failing
     assert board["changes"]["recovered"] == recovered
-    assert len(board["changes"]["other"]) == len(changes) - len(newly_failing) - len(recovered)
+    assert board["changes"]["other"] == [
+        c for c in changes if c not in newly_failing and c not in recovered
+    ]
     assert [board["changes"][f"{kind}_total"] for kind in ("newly_failing", "recovered")] == [
         len(newly_failing),
         len(recovered),
@@ -147,24 +155,26 @@ def test_as_a_process_unreachable_database_exits_1_plainly(tmp_path: Any) -> Non
     assert "Traceback" not in result.stderr and "s3cret-pw" not in result.stderr
 
 
-@pytest.mark.parametrize(("rows", "per_client"), [(1, 1), (2, 2)])
+@pytest.mark.parametrize(("rows", "per_client", "clients"), [(1, 1, 1), (2, 2, 5)])
 def test_a_board_with_limits_keeps_the_heads_and_counts_everything(
-    ref: Any, rows: int, per_client: int
+    ref: Any, rows: int, per_client: int, clients: int
 ) -> None:
     # The now page's board: the head of each list, every total as the full board's.
     stuck_after = timedelta(minutes=60)
+    limits = BoardLimits(rows, per_client, clients)
     with Session(ref.engine) as session:
         full = build_board(session, AS_OF, stuck_after)
-        cut = build_board(session, AS_OF, stuck_after, limits=BoardLimits(rows, per_client))
+        cut = build_board(session, AS_OF, stuck_after, limits=limits)
     assert cut.status_counts == full.status_counts
     assert cut.failing_total == full.failing_total == len(full.failing_now)
-    assert cut.failing_by_client == full.failing_by_client
-    assert sum(full.failing_by_client.values()) == full.failing_total
+    assert cut.failing_clients == full.failing_clients
+    assert sum(c.failing for c in full.failing_clients) == full.failing_total
+    first = [c.client_id for c in full.failing_clients][:clients]
     seen: Counter[str] = Counter()
     head = []
     for failing in full.failing_now:
         seen[failing.client_id] += 1
-        if seen[failing.client_id] <= per_client:
+        if failing.client_id in first and seen[failing.client_id] <= per_client:
             head.append(failing)
     assert cut.failing_now == head
     assert cut.stuck_runs.items == full.stuck_runs.items[:rows]
@@ -179,5 +189,8 @@ def test_a_board_with_limits_keeps_the_heads_and_counts_everything(
         return
     # The reference data is big enough for the smallest limits to cut.
     assert len(cut.failing_now) < len(full.failing_now)
+    assert len(full.failing_clients) > 1 and {f.client_id for f in cut.failing_now} == {
+        full.failing_clients[0].client_id
+    }
     assert len(cut.stuck_runs.items) < len(full.stuck_runs.items)
     assert len(cut.changes.other) < len(full.changes.other)

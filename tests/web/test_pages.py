@@ -489,7 +489,8 @@ def test_the_now_page_shows_the_head_of_each_long_list_with_its_full_count(
     web: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Rows beyond the limit are counted in the headings, never listed.
-    monkeypatch.setattr(web_data, "NOW_LIMITS", BoardLimits(rows=1, failing_per_client=10))
+    limits = BoardLimits(rows=1, failing_per_client=10, failing_clients=20)
+    monkeypatch.setattr(web_data, "NOW_LIMITS", limits)
     waiting = make_pipeline(web, world.acme, "waiting")
     more_stuck = make_run(web, waiting, "queued", started_at=at(hours=30))
     # A first run since yesterday: a change from no runs.
@@ -508,3 +509,20 @@ def test_the_now_page_shows_the_head_of_each_long_list_with_its_full_count(
     other = changes.find_all("div", class_="table-wrap")[-1]
     assert len(other.find("tbody").find_all("tr")) == 1
     assert changes.find("p", class_="more").text.startswith("The first 1 of 2 other changes")
+
+
+def test_the_now_page_lists_the_failing_pipelines_of_the_first_clients_and_names_the_rest(
+    web: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = BoardLimits(rows=50, failing_per_client=10, failing_clients=1)
+    monkeypatch.setattr(web_data, "NOW_LIMITS", limits)
+    for i in range(2):
+        make_run(web, make_pipeline(web, world.globex, f"broken-{i}"), "failed",
+                 started_at=at(hours=1))  # fmt: skip
+    failing = page(web, "/").by_id("failing")
+    assert failing.find("h2").text == "Failing now (3)"
+    # Acme's one failing pipeline is listed; Globex, second by name, is named with its count.
+    assert [h.text for h in failing.find_all("h3")] == ["Acme"]
+    more = failing.by_id("more-failing-clients")
+    assert more.text == "1 more client has failing pipelines: Globex (2)."
+    assert more.links() == [f"/clients/{world.globex['id']}"]

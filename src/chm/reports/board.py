@@ -6,9 +6,12 @@ error), which scheduled pipelines are overdue (missed or late, as the
 overdue report), which runs are stuck, what changed since
 yesterday, how many pipelines stand in each status, and which OpenLineage
 jobs send events that match no pipeline. It reads the
-database through the same report functions as the API, so the board and
+database through the statements of the API's reports (the latest statuses
+and the changes through ``pipeline_states_query``, equal to the
+latest-status and status-changes reports), so the board and
 ``/api/v1/reports`` never disagree. The terminal rendering lives with the
-command (``chm.cli.status``); the model's JSON is ``chm status --json``.
+command (``chm.cli.status``); the model's JSON is ``chm status --json``;
+the now page keeps the head of each list (``BoardLimits``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class BoardLimits:
 
     rows: int  # overdue pipelines, stuck runs, and each kind of change
     failing_per_client: int  # failing pipelines kept for each client
+    failing_clients: int  # clients whose failing pipelines are kept (the first, by name)
 
 
 class ClientNotOnBoard(Exception):
@@ -80,6 +84,14 @@ class FailingPipeline(BaseModel):
     started_at: BoardTime | None
     finished_at: BoardTime | None
     error_message: str | None
+
+
+class FailingClient(BaseModel):
+    """A client with failing pipelines, and how many."""
+
+    client_id: str
+    client_name: str
+    failing: int
 
 
 class FiringAlert(BaseModel):
@@ -138,9 +150,10 @@ class StatusBoard(BaseModel):
     firing_alerts: list[FiringAlert] = Field(default_factory=list)
     firing_alerts_total: int = 0
     failing_now: list[FailingPipeline]
-    # Every failing pipeline, and by client id, however many failing_now keeps.
+    # Every failing pipeline, and every client with failing pipelines (by
+    # name, with how many), however many of them failing_now keeps.
     failing_total: int = 0
-    failing_by_client: dict[str, int] = Field(default_factory=dict)
+    failing_clients: list[FailingClient] = Field(default_factory=list)
     # Scheduled pipelines missed or late at as_of (GET /reports/overdue-pipelines), by due_by.
     overdue: list[OverdueRow] = Field(default_factory=list)
     overdue_total: int = 0
@@ -169,10 +182,8 @@ def _run_details(session: Session, run_ids: set[int]) -> dict[int, Any]:
             Pipeline.name.label("pipeline_name"),
             Pipeline.platform,
             Pipeline.environment,
-            Client.name.label("client_name"),
         )
         .join(Pipeline, Pipeline.id == Run.pipeline_id)
-        .join(Client, Client.id == Pipeline.client_id)
         .where(Run.id.in_(sorted(run_ids)))
     )
     return {row.id: row for row in rows}
@@ -184,15 +195,28 @@ def _error_preview(message: str | None) -> str | None:
     return first_line[:ERROR_PREVIEW] if first_line else None
 
 
-def _head_per_client(rows: list[Any], per_client: int | None) -> list[Any]:
-    """At most ``per_client`` of each client's rows (all when None), in order."""
-    if per_client is None:
+def _failing_clients(rows: list[Any]) -> list[FailingClient]:
+    """Each client of the failing ``rows`` (by client), with how many it has."""
+    counts = Counter(row.client_id for row in rows)
+    names = {row.client_id: row.client_name for row in rows}
+    return [
+        FailingClient(client_id=str(client_id), client_name=names[client_id], failing=count)
+        for client_id, count in counts.items()
+    ]
+
+
+def _head_per_client(rows: list[Any], limits: BoardLimits | None) -> list[Any]:
+    """The rows of the first ``failing_clients`` clients, at most
+    ``failing_per_client`` of each (all when no limits), in order."""
+    if limits is None:
         return rows
     seen: Counter[int] = Counter()
     kept = []
     for row in rows:
+        if row.client_id not in seen and len(seen) == limits.failing_clients:
+            break
         seen[row.client_id] += 1
-        if seen[row.client_id] <= per_client:
+        if seen[row.client_id] <= limits.failing_per_client:
             kept.append(row)
     return kept
 
@@ -206,7 +230,7 @@ def _failing(rows: list[Any], details: dict[int, Any]) -> list[FailingPipeline]:
         failing.append(
             FailingPipeline(
                 client_id=str(row.client_id),
-                client_name=run.client_name,
+                client_name=row.client_name,
                 pipeline_id=str(row.pipeline_id),
                 pipeline_name=run.pipeline_name,
                 platform=run.platform,
@@ -246,7 +270,7 @@ def _changes(
                 "pipeline_id": row.pipeline_id,
                 "pipeline_name": run.pipeline_name,
                 "client_id": row.client_id,
-                "client_name": run.client_name,
+                "client_name": row.client_name,
                 "previous_status": row.previous_status,
                 "current_status": row.latest_status,
                 "changed_at": run.event_at,
@@ -357,7 +381,7 @@ def build_board(
         if row.latest_run_id is not None and row.previous_status != row.latest_status:
             changed_rows.append(row)
     rows = limits.rows if limits else None
-    failing_kept = _head_per_client(failing_rows, limits.failing_per_client if limits else None)
+    failing_kept = _head_per_client(failing_rows, limits)
     kinds = _change_kinds(changed_rows)
     shown = failing_kept + [row for found in kinds.values() for row in found[:rows]]
     details = _run_details(session, {row.latest_run_id for row in shown})
@@ -372,7 +396,7 @@ def build_board(
         firing_alerts_total=alerts_total,
         failing_now=_failing(failing_kept, details),
         failing_total=len(failing_rows),
-        failing_by_client=dict(Counter(str(row.client_id) for row in failing_rows)),
+        failing_clients=_failing_clients(failing_rows),
         overdue=overdue,
         overdue_total=overdue_total,
         stuck_runs=StuckRuns(

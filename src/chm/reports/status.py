@@ -105,8 +105,9 @@ def pipeline_states_query(clock: Clock, since: TimeExpr, scope: Scope) -> Query:
     The status board reads the latest statuses and the changes since
     yesterday from this one statement: the latest run before ``as_of`` is the
     current run of the changes, so each pipeline's index is walked twice, not
-    three times. It carries ids and statuses only; the board reads the names
-    and times of the few rows it shows by run id afterwards.
+    three times. It carries ids, statuses and the client's name only; the
+    board reads the other names and the times of the few rows it shows by run
+    id afterwards.
     """
     inventory = _inventory(
         scope, latest_run_id=latest_run_id(clock.at()), previous_run_id=latest_run_id(since)
@@ -116,6 +117,7 @@ def pipeline_states_query(clock: Clock, since: TimeExpr, scope: Scope) -> Query:
     return (
         sa.select(
             inventory.c.client_id,
+            inventory.c.client_name,
             inventory.c.pipeline_id,
             latest.id.label("latest_run_id"),
             latest.status.label("latest_status"),

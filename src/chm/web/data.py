@@ -37,7 +37,13 @@ from chm.ingestion.config import ConfigError, Sources
 from chm.ingestion.health import HealthDetail, source_health
 from chm.ingestion.sources_cache import SourcesCache
 from chm.models import Alert, Client, Pipeline, Silence
-from chm.reports.board import BoardLimits, FailingPipeline, StatusBoard, build_board
+from chm.reports.board import (
+    BoardLimits,
+    FailingClient,
+    FailingPipeline,
+    StatusBoard,
+    build_board,
+)
 from chm.reports.overdue import EXPECTATION_COLUMNS, overdue_query
 from chm.reports.schemas import OverdueRow
 from chm.reports.sql import FixedClock, Scope, json_rows
@@ -64,7 +70,10 @@ ROWS_SHOWN = 50
 # --- the now page -------------------------------------------------------------
 
 
-NOW_LIMITS = BoardLimits(rows=ROWS_SHOWN, failing_per_client=FAILING_PER_CLIENT)
+FAILING_CLIENTS = 20  # clients whose failing pipelines the now page lists
+NOW_LIMITS = BoardLimits(
+    rows=ROWS_SHOWN, failing_per_client=FAILING_PER_CLIENT, failing_clients=FAILING_CLIENTS
+)
 
 
 @dataclass
@@ -79,20 +88,25 @@ class ClientGroup:
 class NowPage:
     board: StatusBoard
     failing_by_client: list[ClientGroup]
+    # The clients with failing pipelines the page lists none of (past FAILING_CLIENTS).
+    more_failing_clients: list[FailingClient]
     health: HealthDetail
     rows_shown: int = ROWS_SHOWN
 
 
-def group_by_client(board: StatusBoard) -> list[ClientGroup]:
+def group_by_client(board: StatusBoard) -> tuple[list[ClientGroup], list[FailingClient]]:
     """The board's failing pipelines (already by client, then pipeline) in one
-    group per client, in the same order, with each client's total."""
+    group per client, in the same order, with each client's total; and the
+    clients with failing pipelines the board kept none of."""
+    totals = {client.client_id: client.failing for client in board.failing_clients}
     groups: list[ClientGroup] = []
     for row in board.failing_now:
         if not groups or groups[-1].client_id != row.client_id:
-            total = board.failing_by_client.get(row.client_id, 0)
+            total = totals.get(row.client_id, 0)
             groups.append(ClientGroup(row.client_id, row.client_name, [], total))
         groups[-1].pipelines.append(row)
-    return groups
+    shown = {group.client_id for group in groups}
+    return groups, [c for c in board.failing_clients if c.client_id not in shown]
 
 
 def sources_of(cache: SourcesCache, settings: Settings) -> tuple[Sources, str | None]:
@@ -119,7 +133,8 @@ def now_page(
         board = build_board(session, as_of, stuck_after, limits=NOW_LIMITS)
         health = source_health(session, sources, as_of, lease_s=settings.worker_lease_s)
     health.sources_error = sources_error
-    return NowPage(board, group_by_client(board), health, rows_shown=NOW_LIMITS.rows)
+    groups, more = group_by_client(board)
+    return NowPage(board, groups, more, health, rows_shown=NOW_LIMITS.rows)
 
 
 # --- a client -----------------------------------------------------------------
