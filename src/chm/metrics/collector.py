@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from chm import __version__
 from chm.alerts.channels.base import Undeliverable, kinds
 from chm.alerts.destinations import split_destination
+from chm.core.dialects import dialect_for
 from chm.core.settings import Settings
 from chm.core.status import RunStatus
 from chm.ingestion.batch import BATCH_SOURCE
@@ -331,6 +332,9 @@ class InventoryCollector:
         try:
             sources, sources_valid = self._load_sources()
             with self.engine.connect() as connection:
+                # The report statements, read as the reports read (no JIT).
+                for statement in dialect_for(connection).report_reads:
+                    connection.exec_driver_sql(statement)
                 families = self._inventory(connection, sources)
             database_up = 1
         except SQLAlchemyError as error:
