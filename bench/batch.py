@@ -23,8 +23,11 @@ Each batch measurement is repeated ``--repeat`` times on a fresh database
 clock starts and the client is a bare asyncio socket client (pre-built
 requests, the answer read by its Content-Length, a JSON parse of the batch
 answers' counts), so the figures measure the server. The load averages
-before and after each measurement are recorded: the machine's 2 cores are
-shared by the client, the server and the database.
+before and after each measurement are recorded, and the CPU time per run of
+the server's processes, of the scratch database's PostgreSQL backends and of
+the client (``CpuMeter``): the machine's 2 cores are shared by the client,
+the server, the database and whatever else runs, and CPU per run is what
+stays comparable when the machine is busy.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import Any
 
 import httpx
 import orjson
+from sqlalchemy.engine import make_url
 
 from bench.load import _free_port, chm_server, scratch_database
 
@@ -60,7 +64,7 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _processes() -> dict[int, tuple[int, str, float]]:
-    """Every process: its parent, its command name and the CPU seconds it used."""
+    """Every process: its parent, its command line and the CPU seconds it used."""
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -68,11 +72,12 @@ def _processes() -> dict[int, tuple[int, str, float]]:
         try:
             with open(f"/proc/{entry}/stat") as stat:
                 text = stat.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        name = text[text.index("(") + 1 : text.rindex(")")]
         fields = text[text.rindex(")") + 2 :].split()
-        found[int(entry)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / _TICK)
+        found[int(entry)] = (int(fields[1]), command, (int(fields[11]) + int(fields[12])) / _TICK)
     return found
 
 
@@ -91,24 +96,34 @@ def _server_pid(port: int) -> int:
 
 class CpuMeter:
     """CPU seconds used by the server's processes (the ``chm serve`` on ``port``
-    and its workers), by PostgreSQL's processes, and by this client, between
-    ``start`` and ``stop``: where each run's time goes on the shared cores."""
+    and its workers), by the PostgreSQL backends of its scratch database (SQLite
+    works inside the server), and by this client, between ``start`` and
+    ``stop``: where each run's time goes on the shared cores, whatever else
+    runs on them."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, database_url: str) -> None:
         self.root = _server_pid(int(base.rsplit(":", 1)[1]))
+        self.backends = "postgres: " if database_url.startswith("postgresql") else None
+        self.database = f" {make_url(database_url).database} "
 
     def _sample(self) -> dict[str, float]:
         processes = _processes()
         tree = {self.root}
-        for pid, (parent, _name, _cpu) in sorted(processes.items()):
+        for pid, (parent, _command, _cpu) in sorted(processes.items()):
             if parent in tree:
                 tree.add(pid)
         times = os.times()
-        return {
+        sample = {
             "server": sum(processes[pid][2] for pid in tree if pid in processes),
-            "postgres": sum(cpu for _p, name, cpu in processes.values() if name == "postgres"),
             "client": times.user + times.system,
         }
+        if self.backends is not None:
+            sample["postgres"] = sum(
+                cpu
+                for _parent, command, cpu in processes.values()
+                if command.startswith(self.backends) and self.database in command
+            )
+        return sample
 
     def start(self) -> None:
         self.before = self._sample()
@@ -206,10 +221,12 @@ async def send_all(
     return answers
 
 
-def timed_batches(base: str, bodies: list[bytes], concurrency: int, expect: str) -> dict[str, Any]:
+def timed_batches(
+    base: str, database_url: str, bodies: list[bytes], concurrency: int, expect: str
+) -> dict[str, Any]:
     host = base.removeprefix("http://")
     requests = [request_bytes(host, "/api/v1/runs:batch", body) for body in bodies]
-    meter = CpuMeter(base)
+    meter = CpuMeter(base, database_url)
     load_before = load_average()
     meter.start()
     started = time.perf_counter()
@@ -237,7 +254,7 @@ def timed_batches(base: str, bodies: list[bytes], concurrency: int, expect: str)
 
 
 def timed_single(
-    base: str, pipeline_ids: Sequence[str], seconds: float, concurrency: int
+    base: str, database_url: str, pipeline_ids: Sequence[str], seconds: float, concurrency: int
 ) -> dict[str, Any]:
     """Single-run POSTs for about ``seconds``: new runs (generated ids) spread
     over the pipelines; the request count is fixed from a short warm-up."""
@@ -258,7 +275,7 @@ def timed_single(
     asyncio.run(send_all(base, requests(warm), concurrency))
     rate = warm / (time.perf_counter() - started)
     batch = requests(max(int(rate * seconds), concurrency))
-    meter = CpuMeter(base)
+    meter = CpuMeter(base, database_url)
     load_before = load_average()
     meter.start()
     started = time.perf_counter()
@@ -293,8 +310,8 @@ def measure(backend: str, workers: int, args: argparse.Namespace) -> dict[str, A
         ):
             pipeline_ids = make_pipelines(base, args.pipelines)
             bodies = batch_bodies(args.runs, args.batch_size, pipeline_ids)
-            first.append(timed_batches(base, bodies, args.concurrency, "created"))
-            replay.append(timed_batches(base, bodies, args.concurrency, "unchanged"))
+            first.append(timed_batches(base, url, bodies, args.concurrency, "created"))
+            replay.append(timed_batches(base, url, bodies, args.concurrency, "unchanged"))
             print(f"  {backend} workers={workers}: first {first[-1]}, replay {replay[-1]}",
                   flush=True)  # fmt: skip
     result: dict[str, Any] = {
@@ -310,7 +327,7 @@ def measure(backend: str, workers: int, args: argparse.Namespace) -> dict[str, A
         ):
             pipeline_ids = make_pipelines(base, args.pipelines)
             single = [
-                timed_single(base, pipeline_ids, args.single_seconds, args.single_concurrency)
+                timed_single(base, url, pipeline_ids, args.single_seconds, args.single_concurrency)
                 for _ in range(args.repeat)
             ]
         print(f"  {backend} workers={workers}: single {single}", flush=True)

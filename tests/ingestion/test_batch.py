@@ -130,6 +130,14 @@ def test_item_errors_are_the_single_run_posts_answers(api) -> None:
         assert answer["items"][0]["error"] == single.json()
 
 
+def test_an_inactive_clients_active_pipeline_takes_runs_as_with_the_single_post(api) -> None:
+    client = make_client(api)
+    pipeline = make_pipeline(api, client)
+    ok(api.delete(f"{API}/clients/{client['id']}"))
+    make_run(api, pipeline, external_run_id="single")
+    assert results(post_batch(api, item(pipeline, "batch"))) == ["created"]
+
+
 def test_a_replay_is_unchanged_and_writes_nothing(api) -> None:
     pipeline = make_pipeline(api, make_client(api))
     runs = [

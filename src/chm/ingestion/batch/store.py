@@ -47,6 +47,8 @@ Key = tuple[int, str]
 
 _IDENTITY = (RUNS.c.id, RUNS.c.pipeline_id, RUNS.c.external_run_id)
 _VALUES = tuple(RUNS.c[name] for name in DATA_FIELDS)
+# A stored run as the rule reads it.
+_ROW_NAMES = ("external_run_id", *DATA_FIELDS)
 
 
 class BatchStore(ABC):
@@ -78,10 +80,11 @@ class BatchStore(ABC):
         ``DATA_FIELDS``), locked until the transaction ends."""
         found: dict[Key, tuple[int, Row]] = {}
         if keys:
-            for row in session.execute(self._stored, self._parameters(keys)).mappings():
-                values = dict(row)
-                run_id = values.pop("id")
-                found[values.pop("pipeline_id"), values["external_run_id"]] = (run_id, values)
+            for run_id, pipeline_id, *values in session.execute(
+                self._stored, self._parameters(keys)
+            ):
+                row = dict(zip(_ROW_NAMES, values, strict=True))
+                found[pipeline_id, row["external_run_id"]] = (run_id, row)
         return found
 
     def run_ids(self, session: Session, keys: Sequence[Key]) -> dict[Key, int]:
