@@ -13,6 +13,7 @@ from __future__ import annotations
 import string
 
 import orjson
+import pytest
 from bench.redaction import old_redact_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -229,3 +230,107 @@ def test_a_secret_that_holds_another_is_removed_whole_whatever_the_order() -> No
     password, token = "hunter22", "hunter22-session-4f9a1c"
     for redactor in (Redactor((password,)).with_secret(token), Redactor((token, password))):
         assert redactor.text(f"x {token} y") == f"x {REDACTED} y"
+
+
+# --- one look at a whole payload (issue 17) ---------------------------------------------
+#
+# Redactor.stored_payload stores a payload as it is when its compact JSON shows
+# nothing the walk would change (Redactor.leaves_unchanged); it must store
+# exactly what the walk stores, whatever the payload and the known secrets.
+
+# Keys: plain ones, and secret-looking ones written every way is_secret_key reads.
+SECRETISH_KEYS = st.builds(
+    lambda part, left, right, sep: left + part.replace("_", sep) + right,
+    st.sampled_from(["password", "api_key", "accessKey", "Session-Key", "TOKEN", "cookie", "x"]),
+    st.sampled_from(["", "db", "client_", "X-"]),
+    st.sampled_from(["", "_id", "Value", " 2"]),
+    st.sampled_from(["_", "-", " ", ""]),
+)
+JSON_KEYS = st.one_of(
+    st.text(max_size=12), SECRETISH_KEYS, st.sampled_from(["é", "Ba\u017fic", "K"])
+)
+JSON_TEXTS = st.one_of(
+    st.text(max_size=30),
+    SHORT_TEXTS,
+    st.sampled_from(
+        ["Ba\u017fic abcdefgh", "TO\u212aEN abcdefgh", "a\nb", 'q"uote', "back\\slash"]
+    ),
+)
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), JSON_TEXTS),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(JSON_KEYS, children, max_size=4)
+    ),
+    max_leaves=12,
+)
+KNOWN_SECRETS = st.lists(
+    st.one_of(
+        st.sampled_from(["s3cr3t-value", 'quo"te-secret', "new\nline", "é-secret"]),
+        st.text(min_size=1, max_size=8),
+    ),
+    max_size=2,
+)
+
+
+@given(value=JSON_VALUES, secrets=KNOWN_SECRETS, embed=st.booleans())
+@settings(max_examples=1500, deadline=None)
+def test_a_payload_left_as_it_is_is_exactly_what_the_walk_stores(
+    value: object, secrets: list[str], embed: bool
+) -> None:
+    if embed and secrets:
+        value = {"note": f"see {secrets[0]} here", "value": value}
+    redactor = Redactor(secrets)
+    walked = redactor.value(value)
+    if redactor.leaves_unchanged(orjson.dumps(value)):
+        assert walked == value
+    assert redactor.stored_payload(value) == cap_payload(walked)
+
+
+def test_a_payload_with_nothing_to_redact_is_stored_as_it_is() -> None:
+    payload = {"run_id": "r-1", "metrics": {"rows": 3}, "tags": ["nightly", "é"]}
+    assert Redactor(("tok-aaaa-1111",)).stored_payload(payload) is payload
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"dbPassword": "hunter2"},
+        {"X-Api-Key": "k"},
+        {"nested": [{"session key": "v"}]},
+        {"url": "https://u:pw@host/x"},
+        {"query": "pwd=abc"},
+        {"auth": "Bearer abcdefgh"},
+        # Unicode case folding: the long s (U+017F) is an "s" to the bearer pattern.
+        {"auth": "Ba\u017fic abcdefgh"},
+        {"note": "the known secret tok-aaaa-1111 leaked"},
+        {"quoted": 'say "tok"-aaaa-1111'},
+    ],
+)
+def test_a_payload_holding_anything_to_redact_is_walked(payload: dict[str, object]) -> None:
+    redactor = Redactor(("tok-aaaa-1111", '"tok"-aaaa'))
+    assert not redactor.leaves_unchanged(orjson.dumps(payload))
+    assert redactor.stored_payload(payload) == cap_payload(redactor.value(payload))
+    assert redactor.stored_payload(payload) != payload
+
+
+def test_a_secret_written_with_json_escapes_is_still_found() -> None:
+    for secret in ('pa"ss', "back\\slash", "line\nbreak", "tab\there", "é-ü"):
+        payload = {"note": f"x {secret} y"}
+        redactor = Redactor((secret,))
+        assert not redactor.leaves_unchanged(orjson.dumps(payload))
+        assert redactor.stored_payload(payload) == {"note": f"x {REDACTED} y"}
+
+
+def test_a_large_clean_payload_is_capped_by_the_size_of_its_one_serialization() -> None:
+    payload = {"blob": "b" * MAX_STORED_PAYLOAD_BYTES}
+    assert Redactor().leaves_unchanged(orjson.dumps(payload))
+    assert Redactor().stored_payload(payload) == {
+        "_chm_truncated": True,
+        "original_bytes": len(orjson.dumps(payload)),
+    }
+
+
+@pytest.mark.parametrize("text", ["Ba\u017fic abcdefgh", "TO\u212aEN abcdefgh", "bEaReR abcdefgh"])
+def test_text_redaction_reads_the_bearer_keywords_in_any_case_as_before(text: str) -> None:
+    assert redact_text(text) == old_redact_text(text)
+    assert REDACTED in redact_text(text)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import email.utils
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from chm.core.redaction import redact
+from chm.core.redaction import MAX_STORED_PAYLOAD_BYTES, Redactor, redact
 from chm.core.timeutil import retry_after_seconds
+from chm.ingestion.connectors.generic import GenericConnector
+from chm.ingestion.engine import IngestionEngine
 from chm.ingestion.normalize import (
     InvalidRun,
     canonical_json,
@@ -16,6 +21,7 @@ from chm.ingestion.normalize import (
     from_epoch_ms,
     parse_timestamp,
     run_identity,
+    stored_document,
 )
 
 AT = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -138,3 +144,57 @@ def test_timestamps_past_utcs_calendar_are_an_invalid_run_not_a_crash(raw) -> No
 
     with pytest.raises(InvalidRun, match="out of range"):
         parse_timestamp(raw, "started_at")
+
+
+# --- a document as stored: one look at its JSON (issue 17) ------------------------------
+
+_DOCUMENT_TEXTS = st.text(max_size=12) | st.sampled_from(
+    ["a\x00b", "https://u:pw@host", "pwd=x", "Bearer abcdefgh", "tok-0123456789"]
+)
+_DOCUMENTS = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | _DOCUMENT_TEXTS,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            _DOCUMENT_TEXTS | st.sampled_from(["password", "k\x00"]), children, max_size=3
+        )
+    ),
+    max_leaves=10,
+)
+
+
+@given(value=_DOCUMENTS, secret=st.sampled_from(["", "tok-0123456789"]))
+@settings(max_examples=800, deadline=None)
+def test_a_document_is_stored_as_redacting_capping_and_cleaning_it_would_store_it(
+    value, secret
+) -> None:
+    redactor = Redactor([secret])
+    stored = stored_document(value, redactor)
+    assert stored == canonical_json(redactor.stored_payload(value))
+    if stored is value and isinstance(value, (dict, list)):  # kept: nothing to redact or clean
+        assert orjson.dumps(value, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+            canonical_json(value), option=orjson.OPT_SORT_KEYS
+        )
+
+
+def test_a_document_larger_than_the_cap_is_replaced_by_the_marker() -> None:
+    value = {"blob": "b" * MAX_STORED_PAYLOAD_BYTES}
+    assert stored_document(value, Redactor()) == {
+        "_chm_truncated": True,
+        "original_bytes": MAX_STORED_PAYLOAD_BYTES + len('{"blob":""}'),
+    }
+
+
+def test_metrics_taken_from_a_clean_payload_are_kept_and_others_are_redacted() -> None:
+    class Client:
+        redactor = Redactor()
+
+    connector = GenericConnector.__new__(GenericConnector)
+    clean = {"run_id": "r1", "status": "ok", "metrics": {"rows": 3}}
+    row = IngestionEngine._snapshot(connector, frozenset(), Client(), clean)  # type: ignore[arg-type]
+    assert row["metrics"] is clean["metrics"]
+    assert row["source_payload"] is clean
+    secret = {"run_id": "r2", "status": "ok", "metrics": {"rows": 3, "api_key": "k-123"}}
+    row = IngestionEngine._snapshot(connector, frozenset(), Client(), secret)  # type: ignore[arg-type]
+    assert row["metrics"] == {"api_key": "[REDACTED]", "rows": 3}
+    assert row["source_payload"]["metrics"] == {"api_key": "[REDACTED]", "rows": 3}

@@ -9,13 +9,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from chm.core.status import RunStatus
 from chm.ingestion.normalize import InvalidRun, SourceRun
 from chm.ingestion.rule import (
+    SELF_FOLDING,
     attempt_order,
+    differs,
     fold_event,
     fold_page,
+    is_consistent,
     is_stale,
     merge,
     snapshot_row,
@@ -301,3 +306,95 @@ def test_an_untimed_snapshot_of_the_same_outcome_only_fills_in_what_is_missing()
     # Another outcome, or a snapshot with its own update time, still replaces it.
     assert merge(told, row("success", 0, 10))["status"] == "success"  # type: ignore[index]
     assert merge(told, row("failed", 0, 10, updated=11))["error_message"] is None  # type: ignore[index]
+
+
+# --- a snapshot identical to the stored run (issue 17) ----------------------------------
+#
+# The store may tell, without decoding the stored run, that a snapshot holds
+# exactly its values; fold_page then takes the snapshot as it is. That is only
+# right because the folds it trusts fold such a snapshot into itself.
+
+STATUSES = ["queued", "running", "success", "failed", "cancelled", "skipped", "unknown"]
+
+
+@st.composite
+def rows(draw: st.DrawFn, key: str | None = None) -> dict[str, Any]:
+    """Any run the rule may meet: any status, times, attempt and update time;
+    ``from_source`` rows carry a duration of their own."""
+    started = draw(st.none() | st.integers(0, 50))
+    finished = draw(st.none() | st.integers(0, 60))
+    value = row(
+        draw(st.sampled_from(STATUSES)),
+        started,
+        finished,
+        attempt=draw(st.none() | st.integers(1, 3)),
+        updated=draw(st.none() | st.integers(0, 70)),
+        key=key if key is not None else draw(st.sampled_from(["a", "b", "c"])),
+    )
+    if draw(st.booleans()):
+        value |= {"duration_seconds": draw(st.floats(0, 9e3)), "duration_from_source": True}
+    if draw(st.booleans()):
+        value |= {"metrics": {"rows": draw(st.integers(0, 3))}}
+    return value
+
+
+@pytest.mark.parametrize("fold", sorted(SELF_FOLDING, key=lambda fold: fold.__name__))
+@given(value=rows())
+@settings(max_examples=500, deadline=None)
+def test_the_trusted_folds_fold_a_consistent_snapshot_equal_to_the_stored_run_into_itself(
+    fold, value
+) -> None:
+    assume(is_consistent(value))
+    folded = fold(dict(value), dict(value))
+    assert folded is not None
+    assert not differs(value, folded)
+
+
+def test_a_run_whose_times_disagree_is_not_consistent() -> None:
+    assert is_consistent(row("success", 0, 14))
+    assert is_consistent(row("running", 3))
+    assert not is_consistent(row("success", 0, 14) | {"duration_seconds": 5.0})
+    assert is_consistent(
+        row("success", 0, 14) | {"duration_seconds": 5.0, "duration_from_source": True}
+    )
+    assert not is_consistent(row("success", 14, 14) | {"started_at": at(20)})
+
+
+@given(stored=st.lists(rows(), max_size=3), page=st.lists(rows(), max_size=6), data=st.data())
+@settings(max_examples=500, deadline=None)
+def test_a_page_taking_identical_snapshots_as_they_are_writes_and_counts_as_folding_them(
+    stored, page, data
+) -> None:
+    stored_runs = {value["external_run_id"]: value for value in stored}
+    # Some snapshots repeat a stored run exactly (a replay).
+    page += [dict(value) for value in stored if data.draw(st.booleans())]
+    page = data.draw(st.permutations(page))
+
+    def identical(key: str, snapshot: dict[str, Any]) -> bool:
+        return key in stored_runs and not differs(stored_runs[key], snapshot)
+
+    for fold in (merge, fold_event):
+        try:
+            expected = fold_page(stored_runs, page, fold)
+        except InvalidRun:
+            continue
+        assert fold_page(stored_runs, page, fold, identical=identical) == expected
+
+
+def test_an_identical_snapshot_is_taken_as_it_is_and_later_ones_of_its_key_fold_into_it() -> None:
+    stored = {"r": row("running", 0, key="r")}
+    asked: list[str] = []
+
+    def identical(key: str, snapshot: dict[str, Any]) -> bool:
+        asked.append(key)
+        return snapshot == stored[key]
+
+    page = [row("running", 0, key="r"), row("success", 0, 9, key="r")]
+    writes, counts = fold_page(stored, page, identical=identical)
+    assert asked == ["r"]  # asked for the key's first snapshot only
+    assert [w["status"] for w in writes] == ["success"]
+    assert counts.unchanged == 1
+    # A fold it does not trust is never shortened.
+    asked.clear()
+    fold_page(stored, page, fold=lambda s, n: merge(s, n), identical=identical)
+    assert asked == []

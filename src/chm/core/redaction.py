@@ -33,6 +33,16 @@ _SECRET_KEY_PARTS = (
     "cookie",
     "signature",
 )
+# What ``Redactor.leaves_unchanged`` looks for in a document lower-cased without
+# "_", "-" and " ": every secret key part so compacted ("passw" stands for
+# "password" and "passwd"), and the bearer keywords.
+_NOT_LETTERS = bytes(c for c in range(256) if not ord("a") <= c <= ord("z"))
+_COMPACT_NEEDLES = (
+    "passw",
+    *sorted({p.replace("_", "") for p in _SECRET_KEY_PARTS if not p.startswith("passw")}),
+    "bearer",
+    "basic",
+)
 # Every pattern below runs in time linear in the text, whatever the text (a
 # megabyte of letters, of "a://", of "token=", of spaces after "Bearer"): a
 # match may only start where its first token starts (a word boundary, or the
@@ -81,9 +91,29 @@ def _judge_key(key: str) -> bool:
     return any(part in normalized or part.replace("_", "") in compact for part in _SECRET_KEY_PARTS)
 
 
+# What each credential pattern cannot match without: "://" (_URL_USERINFO),
+# "=" (_SECRET_ASSIGNMENT), or one of _BEARER's keywords, which it reads in any
+# case (re.IGNORECASE; in non-ASCII text its Unicode case folding, so there the
+# same flags are asked: U+017F, the long s, matches "s").
+_BEARER_KEYWORDS = ("bearer", "basic", "token")
+_BEARER_KEYWORD = re.compile("|".join(_BEARER_KEYWORDS), re.IGNORECASE)
+
+
+def _may_hold_credentials(text: str) -> bool:
+    """False only when none of ``redact_text``'s patterns can match in ``text``."""
+    if "://" in text or "=" in text:
+        return True
+    if text.isascii():  # O(1) for str: ASCII lower-casing is all IGNORECASE does
+        lowered = text.lower()
+        return any(keyword in lowered for keyword in _BEARER_KEYWORDS)
+    return _BEARER_KEYWORD.search(text) is not None
+
+
 def redact_text(text: str) -> str:
     """Credentials inside free text: URL userinfo, secret ``name=value`` assignments
     (URL query strings, connection strings) and bearer/basic/token strings."""
+    if not _may_hold_credentials(text):
+        return text  # most texts: none of the three substitutions could match
     text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
     text = _SECRET_ASSIGNMENT.sub(lambda m: f"{m.group('name')}={REDACTED}", text)
     return _BEARER.sub(lambda m: f"{m.group('kind')} {REDACTED}", text)
@@ -107,6 +137,14 @@ class Redactor:
         self.secrets: tuple[str, ...] = tuple(
             sorted({secret for secret in secrets if secret}, key=len, reverse=True)
         )
+        # Each secret as it reads inside a JSON string (escaping is character by
+        # character, so a string holding the secret holds this in its JSON);
+        # None when one cannot be written as JSON (a lone surrogate).
+        self._secrets_in_json: tuple[str, ...] | None
+        try:
+            self._secrets_in_json = tuple(orjson.dumps(s).decode()[1:-1] for s in self.secrets)
+        except TypeError:
+            self._secrets_in_json = None
 
     def with_secret(self, secret: str) -> Redactor:
         """This redactor, knowing one more secret value."""
@@ -142,8 +180,56 @@ class Redactor:
         return cap_text(self.text(text))
 
     def stored_payload(self, value: Any) -> Any:
-        """A payload as CHM stores it: redacted, then capped (``stored_payload``)."""
-        return cap_payload(self.value(value))
+        """A payload as CHM stores it: redacted, then capped (``stored_payload``).
+
+        Most payloads hold nothing to redact, which their compact JSON shows
+        (``leaves_unchanged``): then ``value`` itself is stored, measured by that
+        same JSON, without walking it."""
+        if value is None:
+            return None
+        try:
+            document = orjson.dumps(value)
+        except TypeError:
+            return cap_payload(self.value(value))
+        if not self.leaves_unchanged(document):
+            return cap_payload(self.value(value))
+        if len(document) <= MAX_STORED_PAYLOAD_BYTES:
+            return value
+        return {TRUNCATED_KEY: True, "original_bytes": len(document)}
+
+    def leaves_unchanged(self, document: bytes) -> bool:
+        """True when ``self.value`` would give back a value equal to the one whose
+        compact JSON (``orjson.dumps``) is ``document``: no key of it looks secret
+        (``is_secret_key``), none of its strings holds where a credential pattern
+        could start (``_may_hold_credentials``) or a known secret.
+
+        Judged on the whole document at once, which holds every key and string:
+        a JSON string holds its text as is but for ``"``, ``\\`` and control
+        characters, escaped, which no trigger holds. False may be a false alarm
+        (a trigger in a key, a secret-looking value): the walk then decides.
+        """
+        text = document.decode()
+        if "://" in text or "=" in text:
+            return False
+        # is_secret_key(k) is exactly: a compact part in k lower-cased without
+        # "_", "-" and " " (see _judge_key). k lies whole in the document, so
+        # that compact form lies whole in the document's, and so do the
+        # bearer keywords of any string. Every needle is made of letters: an
+        # ASCII document is searched as its letters alone (dropping the rest
+        # only brings more letters together: more matches, never fewer).
+        if text.isascii():
+            letters = document.lower().translate(None, _NOT_LETTERS).decode()
+        else:
+            if _BEARER_KEYWORD.search(text) is not None:  # Unicode case folding
+                return False
+            letters = text.lower().replace("_", "").replace("-", "").replace(" ", "")
+        for needle in _COMPACT_NEEDLES:  # a loop: any() over a generator costs more here
+            if needle in letters:
+                return False
+        secrets = self._secrets_in_json
+        if secrets is None:
+            return False
+        return not secrets or all(secret not in text for secret in secrets)
 
 
 # --- what CHM stores of a run: redacted, then capped ----------------------------------

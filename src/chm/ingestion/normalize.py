@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from chm.core.redaction import MAX_STORED_PAYLOAD_BYTES, Redactor
 from chm.core.status import RunStatus
 from chm.core.timeutil import as_utc
 
@@ -219,6 +220,30 @@ def canonical_json(value: Any) -> Any:
     if isinstance(value, str):
         return clean_text(value)
     return value
+
+
+def stored_document(value: Any, redactor: Redactor) -> Any:
+    """A source's JSON document (a run's payload or metrics) as CHM stores it:
+    redacted and capped (``Redactor.stored_payload``), NULs dropped
+    (``canonical_json``).
+
+    Most documents need none of it, which their compact JSON shows: no NUL
+    (escaped ``\\u0000``), within the cap, nothing the redactor would change
+    (``Redactor.leaves_unchanged``). Such a document is stored as it is, with
+    no walk through it; the store writes its keys sorted, as ``canonical_json``
+    would have ordered them."""
+    try:
+        document = orjson.dumps(value)
+    except TypeError:
+        document = None
+    if (
+        document is not None
+        and b"\\u0000" not in document
+        and len(document) <= MAX_STORED_PAYLOAD_BYTES
+        and redactor.leaves_unchanged(document)
+    ):
+        return value
+    return canonical_json(redactor.stored_payload(value))
 
 
 def failure_text(status: RunStatus, text: str | None) -> str | None:

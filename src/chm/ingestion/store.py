@@ -23,13 +23,27 @@ Where PostgreSQL and SQLite differ (the lock, how a page's rows travel to the
 database, the planner statistics) is each database's ``RunStore``, one object
 per dialect with the same methods (``SQLiteRunStore``, ``PostgresRunStore``),
 chosen by ``run_store`` from the engine's dialect (``chm.core.dialects``).
+
+**Cost per run.** What a page costs in Python is kept apart from what the
+database does. The rule folds only the runs that may change: a snapshot that
+holds exactly the values stored for its key is taken as it is, unchanged
+(``rule.fold_page``'s ``identical``), told apart without decoding the stored
+run (SQLite: the stored text of its times and documents against the
+snapshot's; PostgreSQL: the database compares the page's snapshots, sent as
+one JSON document, with the stored runs and only the runs that differ are
+read). The rows are read and written as the driver's own values
+(``chm.ingestion.stored_values``: what the column types would write and read
+back), without SQLAlchemy's per-value type processing, which cost SQLite more
+than the driver's own work.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
+from functools import lru_cache
+from itertools import chain
 from typing import Any, ClassVar, cast
 
 import orjson
@@ -45,6 +59,16 @@ from chm.core.dialects import (
     dialect_for,
 )
 from chm.ingestion.rule import DATA_FIELDS, Fold, PageCounts, Row, fold_page, merge
+from chm.ingestion.stored_values import (
+    READ_FIELDS,
+    WRITE_FIELDS,
+    StoredValues,
+    postgres_decode,
+    sqlite_decode,
+    sqlite_identical,
+    sqlite_row,
+    sqlite_time,
+)
 from chm.models import IngestionSource, Pipeline, Run
 
 RUNS = cast(sa.Table, Run.__table__)
@@ -77,6 +101,10 @@ class RunStore(ABC):
         """Serialize the page's transaction with every other ingester of the pipeline."""
 
     @abstractmethod
+    def stored_runs(self, session: Session, pipeline_id: int, snapshots: list[Row]) -> StoredRuns:
+        """The stored runs of the snapshots' keys, locked until the transaction ends."""
+
+    @abstractmethod
     def write(self, session: Session, rows: list[Row]) -> set[str]:
         """Upsert ``rows``; answers the keys actually written (inserted or changed)."""
 
@@ -99,9 +127,8 @@ class RunStore(ABC):
         ``fold_event``, for events that each tell part of a run."""
         snapshots = list(snapshots)
         self.lock_pipeline(session, pipeline_id)
-        keys = sorted({s["external_run_id"] for s in snapshots})
-        stored = _stored_runs(session, pipeline_id, keys)
-        targets, counts = fold_page(stored, snapshots, fold)
+        stored = self.stored_runs(session, pipeline_id, snapshots)
+        targets, counts = fold_page(stored, snapshots, fold, identical=stored.identical)
         writes = [
             {
                 **target,
@@ -224,39 +251,128 @@ def _run_counts(counts: PageCounts | None) -> dict[str, int]:
     }
 
 
-def _stored_runs(session: Session, pipeline_id: int, keys: Sequence[str]) -> dict[str, Row]:
-    columns = [RUNS.c.external_run_id, *(RUNS.c[name] for name in DATA_FIELDS)]
-    stored: dict[str, Row] = {}
-    for start in range(0, len(keys), _KEY_CHUNK):
-        query = (
-            sa.select(*columns)
-            .where(
-                RUNS.c.pipeline_id == pipeline_id,
-                RUNS.c.external_run_id.in_(keys[start : start + _KEY_CHUNK]),
-            )
-            .order_by(RUNS.c.external_run_id)
-            .with_for_update()
+class StoredRuns(Mapping[str, Row]):
+    """The stored runs of a page's keys: those read, each decoded into the rule's
+    values the first time the rule looks at it; and, on PostgreSQL, those the
+    database found to hold exactly the values of the page's snapshot of their
+    key (``same``), which read as that snapshot."""
+
+    def __init__(
+        self,
+        found: dict[str, StoredValues],
+        decode: Callable[[StoredValues], Row],
+        *,
+        identical: Callable[[StoredValues, Row], bool] | None = None,
+        same: dict[str, Row] | None = None,
+    ) -> None:
+        self._found = found
+        self._decode = decode
+        self._identical = identical
+        self._same = same or {}
+        self._decoded: dict[str, Row] = {}
+
+    def __getitem__(self, key: str) -> Row:
+        row = self._same.get(key) or self._decoded.get(key)
+        if row is None:
+            row = self._decoded[key] = self._decode(self._found[key])
+        return row
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._found or key in self._same
+
+    def __iter__(self) -> Iterator[str]:
+        return chain(self._found, self._same)
+
+    def __len__(self) -> int:
+        return len(self._found) + len(self._same)
+
+    def identical(self, key: str, snapshot: Row) -> bool:
+        """Whether ``snapshot`` holds exactly the values stored for ``key`` (every
+        DATA field), told without decoding; False may still be equal values."""
+        same = self._same.get(key)
+        if same is not None:
+            return same is snapshot
+        found = self._found.get(key)
+        return (
+            found is not None and self._identical is not None and self._identical(found, snapshot)
         )
-        for row in session.execute(query).mappings():
-            stored[row["external_run_id"]] = dict(row)
-    return stored
+
+
+# Rows per INSERT on SQLite: 16 parameters each, under its 32,766 variables.
+_SQLITE_ROWS_PER_STATEMENT = 1000
+
+
+@lru_cache(maxsize=16)
+def _sqlite_read(keys: int) -> str:
+    """The stored runs of ``keys`` keys of one pipeline. (S608: the text holds the
+    table's own column names and placeholders, no input.)"""
+    wanted = ", ".join("?" * keys)
+    return (
+        f"SELECT {', '.join(READ_FIELDS)} FROM runs WHERE pipeline_id = ?"  # noqa: S608
+        f" AND external_run_id IN ({wanted}) ORDER BY external_run_id"
+    )
+
+
+@lru_cache(maxsize=16)
+def _sqlite_upsert(rows: int) -> str:
+    """One INSERT of ``rows`` rows, ``ON CONFLICT ... DO UPDATE ... WHERE <a value
+    differs>``, ``RETURNING`` the keys written, as ``_on_conflict`` renders it
+    for one row. (S608: column names and placeholders only.)"""
+    row = "(" + ", ".join("?" * len(WRITE_FIELDS)) + ")"
+    differs = " OR ".join(f"runs.{name} IS NOT excluded.{name}" for name in DATA_FIELDS)
+    return (
+        f"INSERT INTO runs ({', '.join(WRITE_FIELDS)}) VALUES {', '.join([row] * rows)}"  # noqa: S608
+        " ON CONFLICT (pipeline_id, external_run_id) DO UPDATE SET "
+        + ", ".join(f"{name} = excluded.{name}" for name in _WRITTEN)
+        + f" WHERE {differs} RETURNING external_run_id"
+    )
 
 
 class SQLiteRunStore(RunStore):
-    """SQLite: one writer at a time, a page's rows as one parameter set each."""
+    """SQLite: one writer at a time; a page's stored runs read as SQLite holds them
+    and told apart from its snapshots without decoding; its rows written in
+    one multi-row INSERT, as SQLite holds them (``chm.ingestion.stored_values``)."""
 
     dialect = SQLiteDialect()
     # SQLite plans the read of a page's stored runs from the unique index
     # without statistics.
     keeps_statistics = False
-    # Executed with one parameter set per run (SQLAlchemy batches them).
-    _statement = _on_conflict(dialect.insert(RUNS))
 
     def lock_pipeline(self, session: Session, pipeline_id: int) -> None:
         pass  # the write transaction's BEGIN IMMEDIATE already holds the database's lock
 
+    def stored_runs(self, session: Session, pipeline_id: int, snapshots: list[Row]) -> StoredRuns:
+        keys = sorted({s["external_run_id"] for s in snapshots})
+        connection = session.connection()
+        found: dict[str, StoredValues] = {}
+        for start in range(0, len(keys), _KEY_CHUNK):
+            chunk = keys[start : start + _KEY_CHUNK]
+            for values in connection.exec_driver_sql(
+                _sqlite_read(len(chunk)), (pipeline_id, *chunk)
+            ):
+                found[values[0]] = values
+        return StoredRuns(found, sqlite_decode, identical=sqlite_identical)
+
     def write(self, session: Session, rows: list[Row]) -> set[str]:
-        return set(session.scalars(self._statement, rows))
+        connection = session.connection()
+        written: set[str] = set()
+        # A page's rows share their bookkeeping times: each written once.
+        stamps: dict[datetime, str | None] = {}
+
+        def stamp(value: datetime) -> str | None:
+            text = stamps.get(value)
+            if text is None:
+                text = stamps[value] = sqlite_time(value)
+            return text
+
+        for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
+            chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
+            parameters: list[Any] = []
+            for row in chunk:
+                parameters += sqlite_row(row, stamp)
+            result = connection.exec_driver_sql(_sqlite_upsert(len(chunk)), tuple(parameters))
+            written.update(result.scalars().all())
+        return written
 
     def refresh_statistics(self, connection: sa.Connection, created_since: int) -> bool:
         return False
@@ -297,15 +413,83 @@ def _postgresql_statement(dialect: DatabaseDialect) -> Any:
     return _on_conflict(dialect.insert(RUNS).from_select(list(_RECORD_TYPES), rows))
 
 
+def _postgresql_same() -> Any:
+    """The keys of a page (one snapshot each, as one JSON document) that are stored,
+    and whether the stored run holds exactly the snapshot's values (IS NOT
+    DISTINCT FROM on every DATA field: times by instant, documents as jsonb),
+    the stored runs locked."""
+    page = (
+        sa.func.jsonb_to_recordset(sa.cast(sa.bindparam("rows", type_=sa.Text()), postgresql.JSONB))
+        .table_valued(*(sa.column(name, _RECORD_TYPES[name]) for name in READ_FIELDS))
+        .render_derived(name="page", with_types=True)
+    )
+    same = sa.and_(*(RUNS.c[name].is_not_distinct_from(page.c[name]) for name in DATA_FIELDS))
+    return (
+        sa.select(RUNS.c.external_run_id, same.label("same"))
+        .join_from(
+            page,
+            RUNS,
+            sa.and_(
+                RUNS.c.pipeline_id == sa.bindparam("pipeline_id"),
+                RUNS.c.external_run_id == page.c.external_run_id,
+            ),
+        )
+        .order_by(RUNS.c.external_run_id)
+        .with_for_update(of=RUNS)
+    )
+
+
+# The stored values of some keys of one pipeline, untyped: as psycopg gives them.
+_UNTYPED_RUNS = sa.table("runs", *(sa.column(name) for name in ("pipeline_id", *READ_FIELDS)))
+_POSTGRES_READ = (
+    sa.select(*(_UNTYPED_RUNS.c[name] for name in READ_FIELDS))
+    .where(
+        _UNTYPED_RUNS.c.pipeline_id == sa.bindparam("pipeline_id"),
+        _UNTYPED_RUNS.c.external_run_id
+        == sa.any_(sa.bindparam("keys", type_=postgresql.ARRAY(sa.Text()))),
+    )
+    .order_by(_UNTYPED_RUNS.c.external_run_id)
+    .with_for_update()
+)
+
+
 class PostgresRunStore(RunStore):
-    """PostgreSQL: an advisory lock per pipeline, a page as one JSON document."""
+    """PostgreSQL: an advisory lock per pipeline; a page's snapshots compared with
+    the stored runs by the database, only the runs that differ read; a page's
+    rows written as one JSON document."""
 
     dialect = PostgresDialect()
     keeps_statistics = True
     _statement = _postgresql_statement(dialect)
+    _same = _postgresql_same()
 
     def lock_pipeline(self, session: Session, pipeline_id: int) -> None:
         session.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_CLASS, pipeline_id % 2**31)))
+
+    def stored_runs(self, session: Session, pipeline_id: int, snapshots: list[Row]) -> StoredRuns:
+        # Each key's first snapshot: the one the rule may take as it is.
+        first: dict[str, Row] = {}
+        for snapshot in snapshots:
+            first.setdefault(snapshot["external_run_id"], snapshot)
+        if not first:
+            return StoredRuns({}, postgres_decode)
+        document = orjson.dumps(list(first.values())).decode()
+        compared = session.execute(self._same, {"rows": document, "pipeline_id": pipeline_id})
+        same: dict[str, Row] = {}
+        differ: list[str] = []
+        for key, is_same in compared:
+            if is_same:
+                same[key] = first[key]
+            else:
+                differ.append(key)
+        found: dict[str, StoredValues] = {}
+        for start in range(0, len(differ), _KEY_CHUNK):
+            chunk = differ[start : start + _KEY_CHUNK]
+            for values in session.execute(
+                _POSTGRES_READ, {"pipeline_id": pipeline_id, "keys": chunk}
+            ):
+                found[values[0]] = tuple(values)
+        return StoredRuns(found, postgres_decode, same=same)
 
     def write(self, session: Session, rows: list[Row]) -> set[str]:
         document = orjson.dumps(rows).decode()
