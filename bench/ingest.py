@@ -2,17 +2,23 @@
 first ingest then an identical replay, on SQLite and PostgreSQL (issue 3).
 
     .venv/bin/python bench/ingest.py [--runs 100000] [--page-size 1000] [--backend sqlite]
+        [--profile [N]]
 
 The feed is a threading HTTP server on 127.0.0.1 answering pre-encoded pages,
 so the figures measure CHM: HTTP client, JSON decoding, mapping, redaction and
 the batched upsert with one commit per page. PostgreSQL runs in a scratch
 database created on postgresql://postgres@127.0.0.1:5432 and dropped after.
+``--profile`` runs each pass under cProfile (which slows it: the figures are
+then only for comparing shares) and prints its N entries of most own time.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
+import pstats
 import tempfile
 import threading
 import time
@@ -111,7 +117,16 @@ def scratch_database(backend: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def measure(backend: str, base_url: str, runs: int) -> dict[str, Any]:
+def profiled(call: Any, entries: int) -> tuple[Any, str]:
+    """``call()`` under cProfile: its result, and its ``entries`` functions of most own time."""
+    profile = cProfile.Profile()
+    result = profile.runcall(call)
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(entries)
+    return result, text.getvalue()
+
+
+def measure(backend: str, base_url: str, runs: int, profile: int = 0) -> dict[str, Any]:
     with scratch_database(backend) as url:
         engine = create_db_engine(url)
         upgrade(engine)
@@ -131,7 +146,11 @@ def measure(backend: str, base_url: str, runs: int) -> dict[str, Any]:
         result: dict[str, Any] = {"backend": backend}
         for label in ("first", "replay"):
             started = time.perf_counter()
-            report = ingest(engine, sources)
+            if profile:
+                report, top = profiled(lambda: ingest(engine, sources), profile)
+                print(f"--- {backend} {label}: cProfile, {profile} entries of most own time\n{top}")
+            else:
+                report = ingest(engine, sources)
             elapsed = time.perf_counter() - started
             assert report.errors == [], report.errors
             result[label] = {
@@ -156,12 +175,16 @@ def main() -> None:
     parser.add_argument("--page-size", type=int, default=1_000)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), action="append")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--profile", type=int, nargs="?", const=25, default=0, metavar="N",
+        help="run under cProfile and print the N functions of most own time (default 25)",
+    )  # fmt: skip
     args = parser.parse_args()
     pages = make_pages(args.runs, args.page_size)
     results = []
     with feed(pages) as base_url:
         for backend in args.backend or ("sqlite", "postgresql"):
-            results.append(measure(backend, base_url, args.runs))
+            results.append(measure(backend, base_url, args.runs, args.profile))
     if args.json:
         print(json.dumps(results, indent=2))
         return

@@ -23,8 +23,8 @@ from chm.ingestion.stored_values import (
     json_text,
     sqlite_decode,
     sqlite_identical,
-    sqlite_row,
     sqlite_time,
+    sqlite_values,
 )
 from chm.models import Run
 from factories import make_client, make_pipeline
@@ -222,8 +222,7 @@ def any_snapshot(draw: st.DrawFn) -> Row:
 
 
 def as_sqlite_holds_it(row: Row) -> tuple[Any, ...]:
-    return sqlite_row(row | {"pipeline_id": 1, "ingested_at": NOW, "created_at": NOW,
-                             "updated_at": NOW}, sqlite_time)[1:13]  # fmt: skip
+    return sqlite_values(row)
 
 
 @given(row=any_snapshot())

@@ -95,8 +95,7 @@ def _judge_key(key: str) -> bool:
 # "=" (_SECRET_ASSIGNMENT), or one of _BEARER's keywords, which it reads in any
 # case (re.IGNORECASE; in non-ASCII text its Unicode case folding, so there the
 # same flags are asked: U+017F, the long s, matches "s").
-_BEARER_KEYWORDS = ("bearer", "basic", "token")
-_BEARER_KEYWORD = re.compile("|".join(_BEARER_KEYWORDS), re.IGNORECASE)
+_BEARER_KEYWORD = re.compile("bearer|basic|token", re.IGNORECASE)
 
 
 def _may_hold_credentials(text: str) -> bool:
@@ -105,7 +104,7 @@ def _may_hold_credentials(text: str) -> bool:
         return True
     if text.isascii():  # O(1) for str: ASCII lower-casing is all IGNORECASE does
         lowered = text.lower()
-        return any(keyword in lowered for keyword in _BEARER_KEYWORDS)
+        return "bearer" in lowered or "basic" in lowered or "token" in lowered
     return _BEARER_KEYWORD.search(text) is not None
 
 

@@ -18,7 +18,6 @@ SQLAlchemy does.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +28,7 @@ from chm.ingestion.rule import DATA_FIELDS, Row
 # A stored run as read: its external run id, then DATA_FIELDS, as the driver gives them.
 StoredValues = tuple[Any, ...]
 READ_FIELDS = ("external_run_id", *DATA_FIELDS)
-# A row to write: its pipeline, READ_FIELDS, then the bookkeeping times.
+# A row as written: its pipeline, READ_FIELDS, then the bookkeeping times.
 WRITE_FIELDS = ("pipeline_id", *READ_FIELDS, "ingested_at", "created_at", "updated_at")
 _TIME_FIELDS = ("started_at", "finished_at", "source_updated_at")
 _JSON_FIELDS = ("metrics", "source_payload")
@@ -129,11 +128,9 @@ def sqlite_identical(stored: StoredValues, snapshot: Row) -> bool:
     )
 
 
-def sqlite_row(row: Row, stamp: Callable[[datetime], str | None]) -> tuple[Any, ...]:
-    """A row to write, as SQLite holds it, in ``WRITE_FIELDS`` order; ``stamp``
-    writes the bookkeeping times (a page's rows share theirs)."""
+def sqlite_values(row: Row) -> tuple[Any, ...]:
+    """A row's READ_FIELDS as SQLite holds them."""
     return (
-        row["pipeline_id"],
         row["external_run_id"],
         row["status"],
         row["source_status"],
@@ -146,9 +143,6 @@ def sqlite_row(row: Row, stamp: Callable[[datetime], str | None]) -> tuple[Any, 
         sqlite_json(row["source_payload"]),
         sqlite_time(row["source_updated_at"]),
         row["source_attempt"],
-        stamp(row["ingested_at"]),
-        stamp(row["created_at"]),
-        stamp(row["updated_at"]),
     )
 
 
