@@ -222,6 +222,9 @@ def canonical_json(value: Any) -> Any:
     return value
 
 
+_BACKSLASH = ord("\\")
+
+
 def stored_document(value: Any, redactor: Redactor) -> Any:
     """A source's JSON document (a run's payload or metrics) as CHM stores it:
     redacted and capped (``Redactor.stored_payload``), NULs dropped
@@ -238,7 +241,8 @@ def stored_document(value: Any, redactor: Redactor) -> Any:
         document = None
     if (
         document is not None
-        and b"\\u0000" not in document
+        # No backslash: no escape at all, so no NUL (a quick look first).
+        and (_BACKSLASH not in document or b"\\u0000" not in document)
         and len(document) <= MAX_STORED_PAYLOAD_BYTES
         and redactor.leaves_unchanged(document)
     ):
