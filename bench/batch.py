@@ -37,7 +37,9 @@ import asyncio
 import itertools
 import json
 import os
+import signal
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -48,6 +50,7 @@ import orjson
 from sqlalchemy.engine import make_url
 
 from bench.load import _free_port, chm_server, scratch_database
+from bench.run import wait_quiet
 
 PG_ADMIN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 STATUSES = ("success", "failed", "running", "success", "cancelled")
@@ -310,6 +313,8 @@ def measure(backend: str, workers: int, args: argparse.Namespace) -> dict[str, A
         ):
             pipeline_ids = make_pipelines(base, args.pipelines)
             bodies = batch_bodies(args.runs, args.batch_size, pipeline_ids)
+            if args.wait_quiet:
+                wait_quiet(args.wait_quiet)
             first.append(timed_batches(base, url, bodies, args.concurrency, "created"))
             replay.append(timed_batches(base, url, bodies, args.concurrency, "unchanged"))
             print(f"  {backend} workers={workers}: first {first[-1]}, replay {replay[-1]}",
@@ -326,6 +331,8 @@ def measure(backend: str, workers: int, args: argparse.Namespace) -> dict[str, A
             chm_server(url, _free_port(), workers) as base,
         ):
             pipeline_ids = make_pipelines(base, args.pipelines)
+            if args.wait_quiet:
+                wait_quiet(args.wait_quiet)
             single = [
                 timed_single(base, url, pipeline_ids, args.single_seconds, args.single_concurrency)
                 for _ in range(args.repeat)
@@ -349,8 +356,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--single-seconds", type=float, default=10)
     parser.add_argument("--single-concurrency", type=int, default=16)
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        help="before each measurement, wait at most this many seconds for a 1-minute "
+        "load average below 1",
+    )
     parser.add_argument("--output", help="also write the figures as JSON here")
     args = parser.parse_args()
+    # Stopped from outside: the servers and scratch databases still go away.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     figures: dict[str, Any] = {
         "runs": args.runs,
         "batch_size": args.batch_size,
