@@ -25,7 +25,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,8 @@ class LoadResult:
         default_factory=lambda: defaultdict(lambda: defaultdict(int))
     )
     transport_errors: int = 0
+    # "<kind of request>: <httpx exception>" -> count
+    transport_error_kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     acknowledged: list[tuple[str, str]] = field(
         default_factory=list
     )  # (pipeline id, external run id)
@@ -81,6 +83,7 @@ class LoadResult:
             "statuses": {kind: dict(v) for kind, v in self.statuses.items()},
             "server_errors": self.server_errors,
             "transport_errors": self.transport_errors,
+            "transport_error_kinds": dict(self.transport_error_kinds),
             "acknowledged_runs": len(self.acknowledged),
             "missing_runs": self.missing,
             "duplicate_runs": self.stored_duplicates,
@@ -91,8 +94,9 @@ async def _timed(result: LoadResult, kind: str, call: object) -> httpx.Response 
     started = time.perf_counter()
     try:
         response = await call  # type: ignore[misc]
-    except httpx.TransportError:
+    except httpx.TransportError as error:
         result.transport_errors += 1
+        result.transport_error_kinds[f"{kind}: {type(error).__name__}"] += 1
         return None
     result.latencies_ms[kind].append((time.perf_counter() - started) * 1000)
     result.statuses[kind][response.status_code] += 1
@@ -142,7 +146,10 @@ async def _reader(
 
 async def run_load(base_url: str, seconds: float, writers: int, readers: int) -> LoadResult:
     result = LoadResult(seconds=seconds)
-    limits = httpx.Limits(max_connections=writers + readers + 4)
+    # Idle connections are given up after 2 s, before uvicorn's keep-alive
+    # timeout (5 s) closes them: a connection reused just as the server closes
+    # it fails its request with a ReadError that says nothing about CHM.
+    limits = httpx.Limits(max_connections=writers + readers + 4, keepalive_expiry=2)
     async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
         client = (
             await http.post("/api/v1/clients", json={"name": f"load-{uuid.uuid4().hex[:8]}"})
@@ -205,48 +212,58 @@ def scratch_database(kind_or_url: str) -> Iterator[str]:
 
 @contextmanager
 def chm_server(database_url: str, port: int, workers: int = 1) -> Iterator[str]:
+    with chm_server_process(database_url, port, workers) as (base, _server):
+        yield base
+
+
+@contextmanager
+def chm_server_process(
+    database_url: str,
+    port: int,
+    workers: int = 1,
+    settings: Mapping[str, str] | None = None,
+    log: Path | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``chm serve`` on a migrated ``database_url`` (``settings``: more CHM_*
+    variables), yielded as its base URL and its process once /healthz answers.
+    Its stderr goes to ``log`` (a temporary file if None): a pipe nobody reads
+    would block a server that logs much, under load."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHM_")}
-    env.update(CHM_DATABASE_URL=database_url, CHM_LOG_LEVEL="WARNING")
+    env.update(CHM_DATABASE_URL=database_url, CHM_LOG_LEVEL="WARNING", **(settings or {}))
     subprocess.run(
         [sys.executable, "-m", "chm.cli", "db", "upgrade"], env=env, check=True, capture_output=True
     )
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chm.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                detail = server.stderr.read().decode() if server.stderr else ""
-                raise RuntimeError(f"chm serve did not start: {detail}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        server.terminate()
+    with tempfile.TemporaryDirectory() as tmp:
+        log = log or Path(tmp) / "serve.log"
+        with log.open("wb") as stderr:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "chm.cli", "serve", "--host", "127.0.0.1",
+                 "--port", str(port), "--workers", str(workers)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
         try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    detail = log.read_text(errors="replace")
+                    raise RuntimeError(f"chm serve did not start: {detail}")
+                time.sleep(0.1)
+            yield base, server
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
 def _free_port() -> int:
