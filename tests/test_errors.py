@@ -214,3 +214,23 @@ def test_nul_characters_are_rejected_field_by_field(api):
     # dropped, not refused (tests/test_fuzz_findings.py).
     assert sorted(e["field"] for e in body["errors"]) == ["error_message", "metrics.k"]
     assert assert_problem(api.get(f"{API}/clients", params={"name_contains": "\u0000"}), 422)
+
+
+@pytest.mark.postgres_only
+def test_a_pool_with_every_connection_busy_is_a_503_not_a_500(db_url, settings):
+    # Small pools (CHM_DB_POOL_SIZE) can run out under load: the request that
+    # waited out the pool's timeout is told to retry.
+    from fastapi.testclient import TestClient
+
+    from chm.app import create_app
+    from chm.core.db import create_db_engine
+
+    engine = create_db_engine(db_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    try:
+        with TestClient(create_app(settings, engine), raise_server_exceptions=False) as api:
+            with engine.connect():  # the pool's one connection, held
+                body = assert_problem(api.post(f"{API}/clients", json={"name": "x"}), 503)
+            assert "busy" in body["detail"]
+            assert api.post(f"{API}/clients", json={"name": "x"}).status_code == 201
+    finally:
+        engine.dispose()

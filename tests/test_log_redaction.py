@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import sys
 
 from uvicorn.logging import AccessFormatter
 
@@ -58,3 +60,26 @@ def test_short_values_are_not_registered() -> None:
     logger, stream = captured(logging.Formatter("%(message)s"))
     logger.info("abc stays readable")
     assert stream.getvalue().strip() == "abc stays readable"
+
+
+def test_each_server_process_logs_chm_through_the_redacting_filter() -> None:
+    # chm serve --workers N: uvicorn starts each process afresh and applies
+    # only its log config there; CHM's own loggers must go through it too.
+    script = (
+        "import logging, logging.config\n"
+        "from chm.cli.serve import uvicorn_log_config\n"
+        "from chm.core.redaction import register_secret\n"
+        "logging.config.dictConfig(uvicorn_log_config('INFO'))\n"
+        f"register_secret({SECRET!r})\n"
+        f"logging.getLogger('chm.ingestion').warning('token %s refused', {SECRET!r})\n"
+        "logging.getLogger('chm').info('an info line')\n"
+        "logging.getLogger('chm').debug('a debug line')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr
+    assert " WARNING chm.ingestion: token " in lines[0] and "refused" in lines[0]
+    assert SECRET not in result.stderr
+    assert lines[1].endswith(" INFO chm: an info line")

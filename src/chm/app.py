@@ -94,12 +94,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     settings = settings or get_settings()
     settings.register_secrets()  # no log line of the server may show them
     owns_engine = engine is None
-    engine = engine or create_db_engine(settings.effective_database_url)
-    async_engine = create_async_db_engine(engine.url.render_as_string(hide_password=False))
+    pools = settings.pool_options
+    engine = engine or create_db_engine(settings.effective_database_url, **pools)
+    async_engine = create_async_db_engine(engine.url.render_as_string(hide_password=False), **pools)
     # Reports, the pages and /metrics read from CHM_READ_DATABASE_URL (a
     # replica) when it is set; everything else from the primary.
     report_engine, report_async_engine = (
-        create_read_engines(settings.effective_read_database_url, engine, async_engine)
+        create_read_engines(settings.effective_read_database_url, engine, async_engine, **pools)
         if settings.read_database_url is not None
         else (engine, async_engine)
     )

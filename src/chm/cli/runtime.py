@@ -93,7 +93,7 @@ def open_database(
         url, variable = settings.effective_read_database_url, "CHM_READ_DATABASE_URL"
     try:
         read_database_url(url, primary)
-        engine = create_db_engine(url)
+        engine = create_db_engine(url, **settings.pool_options)
     except Exception as exc:
         raise fail(f"invalid {variable}: {exc}") from None
     try:

@@ -8,20 +8,37 @@ from typing import Annotated, Any
 
 import typer
 
-from chm.cli.runtime import EXIT_FAILED, configure_logging, fail, load_settings, open_database
+from chm.cli.runtime import (
+    EXIT_FAILED,
+    LOG_FORMAT,
+    configure_logging,
+    fail,
+    load_settings,
+    open_database,
+)
 from chm.core.settings import Environment
 from chm.metrics.multiprocess import shared_metrics
 
 
-def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's own logging (its access log shows each query string), every
-    handler behind the redacting filter (SE-002)."""
+def uvicorn_log_config(level: str = "INFO") -> dict[str, Any]:
+    """The logging of each server process: uvicorn's own (its access log shows
+    each query string) and every other logger's (CHM's) through the root
+    logger, as ``configure_logging`` sets it, every handler behind the
+    redacting filter (SE-002). uvicorn applies it in each process it starts
+    (``--workers N``), where ``configure_logging`` of the parent never ran."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["filters"] = {"redact": {"()": "chm.core.redaction.RedactingFilter"}}
+    config["formatters"]["chm"] = {"format": LOG_FORMAT}
+    config["handlers"]["chm"] = {
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+        "formatter": "chm",
+    }
     for handler in config["handlers"].values():
         handler["filters"] = ["redact"]
+    config["root"] = {"handlers": ["chm"], "level": level.upper()}
     return config
 
 
@@ -57,9 +74,10 @@ def serve(
             port=port,
             workers=workers,
             log_level=settings.log_level.lower(),
-            log_config=uvicorn_log_config(),
+            log_config=uvicorn_log_config(settings.log_level),
             # On SIGTERM or Ctrl-C: stop accepting, let requests in flight finish
             # for this long, then cancel them, so a stalled client or request
             # cannot keep the process alive.
             timeout_graceful_shutdown=settings.shutdown_timeout_s,
+            timeout_keep_alive=settings.keep_alive_s,
         )

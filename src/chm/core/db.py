@@ -62,13 +62,13 @@ def read_database_url(raw_url: str, primary: URL) -> URL:
 
 
 def create_read_engines(
-    raw_url: str, primary: Engine, primary_async: AsyncEngine
+    raw_url: str, primary: Engine, primary_async: AsyncEngine, **kwargs: Any
 ) -> tuple[Engine, AsyncEngine]:
     """The engines of the report reads (``CHM_READ_DATABASE_URL``): the
     primary's own when ``raw_url`` names the primary, else new ones."""
     if read_database_url(raw_url, primary.url) == primary.url:
         return primary, primary_async
-    return create_db_engine(raw_url), create_async_db_engine(raw_url)
+    return create_db_engine(raw_url, **kwargs), create_async_db_engine(raw_url, **kwargs)
 
 
 @lru_cache

@@ -93,6 +93,7 @@ class SQLiteDialect(DatabaseDialect):
         return value.replace(tzinfo=None)
 
     def create_engine(self, url: URL, **kwargs: Any) -> Engine:
+        _no_pool_size(kwargs)
         engine = sa.create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -102,6 +103,7 @@ class SQLiteDialect(DatabaseDialect):
         return engine
 
     def create_async_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:
+        _no_pool_size(kwargs)
         engine = create_async_engine(
             url.set(drivername="sqlite+aiosqlite"),
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -135,10 +137,10 @@ class PostgresDialect(DatabaseDialect):
         return value  # timestamptz
 
     def create_engine(self, url: URL, **kwargs: Any) -> Engine:
-        return sa.create_engine(url, **_postgres_defaults(kwargs, pool_size=10))
+        return sa.create_engine(url, **_postgres_defaults(kwargs))
 
     def create_async_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:
-        return create_async_engine(url, **_postgres_defaults(kwargs, pool_size=20))
+        return create_async_engine(url, **_postgres_defaults(kwargs))
 
 
 DIALECTS: dict[str, DatabaseDialect] = {
@@ -195,12 +197,26 @@ def _prepare_sqlite(engine: Engine) -> None:
     event.listen(engine, "begin", _on_sqlite_begin)
 
 
-def _postgres_defaults(kwargs: dict[str, Any], pool_size: int) -> dict[str, Any]:
+# Each engine's pool when the caller does not say (CHM_DB_POOL_SIZE and
+# CHM_DB_MAX_OVERFLOW do, for the server and the worker): small, because
+# every process of a deployment has its own and PostgreSQL admits 100
+# connections in all by default (docs/deployment.md).
+POOL_SIZE = 4
+MAX_OVERFLOW = 4
+
+
+def _no_pool_size(kwargs: dict[str, Any]) -> None:
+    # SQLite's connections are a file's: its pool is SQLAlchemy's default.
+    kwargs.pop("pool_size", None)
+    kwargs.pop("max_overflow", None)
+
+
+def _postgres_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
     # Connections beyond pool_size are opened and closed per use: size the
     # pool for the steady concurrency so they stay rare. No pre-ping: it
     # costs a round trip per request; a connection found dead fails its one
     # request (503) and SQLAlchemy then invalidates the pool.
-    kwargs.setdefault("pool_size", pool_size)
-    kwargs.setdefault("max_overflow", 10)
+    kwargs.setdefault("pool_size", POOL_SIZE)
+    kwargs.setdefault("max_overflow", MAX_OVERFLOW)
     kwargs.setdefault("pool_recycle", 3600)
     return kwargs

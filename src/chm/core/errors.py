@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -295,6 +296,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _operational(_request: Request, exc: OperationalError) -> JSONResponse:
         logger.error("database unavailable: %s", type(exc.orig).__name__)
         return render_error(ServiceUnavailable("The database is busy or unreachable; retry"))
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(_request: Request, _exc: PoolTimeout) -> JSONResponse:
+        # Every connection of this process's pool stayed busy past the pool's
+        # timeout (CHM_DB_POOL_SIZE, CHM_DB_MAX_OVERFLOW: docs/deployment.md).
+        logger.error("database connections exhausted: every pooled connection stayed busy")
+        return render_error(ServiceUnavailable("The database's connections are all busy; retry"))
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     # read replica of CHM_DATABASE_URL (docs/scaling.md). Writes, the API's
     # own reads (read your writes) and /metrics stay on CHM_DATABASE_URL.
     read_database_url: SecretStr | None = None
+    # PostgreSQL connections per engine and process: a pool keeps up to
+    # db_pool_size open and opens up to db_max_overflow more when busy. Each
+    # chm serve process has two engines (synchronous, asynchronous), each chm
+    # worker one, so N serve processes and M workers open at most
+    # (2N + M) x (db_pool_size + db_max_overflow) connections: 80 for 4 and 2
+    # with the defaults, within PostgreSQL's default max_connections (100, 97
+    # for other roles than superusers). docs/deployment.md.
+    db_pool_size: int = Field(default=4, ge=1, le=1000)
+    db_max_overflow: int = Field(default=4, ge=0, le=1000)
     api_token: SecretStr | None = None
     # The sources file for ingestion (TOML).
     config: Path | None = None
@@ -52,6 +61,10 @@ class Settings(BaseSettings):
     # On SIGTERM (or Ctrl-C) chm serve lets requests in flight finish for at
     # most this long, then cancels them and exits.
     shutdown_timeout_s: int = Field(default=10, ge=0)
+    # chm serve keeps an idle HTTP connection open this long: longer than the
+    # idle timeout of a load balancer or client in front (60 s is common), so
+    # that the server never closes a connection as the other side reuses it.
+    keep_alive_s: int = Field(default=65, ge=1, le=3600)
     # The worker (chm worker; docs/worker.md). A lease on a pipeline or a job
     # lasts this long unless its worker renews it (it does, every third of
     # it): a worker killed outright loses its work to another after at most
@@ -119,6 +132,11 @@ class Settings(BaseSettings):
         if self.database_url is None:
             return DEFAULT_DATABASE_URL
         return self.database_url.get_secret_value()
+
+    @property
+    def pool_options(self) -> dict[str, int]:
+        """The connection pool's size of each engine (PostgreSQL's; SQLite's is its own)."""
+        return {"pool_size": self.db_pool_size, "max_overflow": self.db_max_overflow}
 
     @property
     def effective_read_database_url(self) -> str:
