@@ -73,16 +73,17 @@ from bench.ingest import feed
 from bench.load import LoadResult, _free_port, chm_server_process, run_load, scratch_database
 from bench.run import wait_quiet
 from bench.worker import INGESTED
+from chm.core.settings import Settings
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SOURCE = "scale-feed"
 FEED_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 # The feed's words for the final statuses, and CHM's status for each word.
 STATUS_OF = {"queued": "queued", "running": "running", "succeeded": "success", "failed": "failed"}
-# Pool sizes of one process (chm.core.dialects._postgres_defaults): the
-# synchronous engine's pool_size + max_overflow, the asynchronous one's.
-SYNC_POOL = 10 + 10
-ASYNC_POOL = 20 + 10
+# Pool sizes of one process (CHM_DB_POOL_SIZE + CHM_DB_MAX_OVERFLOW, the
+# settings' defaults): the synchronous engine's, the asynchronous one's.
+_POOL = Settings.model_fields
+SYNC_POOL = ASYNC_POOL = int(_POOL["db_pool_size"].default) + int(_POOL["db_max_overflow"].default)
 
 
 class LiveFeed:
