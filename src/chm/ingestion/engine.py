@@ -518,9 +518,10 @@ class IngestionEngine:
     ) -> PageCounts:
         snapshots: list[Row] = []
         rejected = PageCounts()
+        snapshot = self._snapshot
         for index, raw in enumerate(runs):
             try:
-                snapshots.append(self._snapshot(connector, read_time, client, raw))
+                snapshots.append(snapshot(connector, read_time, client, raw))
             except InvalidRun as invalid:
                 rejected.skipped += 1
                 identity = client.redactor.text(_raw_identity(raw, index))
@@ -549,7 +550,7 @@ class IngestionEngine:
         # (chm.core.redaction.Redactor), with the secrets of this source.
         redactor = client.redactor
         # Values the platform computes at read time are no part of the run.
-        stable = without_read_time(raw, read_time)
+        stable = without_read_time(raw, read_time) if read_time else raw
         payload = stored_document(stable, redactor)
         # Metrics taken whole from a payload stored as it is are clean too (each
         # of their keys and strings is one of the payload's, within its size).

@@ -126,7 +126,16 @@ def parse_timestamp(raw: Any, what: str) -> datetime | None:
     ``Z`` or not, with up to 7 fractional digits (ADF; the 7th is dropped).
     Numbers are epoch seconds, or epoch milliseconds from 1e11 up.
     """
-    if raw is None or raw == "":
+    if isinstance(raw, str):  # the usual case, first
+        if raw == "":
+            return None
+        try:
+            # Python 3.11 reads "Z", offsets and any number of fractional digits.
+            parsed = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            raise InvalidRun(f"{what} {raw[:64]!r} is not an ISO 8601 timestamp") from None
+        return _checked(parsed, what)
+    if raw is None:
         return None
     if isinstance(raw, bool):
         raise InvalidRun(f"{what} is not a timestamp")
@@ -139,15 +148,7 @@ def parse_timestamp(raw: Any, what: str) -> datetime | None:
             return _checked(_EPOCH + timedelta(seconds=raw), what)
         except OverflowError:
             raise InvalidRun(f"{what} is out of range") from None
-    if not isinstance(raw, str):
-        raise InvalidRun(f"{what} is not a timestamp")
-    text = raw.strip()
-    try:
-        # Python 3.11 reads "Z", offsets and any number of fractional digits.
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidRun(f"{what} {raw[:64]!r} is not an ISO 8601 timestamp") from None
-    return _checked(parsed, what)
+    raise InvalidRun(f"{what} is not a timestamp")
 
 
 def duration_seconds(raw: Any, what: str, *, scale: float = 1.0) -> float | None:

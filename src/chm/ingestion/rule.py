@@ -240,7 +240,9 @@ def is_consistent(row: Row) -> bool:
     end not before the start, and a duration derived from them unless the
     source gave one (what ``snapshot_row`` builds)."""
     started, finished = row["started_at"], row["finished_at"]
-    if _before(finished, started):
+    if started is None or finished is None:  # no duration to derive
+        return bool(row["duration_from_source"]) or row["duration_seconds"] is None
+    if finished < started:
         return False
     return bool(row["duration_from_source"]) or row["duration_seconds"] == derived_duration(
         started, finished

@@ -482,6 +482,19 @@ _POSTGRES_READ = (
 )
 
 
+# The stored keys among some keys of one pipeline, locked.
+_POSTGRES_KEYS = (
+    sa.select(_UNTYPED_RUNS.c.external_run_id)
+    .where(
+        _UNTYPED_RUNS.c.pipeline_id == sa.bindparam("pipeline_id"),
+        _UNTYPED_RUNS.c.external_run_id
+        == sa.any_(sa.bindparam("keys", type_=postgresql.ARRAY(sa.Text()))),
+    )
+    .order_by(_UNTYPED_RUNS.c.external_run_id)
+    .with_for_update()
+)
+
+
 class PostgresRunStore(RunStore):
     """PostgreSQL: an advisory lock per pipeline; a page's snapshots compared with
     the stored runs by the database, only the runs that differ read; a page's
@@ -500,9 +513,14 @@ class PostgresRunStore(RunStore):
         first: dict[str, Row] = {}
         for snapshot in snapshots:
             first.setdefault(snapshot["external_run_id"], snapshot)
-        if not first:
+        # Which keys are stored at all, first: a page of new runs (a first
+        # ingestion) then needs no comparison, whose document PostgreSQL
+        # would have to read (about 5 ms per 1,000 runs).
+        keys = {"pipeline_id": pipeline_id, "keys": sorted(first)}
+        stored_keys = session.execute(_POSTGRES_KEYS, keys).scalars().all()
+        if not stored_keys:
             return StoredRuns({}, postgres_decode)
-        document = orjson.dumps(list(first.values())).decode()
+        document = orjson.dumps([first[key] for key in stored_keys]).decode()
         compared = session.execute(self._same, {"rows": document, "pipeline_id": pipeline_id})
         same: dict[str, Row] = {}
         differ: list[str] = []

@@ -85,8 +85,10 @@ def _sqlite_read_json(value: Any) -> Any:
 
 def _sqlite_same_time(stored: str | None, value: datetime | None) -> bool:
     """Whether a stored time's text reads back as ``value``."""
-    if stored is None or value is None:
-        return stored is None and value is None
+    if stored is None:
+        return value is None
+    if value is None:
+        return False
     try:
         # The UTC wall time read as UTC at once (datetime.replace costs more).
         return datetime.fromisoformat(stored + "+00:00") == value
@@ -123,9 +125,18 @@ def sqlite_identical(stored: StoredValues, snapshot: Row) -> bool:
         and _sqlite_same_time(started, snapshot["started_at"])
         and _sqlite_same_time(finished, snapshot["finished_at"])
         and _sqlite_same_time(updated, snapshot["source_updated_at"])
-        and metrics == sqlite_json(snapshot["metrics"])
-        and payload == sqlite_json(snapshot["source_payload"])
+        and _same_document(metrics, snapshot["metrics"])
+        and _same_document(payload, snapshot["source_payload"])
     )
+
+
+def _same_document(stored: Any, value: Any) -> bool:
+    """Whether a stored document's text is the text ``sqlite_json`` writes of ``value``."""
+    try:
+        # orjson writes None as "null", as sqlite_json does.
+        return bool(stored == orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode())
+    except TypeError:
+        return bool(stored == sqlite_json(value))
 
 
 def sqlite_values(row: Row) -> tuple[Any, ...]:
