@@ -330,6 +330,13 @@ def _sqlite_upsert(rows: int) -> str:
     )
 
 
+def _sqlite_driver(session: Session) -> Any:
+    """The sqlite3 connection under ``session``'s transaction (begun by it: BEGIN
+    IMMEDIATE). A page's reads and writes go to it directly: through SQLAlchemy
+    each of their rows cost more than SQLite's own work on it."""
+    return session.connection().connection.driver_connection
+
+
 class SQLiteRunStore(RunStore):
     """SQLite: one writer at a time; a page's stored runs read as SQLite holds them
     and told apart from its snapshots without decoding; its rows written in
@@ -345,12 +352,12 @@ class SQLiteRunStore(RunStore):
 
     def stored_runs(self, session: Session, pipeline_id: int, snapshots: list[Row]) -> StoredRuns:
         keys = sorted({s["external_run_id"] for s in snapshots})
-        connection = session.connection()
+        driver = _sqlite_driver(session)
         found: dict[str, StoredValues] = {}
         for start in range(0, len(keys), _KEY_CHUNK):
             chunk = keys[start : start + _KEY_CHUNK]
-            read = connection.exec_driver_sql(_sqlite_read(len(chunk)), (pipeline_id, *chunk))
-            for values in read.all():  # all at once: fetching row by row costs more
+            read = driver.execute(_sqlite_read(len(chunk)), (pipeline_id, *chunk))
+            for values in read.fetchall():
                 found[values[0]] = values
         return StoredRuns(found, sqlite_decode, identical=sqlite_identical)
 
@@ -384,13 +391,13 @@ class SQLiteRunStore(RunStore):
 
     def _insert(self, session: Session, rows: Iterable[tuple[Any, ...]]) -> set[str]:
         """Rows as SQLite holds them (WRITE_FIELDS), in multi-row INSERTs."""
-        connection = session.connection()
+        driver = _sqlite_driver(session)
         written: set[str] = set()
         iterator = iter(rows)
         while chunk := list(islice(iterator, _SQLITE_ROWS_PER_STATEMENT)):
             parameters = tuple(chain.from_iterable(chunk))
-            result = connection.exec_driver_sql(_sqlite_upsert(len(chunk)), parameters)
-            written.update(result.scalars().all())
+            result = driver.execute(_sqlite_upsert(len(chunk)), parameters)
+            written.update(key for (key,) in result.fetchall())
         return written
 
     def refresh_statistics(self, connection: sa.Connection, created_since: int) -> bool:
