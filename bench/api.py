@@ -50,7 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -214,7 +214,9 @@ def peak_rss_mib(pids: list[int]) -> dict[str, float]:
 Statement = tuple[str, Any]
 
 
-def capture_statements(url: str, endpoint: Endpoint, ids: list[int]) -> list[list[Statement]]:
+def capture_statements(
+    url: str, endpoint: Endpoint, ids: Sequence[int | str]
+) -> list[list[Statement]]:
     """For each id, the statements (SQL and driver parameters) CHM sends to answer
     ``endpoint``: the real application, in process, with a listener on its engines."""
     from chm.app import create_app
@@ -300,7 +302,9 @@ def time_driver(url: str, requests: list[list[Statement]], seconds: float) -> di
 # --- one connection, one request at a time -------------------------------------------
 
 
-def sequential(base: str, endpoint: Endpoint, ids: list[int], seconds: float) -> dict[str, Any]:
+def sequential(
+    base: str, endpoint: Endpoint, ids: Sequence[int | str], seconds: float
+) -> dict[str, Any]:
     """Latency at one connection, one request after the other, by a bare keep-alive
     socket client (a few microseconds of its own): wrk's mean and upper
     percentiles at one connection do not add up to its request count here."""

@@ -97,7 +97,15 @@ SIZES = {
     "small": Spec("small", pipelines=100, runs=50_000),
     "medium": Spec("medium", pipelines=1_000, runs=500_000),
     "large": Spec("large", pipelines=10_000, runs=5_000_000),
+    # The cost curve (bench/cost_curve.py): large's inventory and rates, with a
+    # shorter and a longer history. 55,556 runs a day in every one, so the
+    # last day, week or month holds the same runs at every size and only the
+    # depth of history grows: 18, 90 and 360 days.
+    "history_1m": Spec("history_1m", pipelines=10_000, runs=1_000_000, days=18),
+    "history_20m": Spec("history_20m", pipelines=10_000, runs=20_000_000, days=360),
 }
+# The cost curve's sizes, smallest first.
+CURVE = ("history_1m", "large", "history_20m")
 
 
 def custom_spec(pipelines: int, runs: int, days: int) -> Spec:
