@@ -450,6 +450,9 @@ class IngestionEngine:
         followed: set[str] = set()
         cursor: str | None = None
         page_number = 0
+        # Whether the previous page found most of its runs stored (a replay):
+        # a hint to the store, which then compares at once.
+        expect_stored = False
         while True:
             if self.should_stop():
                 raise Abandoned
@@ -470,8 +473,9 @@ class IngestionEngine:
                 ) from None
             last = watermark if page.next_cursor is None else None
             counts = self._store_page(
-                target, connector, read_time, client, page.runs, watermark, last
+                target, connector, read_time, client, page.runs, watermark, last, expect_stored
             )
+            expect_stored = counts.created < counts.updated + counts.unchanged
             report.add_page(counts)
             ingested.add(
                 PageCounts(counts.created, counts.updated, counts.unchanged, counts.skipped)
@@ -515,6 +519,7 @@ class IngestionEngine:
         runs: list[Any],
         watermark: WalkWatermark | None = None,
         last: WalkWatermark | None = None,
+        expect_stored: bool = False,
     ) -> PageCounts:
         snapshots: list[Row] = []
         rejected = PageCounts()
@@ -529,7 +534,9 @@ class IngestionEngine:
         if watermark is not None:
             watermark.observe(snapshots)
         with self.write_sessions.begin() as session:
-            counts = self._store.upsert_page(session, target.id, snapshots, self.clock())
+            counts = self._store.upsert_page(
+                session, target.id, snapshots, self.clock(), expect_stored=expect_stored
+            )
             if last is not None:
                 # The walk's last page: every page before it is committed.
                 self._store.advance_watermark(

@@ -40,7 +40,7 @@ than the driver's own work.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from itertools import chain, islice
@@ -101,8 +101,17 @@ class RunStore(ABC):
         """Serialize the page's transaction with every other ingester of the pipeline."""
 
     @abstractmethod
-    def stored_runs(self, session: Session, pipeline_id: int, snapshots: list[Row]) -> StoredRuns:
-        """The stored runs of the snapshots' keys, locked until the transaction ends."""
+    def stored_runs(
+        self,
+        session: Session,
+        pipeline_id: int,
+        snapshots: list[Row],
+        *,
+        expect_stored: bool = False,
+    ) -> StoredRuns:
+        """The stored runs of the snapshots' keys, those the rule may change locked
+        until the transaction ends. ``expect_stored``: a hint that most of them are
+        stored (a replay), which may choose how to look for them."""
 
     @abstractmethod
     def write(self, session: Session, rows: list[Row]) -> set[str]:
@@ -120,14 +129,18 @@ class RunStore(ABC):
         snapshots: Iterable[Row],
         now: datetime,
         fold: Fold = merge,
+        *,
+        expect_stored: bool = False,
     ) -> PageCounts:
         """Store one page of snapshots in ``session`` (the caller commits); see the module doc.
 
         ``fold`` is ``merge`` for pulled pages; the OpenLineage intake passes
-        ``fold_event``, for events that each tell part of a run."""
+        ``fold_event``, for events that each tell part of a run.
+        ``expect_stored`` (a hint, see ``stored_runs``): the engine passes it when
+        the walk's previous page found most of its runs stored."""
         snapshots = list(snapshots)
         self.lock_pipeline(session, pipeline_id)
-        stored = self.stored_runs(session, pipeline_id, snapshots)
+        stored = self.stored_runs(session, pipeline_id, snapshots, expect_stored=expect_stored)
         targets, counts = fold_page(stored, snapshots, fold, identical=stored.identical)
         written = self.write_page(session, pipeline_id, targets, now) if targets else set()
         for target in targets:
@@ -350,7 +363,14 @@ class SQLiteRunStore(RunStore):
     def lock_pipeline(self, session: Session, pipeline_id: int) -> None:
         pass  # the write transaction's BEGIN IMMEDIATE already holds the database's lock
 
-    def stored_runs(self, session: Session, pipeline_id: int, snapshots: list[Row]) -> StoredRuns:
+    def stored_runs(
+        self,
+        session: Session,
+        pipeline_id: int,
+        snapshots: list[Row],
+        *,
+        expect_stored: bool = False,
+    ) -> StoredRuns:
         keys = sorted({s["external_run_id"] for s in snapshots})
         driver = _sqlite_driver(session)
         found: dict[str, StoredValues] = {}
@@ -452,8 +472,11 @@ def _postgresql_statement(dialect: DatabaseDialect) -> Any:
 def _postgresql_same() -> Any:
     """The keys of a page (one snapshot each, as one JSON document) that are stored,
     and whether the stored run holds exactly the snapshot's values (IS NOT
-    DISTINCT FROM on every DATA field: times by instant, documents as jsonb),
-    the stored runs locked."""
+    DISTINCT FROM on every DATA field: times by instant, documents as jsonb).
+
+    Not locked: a run found the same is not written, whatever another writer
+    does to it meanwhile; the runs that differ are read again, locked
+    (``_POSTGRES_READ``), and folded from what that read finds."""
     page = (
         sa.func.jsonb_to_recordset(_page_document())
         .table_valued(*(sa.column(name, _RECORD_TYPES[name]) for name in READ_FIELDS))
@@ -471,7 +494,6 @@ def _postgresql_same() -> Any:
             ),
         )
         .order_by(RUNS.c.external_run_id)
-        .with_for_update(of=RUNS)
     )
 
 
@@ -489,7 +511,7 @@ _POSTGRES_READ = (
 )
 
 
-# The stored keys among some keys of one pipeline, locked.
+# The stored keys among some keys of one pipeline.
 _POSTGRES_KEYS = (
     sa.select(_UNTYPED_RUNS.c.external_run_id)
     .where(
@@ -498,14 +520,14 @@ _POSTGRES_KEYS = (
         == sa.any_(sa.bindparam("keys", type_=postgresql.ARRAY(sa.Text()))),
     )
     .order_by(_UNTYPED_RUNS.c.external_run_id)
-    .with_for_update()
 )
 
 
 class PostgresRunStore(RunStore):
-    """PostgreSQL: an advisory lock per pipeline; a page's snapshots compared with
-    the stored runs by the database, only the runs that differ read; a page's
-    rows written as one JSON document."""
+    """PostgreSQL: an advisory lock per pipeline; which of a page's keys are stored
+    (unless ``expect_stored``), their snapshots compared with the stored runs by
+    the database, only the runs that differ read and locked; a page's rows
+    written as one JSON document."""
 
     dialect = PostgresDialect()
     keeps_statistics = True
@@ -515,19 +537,28 @@ class PostgresRunStore(RunStore):
     def lock_pipeline(self, session: Session, pipeline_id: int) -> None:
         session.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_CLASS, pipeline_id % 2**31)))
 
-    def stored_runs(self, session: Session, pipeline_id: int, snapshots: list[Row]) -> StoredRuns:
+    def stored_runs(
+        self,
+        session: Session,
+        pipeline_id: int,
+        snapshots: list[Row],
+        *,
+        expect_stored: bool = False,
+    ) -> StoredRuns:
         # Each key's first snapshot: the one the rule may take as it is.
         first: dict[str, Row] = {}
         for snapshot in snapshots:
             first.setdefault(snapshot["external_run_id"], snapshot)
-        # Which keys are stored at all, first: a page of new runs (a first
-        # ingestion) then needs no comparison, whose document PostgreSQL
-        # would have to read (about 5 ms per 1,000 runs).
-        keys = {"pipeline_id": pipeline_id, "keys": sorted(first)}
-        stored_keys = session.execute(_POSTGRES_KEYS, keys).scalars().all()
-        if not stored_keys:
+        compared_keys: Sequence[str] = sorted(first)
+        if not expect_stored:
+            # Which keys are stored at all, first: a page of new runs (a first
+            # ingestion) then needs no comparison, whose document PostgreSQL
+            # would have to read (about 5 ms per 1,000 runs).
+            keys = {"pipeline_id": pipeline_id, "keys": compared_keys}
+            compared_keys = session.execute(_POSTGRES_KEYS, keys).scalars().all()
+        if not compared_keys:
             return StoredRuns({}, postgres_decode)
-        document = orjson.dumps([first[key] for key in stored_keys]).decode()
+        document = orjson.dumps([first[key] for key in compared_keys]).decode()
         compared = session.execute(self._same, {"rows": document, "pipeline_id": pipeline_id})
         same: dict[str, Row] = {}
         differ: list[str] = []
