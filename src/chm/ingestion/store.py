@@ -8,13 +8,13 @@ one transaction:
 1. serialize with any other ingester of the same pipeline (PostgreSQL: a
    transaction-scoped advisory lock; SQLite: the write lock taken by
    ``BEGIN IMMEDIATE``), so that what is read next is what is overwritten;
-2. read the stored runs of the page's keys;
+2. read the stored runs of the page's keys (those the rule may change locked);
 3. fold each source run into what is stored, by the no-regression rule
    (``rule.fold_page``), and keep only the runs whose stored values would
    really change;
 4. write those in one ``INSERT ... ON CONFLICT (pipeline_id, external_run_id)
-   DO UPDATE ... WHERE <a value differs>`` through the dialect's own insert,
-   ``RETURNING`` the keys actually written.
+   DO UPDATE ... WHERE <a value differs>``, ``RETURNING`` the keys actually
+   written.
 
 A replay of identical data therefore writes nothing: ``updated_at`` and
 ``ingested_at`` stay as they were and the run counts as unchanged.
@@ -31,7 +31,8 @@ holds exactly the values stored for its key is taken as it is, unchanged
 run (SQLite: the stored text of its times and documents against the
 snapshot's; PostgreSQL: the database compares the page's snapshots, sent as
 one JSON document, with the stored runs and only the runs that differ are
-read). The rows are read and written as the driver's own values
+read, locked; it first asks which keys are stored unless the walk expects a
+replay, ``expect_stored``). The rows are read and written as the driver's own values
 (``chm.ingestion.stored_values``: what the column types would write and read
 back), without SQLAlchemy's per-value type processing, which cost SQLite more
 than the driver's own work.
