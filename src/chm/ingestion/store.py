@@ -470,6 +470,26 @@ def _postgresql_statement(dialect: DatabaseDialect) -> Any:
     return _on_conflict(dialect.insert(RUNS).from_select(list(_RECORD_TYPES), rows))
 
 
+def _postgresql_page_statement(dialect: DatabaseDialect) -> Any:
+    """``_postgresql_statement`` for one pipeline's page written at one time: the
+    pipeline and the time are parameters, not fields of every row, so the
+    document is a fifth smaller (and PostgreSQL reads it in as much less time)."""
+    page = (
+        sa.func.jsonb_to_recordset(_page_document())
+        .table_valued(*(sa.column(name, _RECORD_TYPES[name]) for name in READ_FIELDS))
+        .render_derived(name="page", with_types=True)
+    )
+    now = sa.bindparam("now", type_=_TIMESTAMP)
+    rows = sa.select(
+        sa.bindparam("pipeline_id", type_=sa.BigInteger()),
+        *(page.c[name] for name in READ_FIELDS),
+        now,
+        now,
+        now,
+    )
+    return _on_conflict(dialect.insert(RUNS).from_select(list(_RECORD_TYPES), rows))
+
+
 def _postgresql_same() -> Any:
     """The keys of a page (one snapshot each, as one JSON document) that are stored,
     and whether the stored run holds exactly the snapshot's values (IS NOT
@@ -533,6 +553,7 @@ class PostgresRunStore(RunStore):
     dialect = PostgresDialect()
     keeps_statistics = True
     _statement = _postgresql_statement(dialect)
+    _page_statement = _postgresql_page_statement(dialect)
     _same = _postgresql_same()
 
     def lock_pipeline(self, session: Session, pipeline_id: int) -> None:
@@ -580,6 +601,16 @@ class PostgresRunStore(RunStore):
     def write(self, session: Session, rows: list[Row]) -> set[str]:
         document = orjson.dumps(rows).decode()
         return set(session.scalars(self._statement, {"rows": document}))
+
+    def write_page(
+        self, session: Session, pipeline_id: int, targets: list[Row], now: datetime
+    ) -> set[str]:
+        parameters = {
+            "rows": orjson.dumps(targets).decode(),
+            "pipeline_id": pipeline_id,
+            "now": now,
+        }
+        return set(session.scalars(self._page_statement, parameters))
 
     def refresh_statistics(self, connection: sa.Connection, created_since: int) -> bool:
         known = connection.scalar(
