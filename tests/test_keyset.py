@@ -59,15 +59,86 @@ def test_the_first_page_has_no_seek() -> None:
 
 
 def test_nulls_low_keys_descend_and_bound_the_cursor_through_the_same_expression() -> None:
-    cursor = encode_cursor("items-newest", [None, 7])
+    cursor = encode_cursor("items-newest", [T, 7])
     floor = "'-infinity'::timestamptz"
     key = f"coalesce(items.started_at, {floor})"
     bound = f"coalesce(%(param_1)s::TIMESTAMP WITH TIME ZONE, {floor})"
+    # PostgreSQL seeks with the row value alone: the implied first-key bound
+    # is SQLite's, and renders as true here (it would skew the estimate).
     assert _sql(NEWEST_FIRST, cursor, postgresql.dialect()) == (
-        f"SELECT items.id FROM items WHERE {key} <= {bound}"
+        f"SELECT items.id FROM items WHERE true"
         f" AND ({key}, items.id) < ({bound}, %(param_2)s::INTEGER)"
         f" ORDER BY {key} DESC, items.id DESC LIMIT %(param_3)s::INTEGER"
     )
+
+
+def test_sqlite_gets_the_implied_first_key_bound_as_a_plain_comparison() -> None:
+    cursor = encode_cursor("items-newest", [T, 7])
+    key = "coalesce(items.started_at, '')"
+    bound = "coalesce(?, '')"
+    assert _sql(NEWEST_FIRST, cursor, sqlite.dialect()) == (
+        f"SELECT items.id FROM items WHERE {key} <= {bound}"
+        f" AND ({key}, items.id) < ({bound}, ?)"
+        f" ORDER BY {key} DESC, items.id DESC LIMIT ? OFFSET ?"
+    )
+
+
+@pytest.mark.parametrize(
+    ("dialect", "floor"),
+    [(postgresql.dialect(), "'-infinity'::timestamptz"), (sqlite.dialect(), "''")],
+)
+def test_a_cursor_at_the_floor_seeks_with_equality_on_it(dialect: sa.Dialect, floor: str) -> None:
+    """A run without a start time is last: the rows after it share the floor.
+
+    PostgreSQL seeks with equality on it and the remaining key; SQLite keeps
+    the row comparison and its implied bound (behind an equality on an
+    expression key it would sort again). Either way the floor is a constant.
+    """
+    cursor = encode_cursor("items-newest", [None, 7])
+    sql = _sql(NEWEST_FIRST, cursor, dialect)
+    key = f"coalesce(items.started_at, {floor})"
+    where = sql.split(" WHERE ")[1].split(" ORDER BY ")[0]
+    conditions = where.split(" AND ")
+    if dialect.name == "postgresql":
+        assert conditions[0] == f"{key} = coalesce(NULL, {floor})"
+        assert conditions[-1].startswith("items.id < ")
+        assert "(" + key not in where  # no row comparison led by the floor key
+    else:
+        assert conditions == [
+            f"{key} <= coalesce(NULL, {floor})",
+            f"({key}, items.id) < (coalesce(NULL, {floor}), ?)",
+        ]
+
+
+def test_the_equality_form_selects_the_same_rows_as_the_row_comparison() -> None:
+    """On real rows, the floor seek and the plain row comparison agree."""
+    engine = sa.create_engine("sqlite://")
+    rows = [
+        {"name_key": "x", "started_at": None if i % 3 == 0 else T.replace(minute=i % 7), "id": i}
+        for i in range(1, 40)
+    ]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE items (name_key TEXT, started_at TEXT, id INTEGER)")
+        conn.execute(sa.insert(ITEMS), rows)
+        ordered = conn.execute(NEWEST_FIRST.statement(sa.select(ITEMS.c.id), None, 100)).scalars()
+        order = list(ordered)
+        plain = Keyset("items-newest", NEWEST_FIRST.keys, descending=True)
+        for position in range(len(order)):
+            row = next(r for r in rows if r["id"] == order[position])
+            values = [row["started_at"], row["id"]]
+            after = list(
+                conn.execute(
+                    sa.select(ITEMS.c.id)
+                    .where(NEWEST_FIRST.after(values))
+                    .order_by(*NEWEST_FIRST.order_by)
+                ).scalars()
+            )
+            assert after == order[position + 1 :]
+            expected = sa.select(ITEMS.c.id).where(
+                sa.tuple_(*[k.expression for k in plain.keys])
+                < sa.tuple_(*[k.bound(v) for k, v in zip(plain.keys, values, strict=True)])
+            )
+            assert sorted(after) == sorted(conn.execute(expected).scalars())
 
 
 def test_a_full_page_hands_out_the_position_of_its_last_row() -> None:

@@ -147,6 +147,30 @@ def test_latest_run_and_history_pages_are_index_driven(engine: Engine, backend: 
         assert "pipeline_id=? AND <expr><?" in deep_plan, deep_plan
 
 
+def test_a_page_after_a_run_without_start_time_seeks_the_pipelines_index(
+    engine: Engine, backend: str
+) -> None:
+    """The last pages of a history follow runs without a start time: the cursor's
+    first key is the floor. They seek the pipeline's index (on PostgreSQL with
+    equality on the floor), never the table-wide order, which PostgreSQL took
+    when it estimated the row comparison ``< (-infinity, ...)`` as matching no
+    row, and then read every pipeline's runs without a start time."""
+    _seed_many_runs(engine, backend)
+    floor_page = (
+        sa.select(Run)
+        .where(Run.pipeline_id == 1, KEYSET.after([None, None, 5000]))
+        .order_by(*ORDER_BY)
+        .limit(51)
+    )
+    plan = _plan(engine, backend, floor_page)
+    assert "ix_runs_pipeline_order" in plan and "ix_runs_order " not in plan + " ", plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+    if backend == "postgresql":
+        assert "Index Cond" in plan and "'-infinity'" in plan.split("Index Cond")[1], plan
+    else:
+        assert "pipeline_id=? AND <expr><?" in plan, plan
+
+
 @pytest.mark.parametrize(
     ("statement", "constraint"),
     [

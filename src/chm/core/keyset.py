@@ -13,6 +13,18 @@ docs/query-plans.md). A key is therefore never NULL in the comparison: a
 nullable timestamp is declared ``nulls_low`` and is ordered, compared and
 indexed through ``NullsLowKey`` (a missing time below any time, so ``DESC``
 puts it last on both databases), and so is the cursor's own value for it.
+
+The two planners want the same condition in different words (``PerDialect``).
+SQLite seeks an index with plain comparisons only, so ``bound_first_key``
+adds the first key's bound that the row value implies; PostgreSQL, which
+seeks with the row value, would count that bound twice and expect too few
+rows, so it gets none. A descending cursor whose first key is the floor (a
+run without a start time) seeks, on PostgreSQL, with the equality form
+``k1 = floor AND (k2, ...) < (...)``: nothing lies below the floor, so it is
+the same condition, and PostgreSQL estimates a row comparison from its first
+column alone (``k1 < floor``: no row), then finds every index free and may
+walk the table-wide one. SQLite keeps the row comparison there: it would sort
+again behind an equality on an expression key.
 """
 
 from __future__ import annotations
@@ -23,7 +35,10 @@ from typing import Any, TypeVar, TypeVarTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from chm.core.pagination import decode_cursor, encode_cursor
 from chm.core.types import NullsLowKey
@@ -66,12 +81,53 @@ class SortKey:
 
     def bound(self, value: Any) -> sa.ColumnElement[Any]:
         """A cursor's value for this key, through the same expression."""
+        if self.nulls_low and value is None:
+            return self.floor
         literal = sa.literal(value, self._element.type)
         return NullsLowKey(literal) if self.nulls_low else literal
 
     @property
+    def floor(self) -> sa.ColumnElement[Any]:
+        """A ``nulls_low`` key's value for a missing time, as a constant."""
+        return NullsLowKey(sa.null())
+
+    @property
     def cursor_type(self) -> type | tuple[type, ...]:
         return (self.python_type, type(None)) if self.nulls_low else self.python_type
+
+
+class PerDialect(sa.ColumnElement[bool]):
+    """A seek condition written one way for SQLite and another for the rest.
+
+    Both forms select the same rows; they differ in what each planner can use.
+    """
+
+    inherit_cache = True
+    _traverse_internals = [
+        ("sqlite", InternalTraversal.dp_clauseelement),
+        ("other", InternalTraversal.dp_clauseelement),
+    ]
+    # Not Boolean: SQLite would render a Boolean element as ``(...) = 1``,
+    # which it cannot seek an index with.
+    type = sa.types.NullType()  # type: ignore[assignment]
+
+    def __init__(self, *, sqlite: sa.ColumnElement[bool], other: sa.ColumnElement[bool]) -> None:
+        self.sqlite = sqlite
+        self.other = other
+
+    @property
+    def _from_objects(self) -> list[Any]:
+        return [*self.sqlite._from_objects, *self.other._from_objects]
+
+
+@compiles(PerDialect, "sqlite")
+def _compile_sqlite(element: PerDialect, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.sqlite.self_group(against=operators.and_), **kw))
+
+
+@compiles(PerDialect)
+def _compile_other(element: PerDialect, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.other.self_group(against=operators.and_), **kw))
 
 
 @dataclass(frozen=True)
@@ -80,8 +136,8 @@ class Keyset:
 
     ``kind`` is signed into its cursors, so a cursor of one listing is not
     taken by another. ``bound_first_key`` adds the first key's own bound,
-    implied by the row-value comparison: SQLite does not seek an index with a
-    row value, and starts its range at the cursor only with it.
+    implied by the row-value comparison, on SQLite: it does not seek an index
+    with a row value, and starts its range at the cursor only with it.
     """
 
     kind: str
@@ -96,17 +152,38 @@ class Keyset:
 
     def after(self, values: Sequence[Any]) -> sa.ColumnElement[bool]:
         """Rows strictly after ``values`` (a row's ``position``) in this order."""
-        expressions = [key.expression for key in self.keys]
-        bounds = [key.bound(v) for key, v in zip(self.keys, values, strict=True)]
-        if len(self.keys) == 1:
+        if len(values) != len(self.keys):
+            raise ValueError(f"a position of {len(self.keys)} keys, not {len(values)}")
+        keys, rest = list(self.keys), list(values)
+        floors: list[sa.ColumnElement[bool]] = []
+        # Descending, a missing time is the last value a key can take: the rows
+        # after it share it, and the seek goes on with the next keys.
+        while self.descending and len(keys) > 1 and keys[0].nulls_low and rest[0] is None:
+            floors.append(keys[0].expression == keys[0].floor)
+            keys, rest = keys[1:], rest[1:]
+        seek = self._seek(self.keys, values, bound_first_key=self.bound_first_key)
+        if not floors:
+            return seek
+        # SQLite sorts again when an expression key is held by equality, so it
+        # keeps the row comparison (its range starts at the floor either way).
+        return PerDialect(sqlite=seek, other=sa.and_(*floors, self._seek(keys, rest)))
+
+    def _seek(
+        self, keys: Sequence[SortKey], values: Sequence[Any], *, bound_first_key: bool = False
+    ) -> sa.ColumnElement[bool]:
+        expressions = [key.expression for key in keys]
+        bounds = [key.bound(v) for key, v in zip(keys, values, strict=True)]
+        if len(keys) == 1:
             (expression,), (bound,) = expressions, bounds
             return expression < bound if self.descending else expression > bound
         row, row_bound = sa.tuple_(*expressions), sa.tuple_(*bounds)
         seek = row < row_bound if self.descending else row > row_bound
-        if not self.bound_first_key:
+        if not bound_first_key:
             return seek
         first = expressions[0] <= bounds[0] if self.descending else expressions[0] >= bounds[0]
-        return sa.and_(first, seek)
+        # PostgreSQL seeks with the row value itself; the implied bound would
+        # only make it count the condition twice and expect too few rows.
+        return sa.and_(PerDialect(sqlite=first, other=sa.true()), seek)
 
     def position(self, row: Any) -> list[Any]:
         """The keys of ``row`` (a result row or an ORM object), as a cursor holds them."""
