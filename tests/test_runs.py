@@ -304,6 +304,81 @@ def test_runs_cannot_be_recorded_on_inactive_pipeline(api, pipeline):
     )
 
 
+def test_the_recorded_answer_is_the_stored_run(api, pipeline):
+    """The POST's answer comes from its INSERT's RETURNING: field for field
+    what a GET of the run answers, including what the database computes or
+    normalizes (the event time, a whole-number duration as a float, times in
+    UTC, the redacted payload and failure text)."""
+    answers = [
+        make_run(
+            api,
+            pipeline,
+            "failed",
+            started_at="2026-03-01T14:00:00+02:00",
+            finished_at="2026-03-01T12:05:00Z",
+            metrics={"rows": 3, "cost": 1.25, "ok": True, "note": "x", "gone": None},
+            error_message="login failed for postgres://app:hunter2@db/x",
+            source_payload={"password": "hunter2", "nested": {"list": [1, 2.5, "a"]}},
+        ),
+        make_run(api, pipeline, "success", duration_seconds=7),
+        make_run(api, pipeline, "queued", external_run_id="ext-1"),
+    ]
+    for answer in answers:
+        assert answer == ok(api.get(f"{API}/runs/{answer['id']}"))
+    failed, timed, queued = answers
+    assert failed["duration_seconds"] == 300.0 and isinstance(failed["duration_seconds"], float)
+    assert timed["duration_seconds"] == 7.0 and isinstance(timed["duration_seconds"], float)
+    assert "hunter2" not in str(failed)
+    assert queued["event_at"] == queued["created_at"] == queued["updated_at"]
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("unknown", 404),
+        ("inactive", 409),
+        ("active", 422),  # the times are checked before the external run id
+    ],
+)
+def test_a_refused_run_gets_the_first_error_in_order(api, pipeline, state, expected):
+    """Unknown pipeline, inactive pipeline, times out of order, taken external
+    run id: a request wrong in several ways is answered the first of them."""
+    make_run(api, pipeline, "success", external_run_id="taken")
+    pipeline_id = pipeline["id"]
+    if state == "unknown":
+        pipeline_id = "999999"
+    elif state == "inactive":
+        ok(api.delete(f"{API}/pipelines/{pipeline_id}"))
+    response = api.post(
+        f"{API}/pipelines/{pipeline_id}/runs",
+        json={
+            "status": "success",
+            "external_run_id": "taken",
+            "started_at": iso(T0),
+            "finished_at": iso(T0 - timedelta(seconds=1)),
+        },
+    )
+    assert response.status_code == expected, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    if expected == 409:
+        assert response.json()["title"] == "Pipeline is inactive"
+    # Nothing was stored by any of them.
+    runs = walk(api, "/runs", pipeline_id=pipeline["id"])
+    assert [r["external_run_id"] for r in runs] == ["taken"]
+
+
+def test_a_taken_external_run_id_is_409_and_keeps_the_stored_run(api, pipeline):
+    first = make_run(api, pipeline, "running", external_run_id="run-1", metrics={"n": 1})
+    response = api.post(
+        f"{API}/pipelines/{pipeline['id']}/runs",
+        json={"status": "failed", "external_run_id": "run-1", "metrics": {"n": 2}},
+    )
+    assert response.status_code == 409
+    assert response.json()["title"] == "Duplicate external run id"
+    assert "run-1" in response.json()["detail"]
+    assert ok(api.get(f"{API}/runs/{first['id']}")) == first
+
+
 # --- PATCH and updated_at --------------------------------------------------------
 
 

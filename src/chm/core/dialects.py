@@ -54,6 +54,10 @@ class DatabaseDialect(ABC):
     # operator pages, chm status): settings for that transaction only, so a
     # connection pooler or PGOPTIONS sees nothing else changed.
     report_reads: ClassVar[tuple[str, ...]]
+    # The execution options of a write that is one statement (chm.core.deps'
+    # WriteStatement): atomic by itself, so wherever a transaction costs round
+    # trips it runs in autocommit.
+    one_statement_write: ClassVar[dict[str, Any]]
 
     @abstractmethod
     def insert(self, table: sa.Table | sa.TableClause) -> postgresql.Insert | sqlite.Insert:
@@ -84,6 +88,10 @@ class SQLiteDialect(DatabaseDialect):
     snapshot_isolation = None
     report_reads = ()
     one_worker = True
+
+    # A local file: BEGIN IMMEDIATE and COMMIT cost no round trip, and the
+    # write lock is taken up front as for any writing transaction.
+    one_statement_write: ClassVar[dict[str, Any]] = {WRITE_OPTION: True}
 
     def insert(self, table: sa.Table | sa.TableClause) -> sqlite.Insert:
         return sqlite.insert(table)
@@ -129,6 +137,9 @@ class PostgresDialect(DatabaseDialect):
     # These are index walks, not the long scans JIT is for (alert evaluation
     # turns it off the same way).
     report_reads = ("SET LOCAL jit = off",)
+
+    # BEGIN and COMMIT would be two more round trips around the one statement.
+    one_statement_write: ClassVar[dict[str, Any]] = {"isolation_level": "AUTOCOMMIT"}
 
     def insert(self, table: sa.Table | sa.TableClause) -> postgresql.Insert:
         return postgresql.insert(table)

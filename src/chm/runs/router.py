@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from chm.core.deps import ReadConnection, WriteSession
+from chm.core.deps import ReadConnection, WriteSession, WriteStatement
 from chm.core.ids import IdFilter, PipelineID, RunID
 from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
 from chm.core.responses import json_bytes_response
@@ -25,9 +25,10 @@ Until = Annotated[UTCTimestamp | None, Query(description="Event time < until (RF
 
 
 @router.post("/pipelines/{pipeline_id}/runs", status_code=201, response_model=RunOut)
-def record_run(pipeline_id: PipelineID, body: RunCreate, session: WriteSession) -> RunOut:
+async def record_run(pipeline_id: PipelineID, body: RunCreate, conn: WriteStatement) -> Response:
     """Record a manual run; an omitted `external_run_id` is generated."""
-    return RunOut.model_validate(service.create_manual_run(session, pipeline_id, body))
+    row = await service.record_manual_run(conn, pipeline_id, body)
+    return json_bytes_response(run_document(row), status_code=201)
 
 
 @router.get("/pipelines/{pipeline_id}/runs", response_model=Page[RunOut])

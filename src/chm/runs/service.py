@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, NoReturn, cast
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from chm.core.changes import apply_changes
+from chm.core.dialects import dialect_for, dialect_named
 from chm.core.errors import Conflict, NotFound, ValidationFailed
 from chm.core.keyset import keyset_page_async
-from chm.core.lookup import first_or_404, flush_or_conflict, get_or_404
+from chm.core.lookup import first_or_404, get_or_404
 from chm.core.redaction import stored_payload, stored_text
 from chm.core.status import RunStatus
-from chm.core.timeutil import derived_duration
+from chm.core.timeutil import derived_duration, utcnow
 from chm.core.window import check_window
 from chm.models import Pipeline, Run
 from chm.runs.ordering import KEYSET, ORDER_BY
 from chm.runs.schemas import RunCreate, RunUpdate
 from chm.runs.serialize import RUN_COLUMNS, RUNS, RunRow
+
+PIPELINES = cast(sa.Table, Pipeline.__table__)
+# What a recorded run's INSERT hands back: a run answer's columns. SQLite's
+# RETURNING gives a value before the column's type affinity is applied (a
+# duration of 300.0 comes back as the integer 300), so the float is cast.
+_RECORDED = tuple(
+    sa.cast(column, sa.Float).label(column.key) if column is RUNS.c.duration_seconds else column
+    for column in RUN_COLUMNS
+)
 
 
 class DuplicateExternalRunId(Conflict):
@@ -38,9 +51,13 @@ class InactivePipeline(Conflict):
         return cls(f"pipeline '{pipeline_id}' is inactive; enable it to record runs")
 
 
+def _times_out_of_order(started_at: datetime | None, finished_at: datetime | None) -> bool:
+    return started_at is not None and finished_at is not None and finished_at < started_at
+
+
 def check_times(started_at: datetime | None, finished_at: datetime | None) -> None:
     """A 422 on ``finished_at`` when it is before ``started_at`` (contract: Runs)."""
-    if started_at is not None and finished_at is not None and finished_at < started_at:
+    if _times_out_of_order(started_at, finished_at):
         raise ValidationFailed.one(
             "finished_at", "before_started_at", "finished_at must not be before started_at"
         )
@@ -50,47 +67,104 @@ def get_run(session: Session, run_id: int) -> Run:
     return get_or_404(session, Run, run_id, "run")
 
 
-def create_manual_run(session: Session, pipeline_id: int, data: RunCreate) -> Run:
-    # Failure text and payload are stored like ingested ones: credentials
-    # removed (SE-002), then capped. Done before the first statement: a write
-    # session's first statement takes SQLite's write lock (BEGIN IMMEDIATE),
-    # which no request holds while it works on its own body.
-    error_message = None if data.error_message is None else stored_text(data.error_message)
-    source_payload = stored_payload(data.source_payload)
-    pipeline = get_or_404(session, Pipeline, pipeline_id, "pipeline")
-    if not pipeline.is_active:
-        raise InactivePipeline.of(pipeline_id)
-    check_times(data.started_at, data.finished_at)
-    # FR-019: a manual run without an identity still gets a unique one.
-    external_run_id = data.external_run_id or f"manual-{uuid.uuid4().hex}"
-    duplicate = DuplicateExternalRunId(
-        f"pipeline '{pipeline_id}' already has a run {external_run_id!r}"
-    )
-    taken = sa.select(Run.id).where(
-        Run.pipeline_id == pipeline.id, Run.external_run_id == external_run_id
-    )
-    if session.scalar(taken) is not None:
-        raise duplicate
+def _manual_run_values(pipeline_id: int, data: RunCreate) -> dict[str, Any]:
+    """The stored columns of a manual run, computed before any statement.
+
+    Failure text and payload are stored like ingested ones: credentials
+    removed (SE-002), then capped.
+    """
     from_source = data.duration_seconds is not None
-    run = Run(
-        pipeline_id=pipeline.id,
-        external_run_id=external_run_id,
-        status=data.status.value,
-        started_at=data.started_at,
-        finished_at=data.finished_at,
-        duration_seconds=(
+    now = utcnow()
+    return {
+        "pipeline_id": pipeline_id,
+        # FR-019: a manual run without an identity still gets a unique one.
+        "external_run_id": data.external_run_id or f"manual-{uuid.uuid4().hex}",
+        "status": data.status.value,
+        "started_at": data.started_at,
+        "finished_at": data.finished_at,
+        "duration_seconds": (
             data.duration_seconds
             if from_source
             else derived_duration(data.started_at, data.finished_at)
         ),
-        duration_from_source=from_source,
-        metrics=data.metrics,
-        error_message=error_message,
-        source_payload=source_payload,
+        "duration_from_source": from_source,
+        "metrics": data.metrics,
+        "error_message": None if data.error_message is None else stored_text(data.error_message),
+        "source_payload": stored_payload(data.source_payload),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+_RECORD_COLUMNS = (
+    "pipeline_id",
+    "external_run_id",
+    "status",
+    "started_at",
+    "finished_at",
+    "duration_seconds",
+    "duration_from_source",
+    "metrics",
+    "error_message",
+    "source_payload",
+    "created_at",
+    "updated_at",
+)
+
+
+@functools.cache
+def _record_statement(dialect_name: str) -> sa.Insert:
+    """``INSERT INTO runs ... SELECT ... FROM pipelines``, built once per database
+    (its parameters are ``_manual_run_values``' keys)."""
+    source = sa.select(
+        PIPELINES.c.id,
+        *(sa.bindparam(name, type_=RUNS.c[name].type) for name in _RECORD_COLUMNS[1:]),
+    ).where(PIPELINES.c.id == sa.bindparam("pipeline_id"), PIPELINES.c.is_active)
+    return (
+        dialect_named(dialect_name)
+        .insert(cast(sa.Table, RUNS))
+        .from_select(_RECORD_COLUMNS, source)
+        .on_conflict_do_nothing(index_elements=[RUNS.c.pipeline_id, RUNS.c.external_run_id])
+        .returning(*_RECORDED)
     )
-    session.add(run)
-    flush_or_conflict(session, duplicate)
-    return run
+
+
+async def record_manual_run(conn: AsyncConnection, pipeline_id: int, data: RunCreate) -> RunRow:
+    """Record a manual run in one statement; its row as a run answer carries it.
+
+    The insert is made from the pipeline's row, so one statement checks that
+    the pipeline exists and is active, refuses an external run id it already
+    has (``ON CONFLICT DO NOTHING``) and hands the stored run back
+    (``RETURNING``): one round trip in all, on PostgreSQL in autocommit. Only
+    when it stores nothing is the reason looked up, in the order the errors
+    are checked: an unknown pipeline (404), an inactive one (409), times in
+    the wrong order (422), a taken external run id (409).
+    """
+    values = _manual_run_values(pipeline_id, data)
+    if _times_out_of_order(data.started_at, data.finished_at):
+        await _refuse_manual_run(conn, pipeline_id, data, values["external_run_id"])
+    statement = _record_statement(dialect_for(conn).name)
+    try:
+        row = (await conn.execute(statement, values)).first()
+    except IntegrityError:
+        # The pipeline was deleted between the statement's read and its
+        # foreign-key check: the lookup below says so.
+        row = None
+    if row is None:
+        await _refuse_manual_run(conn, pipeline_id, data, values["external_run_id"])
+    return row
+
+
+async def _refuse_manual_run(
+    conn: AsyncConnection, pipeline_id: int, data: RunCreate, external_run_id: str
+) -> NoReturn:
+    """Why a manual run cannot be stored, as the error the API answers."""
+    query = sa.select(PIPELINES.c.is_active).where(PIPELINES.c.id == pipeline_id)
+    (is_active,) = await first_or_404(conn, query, "pipeline", pipeline_id)
+    if not is_active:
+        raise InactivePipeline.of(pipeline_id)
+    check_times(data.started_at, data.finished_at)
+    raise DuplicateExternalRunId(f"pipeline '{pipeline_id}' already has a run {external_run_id!r}")
 
 
 def update_run(session: Session, run_id: int, data: RunUpdate) -> Run:
