@@ -74,8 +74,17 @@ from chm.models import IngestionSource, Pipeline, Run
 
 RUNS = cast(sa.Table, Run.__table__)
 _KEY_CHUNK = 1000
-# pg_advisory_xact_lock(class, object): "CHMI" marks ingestion's locks.
-_LOCK_CLASS = 0x43484D49
+# pg_advisory_xact_lock(class, object): "CHMI" marks ingestion's locks. Every
+# writer of ingested runs (ingestion, the batch endpoint) locks a pipeline as
+# (PIPELINE_LOCK_CLASS, pipeline_lock_object(id)), so they exclude each other.
+PIPELINE_LOCK_CLASS = 0x43484D49
+
+
+def pipeline_lock_object(pipeline_id: int) -> int:
+    """A pipeline's advisory lock object: its id, within the 32-bit key."""
+    return pipeline_id % 2**31
+
+
 _WRITTEN = (*DATA_FIELDS, "ingested_at", "updated_at")
 
 
@@ -557,7 +566,8 @@ class PostgresRunStore(RunStore):
     _same = _postgresql_same()
 
     def lock_pipeline(self, session: Session, pipeline_id: int) -> None:
-        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_CLASS, pipeline_id % 2**31)))
+        lock = sa.func.pg_advisory_xact_lock(PIPELINE_LOCK_CLASS, pipeline_lock_object(pipeline_id))
+        session.execute(sa.select(lock))
 
     def stored_runs(
         self,

@@ -40,7 +40,7 @@ from chm.core.dialects import (
     dialect_for,
 )
 from chm.ingestion.rule import DATA_FIELDS, Row
-from chm.ingestion.store import _LOCK_CLASS, RUNS
+from chm.ingestion.store import PIPELINE_LOCK_CLASS, RUNS, pipeline_lock_object
 
 # (pipeline id, external run id): a run's identity, the upsert key.
 Key = tuple[int, str]
@@ -109,15 +109,15 @@ class PostgresBatchStore(BatchStore):
             .render_derived(name="locks")
         )
         self._locks = (
-            sa.select(sa.func.pg_advisory_xact_lock(_LOCK_CLASS, objects.c.object))
+            sa.select(sa.func.pg_advisory_xact_lock(PIPELINE_LOCK_CLASS, objects.c.object))
             .select_from(objects)
             .order_by(objects.c.position)
         )
 
     def lock_pipelines(self, session: Session, pipeline_ids: Iterable[int]) -> None:
-        # The store's lock object of a pipeline (PostgresRunStore.lock_pipeline);
-        # in their order, each once: every batch takes them in the same order.
-        objects = sorted({pipeline_id % 2**31 for pipeline_id in pipeline_ids})
+        # The store's lock of each pipeline (PostgresRunStore.lock_pipeline), in
+        # their order, each once: every batch takes them in the same order.
+        objects = sorted({pipeline_lock_object(pipeline_id) for pipeline_id in pipeline_ids})
         if objects:
             session.execute(self._locks, {"objects": objects})
 
