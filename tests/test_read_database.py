@@ -157,3 +157,53 @@ def test_a_bad_primary_url_is_named_as_such_whatever_the_read_url(
     assert result.exit_code == 2, result.output
     assert "invalid CHM_DATABASE_URL" in result.output
     assert "CHM_READ_DATABASE_URL" not in result.output
+
+
+def _metric(client: TestClient, name: str) -> float | None:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+    return values[0] if values else None
+
+
+def test_health_and_metrics_say_whether_the_read_database_answers(
+    db_url: str, backend: str, engine: Engine, tmp_path: Path, split: TestClient
+) -> None:
+    """A dead replica fails the reports and pages, not the writes: /healthz
+    stays 200 (the primary answers) and names it; /metrics has its gauge."""
+    assert ok(split.get("/healthz"))["read_database"] == "ok"
+    assert _metric(split, "chm_read_database_up") == 1.0
+
+    dead = (
+        f"sqlite:///{tmp_path}/no/such/dir/replica.db"
+        if backend == "sqlite"
+        else "postgresql://postgres@127.0.0.1:1/replica"  # nothing listens on port 1
+    )
+    settings = Settings(  # type: ignore[call-arg]
+        database_url=db_url, read_database_url=dead, _env_file=None
+    )
+    with TestClient(create_app(settings, engine), raise_server_exceptions=False) as client:
+        health = client.get("/healthz")
+        assert health.status_code == 200
+        assert health.json() == {
+            "status": "ok",
+            "database": backend,
+            "read_database": "unavailable",
+        }
+        assert _metric(client, "chm_read_database_up") == 0.0
+        assert _metric(client, "chm_database_up") == 1.0
+        # The reports need it: a 503 problem, not a 500.
+        report = client.get(f"{API}/reports/latest-status")
+        assert report.status_code == 503, report.text
+        # The writes do not.
+        make_pipeline(client, make_client(client, "still-writing"), "orders")
+
+
+def test_without_a_read_database_health_and_metrics_do_not_mention_one(api: TestClient) -> None:
+    assert "read_database" not in ok(api.get("/healthz"))
+    assert _metric(api, "chm_read_database_up") is None

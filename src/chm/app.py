@@ -24,6 +24,7 @@ from chm.core.db import (
     create_async_db_engine,
     create_db_engine,
     create_read_engines,
+    database_answers,
     make_report_session_factory,
     make_session_factory,
 )
@@ -180,7 +181,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         ] = False,
     ) -> JSONResponse:
         """200 when the database answers, whatever the sources' health (a stale
-        source is data, not an outage); 503 when it does not."""
+        source is data, not an outage); 503 when it does not. With a read
+        database (CHM_READ_DATABASE_URL), ``read_database`` says whether it
+        answers: the reports and pages need it, the writes do not."""
         if detail and not _may_see_detail(request, settings):
             response = render_error(
                 Unauthorized("The detail needs a valid 'Authorization: Bearer <token>' header")
@@ -192,6 +195,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             connection.execute(sa.text("SELECT 1"))
             if detail:
                 body |= _health_detail(request, settings, connection)
+        if report_engine is not engine:
+            body["read_database"] = "ok" if database_answers(report_engine) else "unavailable"
         return JSONResponse(body)
 
     install_problem_openapi(app)

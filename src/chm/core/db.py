@@ -5,18 +5,23 @@ pool) is its dialect object's (``chm.core.dialects``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from chm.core.dialects import DIALECTS, WRITE_OPTION, dialect_for
 from chm.core.settings import get_settings
+
+logger = logging.getLogger(__name__)
 
 
 def normalize_database_url(raw: str) -> URL:
@@ -72,6 +77,18 @@ def create_read_engines(
 
 
 @lru_cache
+def database_answers(engine: Engine) -> bool:
+    """Whether ``engine``'s database answers ``SELECT 1`` now (the log says why not)."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except SQLAlchemyError as error:
+        cause = type(getattr(error, "orig", None) or error).__name__
+        logger.error("database %s does not answer (%s)", engine.url.database, cause)
+        return False
+    return True
+
+
 def get_engine() -> Engine:
     return create_db_engine(get_settings().effective_database_url)
 

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from chm import __version__
 from chm.alerts.channels.base import Undeliverable, kinds
 from chm.alerts.destinations import split_destination
+from chm.core.db import database_answers
 from chm.core.dialects import dialect_for
 from chm.core.settings import Settings
 from chm.core.status import RunStatus
@@ -311,9 +312,16 @@ class InventoryCollector:
     collector: registered for one scrape, ``collect`` reads the database)."""
 
     def __init__(
-        self, engine: Engine, settings: Settings, sources: SourcesCache, now: datetime
+        self,
+        engine: Engine,
+        settings: Settings,
+        sources: SourcesCache,
+        now: datetime,
+        read_engine: Engine | None = None,
     ) -> None:
         self.engine = engine
+        # The read database's (CHM_READ_DATABASE_URL), when there is one.
+        self.read_engine = read_engine
         self.settings = settings
         self.sources = sources
         self.now = now
@@ -347,6 +355,13 @@ class InventoryCollector:
             "inventory's metrics are then absent, the log says why)",
             value=database_up,
         )
+        if self.read_engine is not None:
+            yield GaugeMetricFamily(
+                "chm_read_database_up",
+                "1 when the read database (CHM_READ_DATABASE_URL), which the reports and "
+                "pages read, answered this scrape; 0 when it did not (the log says why)",
+                value=int(database_answers(self.read_engine)),
+            )
         if database_up:
             yield GaugeMetricFamily(
                 "chm_sources_file_valid",

@@ -45,7 +45,10 @@ def metrics(request: Request, now: Annotated[datetime, Depends(scrape_time)]) ->
     """Prometheus metrics: the inventory's, computed from the database now, and
     the HTTP requests of every server process (docs/metrics.md)."""
     state = request.app.state
-    collector = InventoryCollector(state.engine, state.settings, state.sources, now)
+    read_engine = state.report_engine if state.report_engine is not state.engine else None
+    collector = InventoryCollector(
+        state.engine, state.settings, state.sources, now, read_engine=read_engine
+    )
     try:
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
     except (TypeError, ValueError):
