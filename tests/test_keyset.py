@@ -166,3 +166,12 @@ def test_a_cursor_that_does_not_fit_the_order_is_a_422(cursor: str) -> None:
     with pytest.raises(ValidationFailed) as error:
         BY_NAME.decode(cursor)
     assert [issue.code for issue in error.value.errors] == ["invalid_cursor"]
+
+
+def test_a_per_dialect_seek_is_one_condition_under_not_and_or() -> None:
+    seek = NEWEST_FIRST.after([None, 7])  # PerDialect: the floor's two forms
+    for dialect, inner in ((sqlite.dialect(), "<="), (postgresql.dialect(), " = ")):
+        negated = str(sa.select(ITEMS.c.id).where(sa.not_(seek)).compile(dialect=dialect))
+        assert "WHERE NOT (" in negated and inner in negated
+        either = sa.or_(ITEMS.c.id == 1, seek)
+        assert " OR (" in str(sa.select(ITEMS.c.id).where(either).compile(dialect=dialect))

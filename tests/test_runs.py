@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from chm.runs.ordering import sort_key
 from factories import API, make_client, make_pipeline, make_run, ok, walk
@@ -377,6 +383,86 @@ def test_a_taken_external_run_id_is_409_and_keeps_the_stored_run(api, pipeline):
     assert response.json()["title"] == "Duplicate external run id"
     assert "run-1" in response.json()["detail"]
     assert ok(api.get(f"{API}/runs/{first['id']}")) == first
+
+
+# --- recording while another process writes (SQLite's one write lock) ------
+
+
+@contextmanager
+def _write_lock_held(db_url: str) -> Iterator[None]:
+    """Another process's writer: SQLite's write lock, held until the block ends."""
+    outside = sqlite3.connect(make_url(db_url).database, isolation_level=None)
+    outside.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        outside.execute("ROLLBACK")
+        outside.close()
+
+
+@pytest.mark.sqlite_only
+def test_writers_waiting_for_the_lock_leave_the_reads_their_connections(api, pipeline, db_url):
+    """Runs recorded while another process holds the write lock wait for it,
+    one connection of their own at a time: the reads, which SQLite's WAL never
+    blocks, keep answering at once, and every run lands once the lock is free."""
+    path = f"{API}/pipelines/{pipeline['id']}/runs"
+    make_run(api, pipeline, "success", external_run_id="before")
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        with _write_lock_held(db_url):
+            posts = [
+                pool.submit(api.post, path, json={"status": "failed", "external_run_id": f"r{i}"})
+                for i in range(20)
+            ]
+            time.sleep(0.3)  # the writers are now waiting for the lock
+            started = time.monotonic()
+            latest = api.get(f"{path}/latest")
+            assert latest.status_code == 200
+            assert latest.json()["external_run_id"] == "before"
+            assert time.monotonic() - started < 2.0
+            assert not any(post.done() for post in posts)
+        assert sorted(post.result().status_code for post in posts) == [201] * 20
+    assert len(walk(api, f"/pipelines/{pipeline['id']}/runs")) == 21
+
+
+@pytest.mark.sqlite_only
+def test_a_request_refused_before_any_statement_does_not_wait_for_the_lock(api, pipeline, db_url):
+    """A body or a path that is not valid is answered without the database."""
+    with _write_lock_held(db_url):
+        started = time.monotonic()
+        bad_body = api.post(f"{API}/pipelines/{pipeline['id']}/runs", json={"status": "x"})
+        bad_path = api.post(f"{API}/pipelines/not-an-id/runs", json={"status": "success"})
+        assert (bad_body.status_code, bad_path.status_code) == (422, 404)
+        assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.sqlite_only
+def test_the_redaction_is_done_before_the_write_lock_is_taken(api, pipeline, db_url, monkeypatch):
+    """A large payload's redaction takes time: no other writer waits for it."""
+    from chm.runs import service
+
+    lock_free: list[bool] = []
+    redact = service.stored_text
+
+    def probing(text: str) -> str:
+        other = sqlite3.connect(make_url(db_url).database, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            lock_free.append(True)
+        except sqlite3.OperationalError:
+            lock_free.append(False)
+        finally:
+            other.close()
+        return redact(text)
+
+    monkeypatch.setattr(service, "stored_text", probing)
+    # The second body is above LARGE_BODY_BYTES: redacted in a worker thread.
+    for payload in (None, {"blob": "x" * 100_000, "token": "hunter2"}):
+        run = make_run(
+            api, pipeline, "failed", error_message="password=hunter2", source_payload=payload
+        )
+        assert "hunter2" not in str(run)
+    assert lock_free == [True, True]
 
 
 # --- PATCH and updated_at --------------------------------------------------------

@@ -24,6 +24,7 @@ from chm.core.db import (
     create_async_db_engine,
     create_db_engine,
     create_read_engines,
+    create_write_engine,
     database_answers,
     make_report_session_factory,
     make_session_factory,
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     pools = settings.pool_options
     engine = engine or create_db_engine(settings.effective_database_url, **pools)
     async_engine = create_async_db_engine(engine.url.render_as_string(hide_password=False), **pools)
+    write_async_engine = create_write_engine(async_engine)
     # Reports, the pages and /metrics read from CHM_READ_DATABASE_URL (a
     # replica) when it is set; everything else from the primary.
     report_engine, report_async_engine = (
@@ -110,6 +112,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await async_engine.dispose()
+        if write_async_engine is not async_engine:
+            await write_async_engine.dispose()
         if report_async_engine is not async_engine:
             await report_async_engine.dispose()
             report_engine.dispose()
@@ -125,6 +129,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.engine = engine
     app.state.async_engine = async_engine
+    app.state.write_async_engine = write_async_engine
     app.state.read_sessions = make_session_factory(engine)
     app.state.write_sessions = make_session_factory(engine, write=True)
     app.state.report_engine = report_engine

@@ -6,7 +6,8 @@ pool) is its dialect object's (``chm.core.dialects``)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from chm.core.dialects import DIALECTS, WRITE_OPTION, dialect_for
@@ -50,6 +51,31 @@ def create_async_db_engine(raw_url: str, **kwargs: Any) -> AsyncEngine:
     # JSON columns stay their stored text, embedded as is when answering.
     kwargs.setdefault("json_deserializer", orjson.Fragment)
     return dialect_for(url).create_async_engine(url, **kwargs)
+
+
+def create_write_engine(async_engine: AsyncEngine) -> AsyncEngine:
+    """The engine of the one-statement writes (``statement_write``): the
+    asynchronous engine itself, or on SQLite one with a pool of its own."""
+    dialect = dialect_for(async_engine)
+    url = normalize_database_url(async_engine.url.render_as_string(hide_password=False))
+    own = dialect.create_write_engine(url, json_deserializer=orjson.Fragment)
+    return async_engine if own is None else own
+
+
+@asynccontextmanager
+async def statement_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for a write made by one statement, committed on leaving (rolled
+    back on an error): on PostgreSQL in autocommit, since the statement is atomic
+    and BEGIN and COMMIT would be two more round trips; on SQLite in a
+    transaction that takes the write lock up front (the dialect's
+    ``one_statement_write``). Statements after the write that only read (why
+    nothing was written) may use it too. Open it only once the request's own
+    work is done: on SQLite it holds the write lock."""
+    async with engine.connect() as connection:
+        options = dialect_for(connection).one_statement_write
+        connection = await connection.execution_options(**options)
+        async with connection.begin():
+            yield connection
 
 
 def read_database_url(raw_url: str, primary: URL) -> URL:

@@ -35,14 +35,9 @@ async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
         yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
-async def _write_statement(request: Request) -> AsyncIterator[AsyncConnection]:
-    engine = request.app.state.async_engine
-    async with engine.connect() as connection:
-        options = dialect_for(connection).one_statement_write
-        connection = await connection.execution_options(**options)
-        # Committed before the response is sent (scope="function" below).
-        async with connection.begin():
-            yield connection
+def _write_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.write_async_engine
+    return engine
 
 
 def _report_session(request: Request) -> Iterator[Session]:
@@ -76,11 +71,11 @@ async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 # consistent snapshot across several (a summary's counts and latest runs).
 ReadConnection = Annotated[AsyncConnection, Depends(_read_connection)]
 ReadSnapshot = Annotated[AsyncConnection, Depends(_read_snapshot)]
-# A write made by one statement on the hot paths (recording a run): an async
-# connection, no ORM session, in autocommit where a transaction costs round
-# trips (the dialect's one_statement_write). Statements after the first that
-# only read (an error's reason) may run in it too.
-WriteStatement = Annotated[AsyncConnection, Depends(_write_statement, scope="function")]
+# A write made by one statement on the hot paths (recording a run): the engine
+# to open chm.core.db.statement_write on, once the request's own work (its
+# redaction) is done; a dependency that opened the connection would hold it,
+# and on SQLite the write lock, from before the body is even validated.
+WriteEngine = Annotated[AsyncEngine, Depends(_write_engine)]
 
 # Report reads: the reports, the operator pages and /metrics, from the read
 # database (CHM_READ_DATABASE_URL, a replica) when one is set, else the

@@ -54,9 +54,9 @@ class DatabaseDialect(ABC):
     # operator pages, chm status): settings for that transaction only, so a
     # connection pooler or PGOPTIONS sees nothing else changed.
     report_reads: ClassVar[tuple[str, ...]]
-    # The execution options of a write that is one statement (chm.core.deps'
-    # WriteStatement): atomic by itself, so wherever a transaction costs round
-    # trips it runs in autocommit.
+    # The execution options of a write that is one statement
+    # (chm.core.db.statement_write): atomic by itself, so wherever a
+    # transaction costs round trips it runs in autocommit.
     one_statement_write: ClassVar[dict[str, Any]]
 
     @abstractmethod
@@ -74,6 +74,11 @@ class DatabaseDialect(ABC):
     @abstractmethod
     def create_async_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:
         """The asynchronous engine, with the same connection settings."""
+
+    def create_write_engine(self, url: URL, **kwargs: Any) -> AsyncEngine | None:
+        """The engine of the one-statement writes (``chm.core.db.statement_write``),
+        or None where they share the asynchronous engine's pool."""
+        return None
 
 
 class SQLiteDialect(DatabaseDialect):
@@ -112,6 +117,17 @@ class SQLiteDialect(DatabaseDialect):
 
     def create_async_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:
         _no_pool_size(kwargs)
+        return self._async_engine(url, **kwargs)
+
+    def create_write_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:
+        # A writer waiting for the file's write lock (another process may hold
+        # it for seconds) holds its connection all that time: the writes get a
+        # pool of their own, of one connection, so the process's writers wait
+        # in turn for it and never for the connections the reads need.
+        _no_pool_size(kwargs)
+        return self._async_engine(url, pool_size=1, max_overflow=0, **kwargs)
+
+    def _async_engine(self, url: URL, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(
             url.set(drivername="sqlite+aiosqlite"),
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import Grouping
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from chm.core.pagination import decode_cursor, encode_cursor
@@ -118,6 +119,12 @@ class PerDialect(sa.ColumnElement[bool]):
     @property
     def _from_objects(self) -> list[Any]:
         return [*self.sqlite._from_objects, *self.other._from_objects]
+
+    def self_group(self, against: Any = None) -> sa.ColumnElement[Any]:
+        # Rendered bare inside an AND (what a seek is part of) or as a whole
+        # WHERE; in parentheses anywhere else (under a NOT, an OR), as any
+        # compound condition.
+        return self if against in (None, operators.and_, operators._asbool) else Grouping(self)
 
 
 @compiles(PerDialect, "sqlite")

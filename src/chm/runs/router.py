@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from chm.core.deps import ReadConnection, WriteSession, WriteStatement
+from chm.core.deps import ReadConnection, WriteEngine, WriteSession
 from chm.core.ids import IdFilter, PipelineID, RunID
 from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
 from chm.core.responses import json_bytes_response
@@ -24,10 +24,18 @@ Since = Annotated[UTCTimestamp | None, Query(description="Event time >= since (R
 Until = Annotated[UTCTimestamp | None, Query(description="Event time < until (RFC 3339)")]
 
 
+# A body above this is redacted in a worker thread, off the event loop.
+LARGE_BODY_BYTES = 64 * 1024
+
+
 @router.post("/pipelines/{pipeline_id}/runs", status_code=201, response_model=RunOut)
-async def record_run(pipeline_id: PipelineID, body: RunCreate, conn: WriteStatement) -> Response:
+async def record_run(
+    request: Request, pipeline_id: PipelineID, body: RunCreate, engine: WriteEngine
+) -> Response:
     """Record a manual run; an omitted `external_run_id` is generated."""
-    row = await service.record_manual_run(conn, pipeline_id, body)
+    length = request.headers.get("content-length", "")
+    large = not length.isdigit() or int(length) > LARGE_BODY_BYTES
+    row = await service.record_manual_run(engine, pipeline_id, body, large=large)
     return json_bytes_response(run_document(row), status_code=201)
 
 

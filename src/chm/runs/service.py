@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NoReturn, cast
 
+import anyio.to_thread
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Session
 
 from chm.core.changes import apply_changes
+from chm.core.db import statement_write
 from chm.core.dialects import dialect_for, dialect_named
 from chm.core.errors import Conflict, NotFound, ValidationFailed
 from chm.core.keyset import keyset_page_async
@@ -68,13 +70,13 @@ def get_run(session: Session, run_id: int) -> Run:
 
 
 def _manual_run_values(pipeline_id: int, data: RunCreate) -> dict[str, Any]:
-    """The stored columns of a manual run, computed before any statement.
+    """The stored columns of a manual run but its timestamps, computed before
+    any statement.
 
     Failure text and payload are stored like ingested ones: credentials
     removed (SE-002), then capped.
     """
     from_source = data.duration_seconds is not None
-    now = utcnow()
     return {
         "pipeline_id": pipeline_id,
         # FR-019: a manual run without an identity still gets a unique one.
@@ -91,8 +93,6 @@ def _manual_run_values(pipeline_id: int, data: RunCreate) -> dict[str, Any]:
         "metrics": data.metrics,
         "error_message": None if data.error_message is None else stored_text(data.error_message),
         "source_payload": stored_payload(data.source_payload),
-        "created_at": now,
-        "updated_at": now,
     }
 
 
@@ -129,7 +129,9 @@ def _record_statement(dialect_name: str) -> sa.Insert:
     )
 
 
-async def record_manual_run(conn: AsyncConnection, pipeline_id: int, data: RunCreate) -> RunRow:
+async def record_manual_run(
+    engine: AsyncEngine, pipeline_id: int, data: RunCreate, *, large: bool = False
+) -> RunRow:
     """Record a manual run in one statement; its row as a run answer carries it.
 
     The insert is made from the pipeline's row, so one statement checks that
@@ -139,20 +141,32 @@ async def record_manual_run(conn: AsyncConnection, pipeline_id: int, data: RunCr
     when it stores nothing is the reason looked up, in the order the errors
     are checked: an unknown pipeline (404), an inactive one (409), times in
     the wrong order (422), a taken external run id (409).
+
+    The redaction is done before the connection is taken (on SQLite it holds
+    the write lock), in a worker thread for a ``large`` request, so that it
+    does not hold up the event loop's other requests.
     """
-    values = _manual_run_values(pipeline_id, data)
-    if _times_out_of_order(data.started_at, data.finished_at):
-        await _refuse_manual_run(conn, pipeline_id, data, values["external_run_id"])
-    statement = _record_statement(dialect_for(conn).name)
-    try:
-        row = (await conn.execute(statement, values)).first()
-    except IntegrityError:
-        # The pipeline was deleted between the statement's read and its
-        # foreign-key check: the lookup below says so.
-        row = None
-    if row is None:
-        await _refuse_manual_run(conn, pipeline_id, data, values["external_run_id"])
-    return row
+    if large:
+        values = await anyio.to_thread.run_sync(_manual_run_values, pipeline_id, data)
+    else:
+        values = _manual_run_values(pipeline_id, data)
+    async with statement_write(engine) as conn:
+        if _times_out_of_order(data.started_at, data.finished_at):
+            await _refuse_manual_run(conn, pipeline_id, data, values["external_run_id"])
+        # Stamped once the write can go ahead (on SQLite, under its write
+        # lock), as the ORM's flush did: the worker's "did runs change since"
+        # reads the latest updated_at.
+        values["created_at"] = values["updated_at"] = utcnow()
+        statement = _record_statement(dialect_for(conn).name)
+        try:
+            row = (await conn.execute(statement, values)).first()
+        except IntegrityError:
+            # The pipeline was deleted between the statement's read and its
+            # foreign-key check: the lookup below says so.
+            row = None
+        if row is None:
+            await _refuse_manual_run(conn, pipeline_id, data, values["external_run_id"])
+        return row
 
 
 async def _refuse_manual_run(
