@@ -27,7 +27,7 @@ NEWEST_FIRST = Keyset(
     "items-newest",
     (SortKey(ITEMS.c.started_at, datetime, nulls_low=True), SortKey(ITEMS.c.id, int)),
     descending=True,
-    bound_first_key=True,
+    bound_first_key="sqlite",
 )
 T = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -175,3 +175,16 @@ def test_a_per_dialect_seek_is_one_condition_under_not_and_or() -> None:
         assert "WHERE NOT (" in negated and inner in negated
         either = sa.or_(ITEMS.c.id == 1, seek)
         assert " OR (" in str(sa.select(ITEMS.c.id).where(either).compile(dialect=dialect))
+
+
+def test_a_keyset_on_a_one_column_index_bounds_its_first_key_everywhere() -> None:
+    by_time = Keyset(
+        "items-by-time",
+        (SortKey(ITEMS.c.started_at, datetime), SortKey(ITEMS.c.id, int)),
+        bound_first_key="always",
+    )
+    cursor = encode_cursor("items-by-time", [T, 7])
+    for dialect in (sqlite.dialect(), postgresql.dialect()):
+        where = _sql(by_time, cursor, dialect).split(" WHERE ")[1].split(" ORDER BY ")[0]
+        assert where.startswith("items.started_at >= ")
+        assert "(items.started_at, items.id) > (" in where

@@ -26,7 +26,7 @@ ALERTS = Keyset(
     "alerts",
     (SortKey(Alert.fired_at, datetime), SortKey(Alert.id, int)),
     descending=True,
-    bound_first_key=True,
+    bound_first_key="sqlite",
 )
 # Newest first: ids are given in creation order.
 SILENCES = Keyset("silences", (SortKey(Silence.id, int),), descending=True)

@@ -17,8 +17,9 @@ puts it last on both databases), and so is the cursor's own value for it.
 The two planners want the same condition in different words (``PerDialect``).
 SQLite seeks an index with plain comparisons only, so ``bound_first_key``
 adds the first key's bound that the row value implies; PostgreSQL, which
-seeks with the row value, would count that bound twice and expect too few
-rows, so it gets none. A descending cursor whose first key is the floor (a
+seeks an index on the keys with the row value, would count that bound twice
+and expect too few rows, so it gets none (unless the index is on the first
+key alone: ``"always"``). A descending cursor whose first key is the floor (a
 run without a start time) seeks, on PostgreSQL, with the equality form
 ``k1 = floor AND (k2, ...) < (...)``: nothing lies below the floor, so it is
 the same condition, and PostgreSQL estimates a row comparison from its first
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any, Literal, TypeVar, TypeVarTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -143,14 +144,19 @@ class Keyset:
 
     ``kind`` is signed into its cursors, so a cursor of one listing is not
     taken by another. ``bound_first_key`` adds the first key's own bound,
-    implied by the row-value comparison, on SQLite: it does not seek an index
-    with a row value, and starts its range at the cursor only with it.
+    implied by the row-value comparison: ``"sqlite"`` on SQLite only, which
+    does not seek an index with a row value and starts its range at the
+    cursor only with it (PostgreSQL seeks an index on the keys with the row
+    value, and would count the bound twice); ``"always"`` on every database,
+    for a listing served by an index on the first key alone, which neither
+    can seek with the row value (PostgreSQL's plan for it, prepared once and
+    reused, then expects the whole table after the cursor).
     """
 
     kind: str
     keys: tuple[SortKey, ...]
     descending: bool = False
-    bound_first_key: bool = False
+    bound_first_key: Literal["sqlite", "always"] | None = None
 
     @property
     def order_by(self) -> list[sa.ColumnElement[Any]]:
@@ -173,10 +179,16 @@ class Keyset:
             return seek
         # SQLite sorts again when an expression key is held by equality, so it
         # keeps the row comparison (its range starts at the floor either way).
-        return PerDialect(sqlite=seek, other=sa.and_(*floors, self._seek(keys, rest)))
+        bound = self.bound_first_key if self.bound_first_key == "always" else None
+        rest_seek = self._seek(keys, rest, bound_first_key=bound)
+        return PerDialect(sqlite=seek, other=sa.and_(*floors, rest_seek))
 
     def _seek(
-        self, keys: Sequence[SortKey], values: Sequence[Any], *, bound_first_key: bool = False
+        self,
+        keys: Sequence[SortKey],
+        values: Sequence[Any],
+        *,
+        bound_first_key: Literal["sqlite", "always"] | None,
     ) -> sa.ColumnElement[bool]:
         expressions = [key.expression for key in keys]
         bounds = [key.bound(v) for key, v in zip(keys, values, strict=True)]
@@ -185,9 +197,11 @@ class Keyset:
             return expression < bound if self.descending else expression > bound
         row, row_bound = sa.tuple_(*expressions), sa.tuple_(*bounds)
         seek = row < row_bound if self.descending else row > row_bound
-        if not bound_first_key:
+        if bound_first_key is None:
             return seek
         first = expressions[0] <= bounds[0] if self.descending else expressions[0] >= bounds[0]
+        if bound_first_key == "always":
+            return sa.and_(first, seek)
         # PostgreSQL seeks with the row value itself; the implied bound would
         # only make it count the condition twice and expect too few rows.
         return sa.and_(PerDialect(sqlite=first, other=sa.true()), seek)

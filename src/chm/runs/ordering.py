@@ -32,7 +32,7 @@ KEYSET = Keyset(
         SortKey(Run.__table__.c.id, int),
     ),
     descending=True,
-    bound_first_key=True,
+    bound_first_key="sqlite",
 )
 ORDER_BY = KEYSET.order_by
 

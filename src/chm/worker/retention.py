@@ -46,10 +46,14 @@ RUNS = cast(sa.Table, Run.__table__)
 _CANDIDATE = RUNS.alias("candidate")
 _KEPT = RUNS.alias("kept")
 # The order the candidates are deleted in, and its seek: oldest event time first.
+# Served by ix_runs_event_at, on event_at alone: the seek bounds event_at on
+# every database (without it, PostgreSQL's reused plan of a batch expected the
+# rest of the table and scanned it whole: 3.7 s for the 1 M data set's prune,
+# against 1.8).
 _SCAN = Keyset(
     "retention",
     (SortKey(_CANDIDATE.c.event_at, datetime), SortKey(_CANDIDATE.c.id, int)),
-    bound_first_key=True,
+    bound_first_key="always",
 )
 
 
