@@ -157,10 +157,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_middleware(HttpMetricsMiddleware, routes=app.router.routes)
 
     api = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES)
+    # The hot paths first: a request is matched against the routes in order.
     for router in (
+        runs_router,
         clients_router,
         pipelines_router,
-        runs_router,
         alert_rules_router,
         alerts_router,
         ingestion_router,

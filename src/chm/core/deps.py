@@ -35,7 +35,13 @@ async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
         yield await connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def _write_engine(request: Request) -> AsyncEngine:
+def write_engine(request: Request) -> AsyncEngine:
+    """The engine of a write made by one statement on the hot paths (recording a
+    run), to open ``chm.core.db.statement_write`` on once the request's own
+    work (its redaction) is done: a dependency that opened the connection
+    would hold it, and on SQLite the write lock, from before the body is even
+    validated. Read off the app by the route, not a dependency: solving one
+    costs the hot path more than the lookup."""
     engine: AsyncEngine = request.app.state.write_async_engine
     return engine
 
@@ -71,11 +77,6 @@ async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 # consistent snapshot across several (a summary's counts and latest runs).
 ReadConnection = Annotated[AsyncConnection, Depends(_read_connection)]
 ReadSnapshot = Annotated[AsyncConnection, Depends(_read_snapshot)]
-# A write made by one statement on the hot paths (recording a run): the engine
-# to open chm.core.db.statement_write on, once the request's own work (its
-# redaction) is done; a dependency that opened the connection would hold it,
-# and on SQLite the write lock, from before the body is even validated.
-WriteEngine = Annotated[AsyncEngine, Depends(_write_engine)]
 
 # Report reads: the reports, the operator pages and /metrics, from the read
 # database (CHM_READ_DATABASE_URL, a replica) when one is set, else the

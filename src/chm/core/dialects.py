@@ -227,9 +227,11 @@ def _prepare_sqlite(engine: Engine) -> None:
 # Each engine's pool when the caller does not say (CHM_DB_POOL_SIZE and
 # CHM_DB_MAX_OVERFLOW do, for the server and the worker): small, because
 # every process of a deployment has its own and PostgreSQL admits 100
-# connections in all by default (docs/deployment.md).
-POOL_SIZE = 4
-MAX_OVERFLOW = 4
+# connections in all by default; without overflow, since an overflow
+# connection is opened for one use and closed after it, a new PostgreSQL
+# backend each time (docs/deployment.md).
+POOL_SIZE = 8
+MAX_OVERFLOW = 0
 
 
 def _no_pool_size(kwargs: dict[str, Any]) -> None:

@@ -30,14 +30,17 @@ class Settings(BaseSettings):
     # own reads (read your writes) and /metrics stay on CHM_DATABASE_URL.
     read_database_url: SecretStr | None = None
     # PostgreSQL connections per engine and process: a pool keeps up to
-    # db_pool_size open and opens up to db_max_overflow more when busy. Each
-    # chm serve process has two engines (synchronous, asynchronous), each chm
-    # worker one, so N serve processes and M workers open at most
-    # (2N + M) x (db_pool_size + db_max_overflow) connections: 80 for 4 and 2
-    # with the defaults, within PostgreSQL's default max_connections (100, 97
-    # for other roles than superusers). docs/deployment.md.
-    db_pool_size: int = Field(default=4, ge=1, le=1000)
-    db_max_overflow: int = Field(default=4, ge=0, le=1000)
+    # db_pool_size open and opens up to db_max_overflow more when busy, each
+    # closed again as soon as it is returned. Each chm serve process has two
+    # engines (synchronous, asynchronous), each chm worker one, so N serve
+    # processes and M workers open at most (2N + M) x (db_pool_size +
+    # db_max_overflow) connections: 80 for 4 and 2 with the defaults, within
+    # PostgreSQL's default max_connections (100, 97 for other roles than
+    # superusers). No overflow by default: a connection opened for one
+    # request and closed after it costs PostgreSQL a new backend each time
+    # (docs/deployment.md).
+    db_pool_size: int = Field(default=8, ge=1, le=1000)
+    db_max_overflow: int = Field(default=0, ge=0, le=1000)
     api_token: SecretStr | None = None
     # The sources file for ingestion (TOML).
     config: Path | None = None

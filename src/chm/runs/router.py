@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from chm.core.deps import ReadConnection, WriteEngine, WriteSession
+from chm.core.deps import ReadConnection, WriteSession, write_engine
 from chm.core.ids import IdFilter, PipelineID, RunID
 from chm.core.pagination import DEFAULT_LIMIT, CursorParam, LimitParam, Page
 from chm.core.responses import json_bytes_response
@@ -29,12 +29,11 @@ LARGE_BODY_BYTES = 64 * 1024
 
 
 @router.post("/pipelines/{pipeline_id}/runs", status_code=201, response_model=RunOut)
-async def record_run(
-    request: Request, pipeline_id: PipelineID, body: RunCreate, engine: WriteEngine
-) -> Response:
+async def record_run(request: Request, pipeline_id: PipelineID, body: RunCreate) -> Response:
     """Record a manual run; an omitted `external_run_id` is generated."""
     length = request.headers.get("content-length", "")
     large = not length.isdigit() or int(length) > LARGE_BODY_BYTES
+    engine = write_engine(request)
     row = await service.record_manual_run(engine, pipeline_id, body, large=large)
     return json_bytes_response(run_document(row), status_code=201)
 
