@@ -99,7 +99,11 @@ def record_order(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_a_manual_run_is_redacted_before_its_transaction_begins(
     api, engine, pipeline, monkeypatch
 ) -> None:
-    order = record_order(engine, monkeypatch)
+    # Recording a run is one statement on the app's write engine (its own on
+    # SQLite, the async one on PostgreSQL), whose transaction begins only
+    # once the body is redacted.
+    write_engine = api.app.state.write_async_engine.sync_engine
+    order = record_order(write_engine, monkeypatch)
     make_run(api, pipeline, "failed", error_message="boom", source_payload={"token": "t0k"})
     assert order[:3] == ["redact", "redact", "begin"], order
     assert order.count("redact") == 2
