@@ -111,7 +111,10 @@ def test_a_cursor_at_the_floor_seeks_with_equality_on_it(dialect: sa.Dialect, fl
 
 
 def test_the_equality_form_selects_the_same_rows_as_the_row_comparison() -> None:
-    """On real rows, the floor seek and the plain row comparison agree."""
+    """On real rows (SQLite's form), the seek from every position, a missing
+    start time's included, selects exactly the rows after it, in order; the
+    PostgreSQL form is walked the same way by tests/test_runs.py on both
+    databases."""
     engine = sa.create_engine("sqlite://")
     rows = [
         {"name_key": "x", "started_at": None if i % 3 == 0 else T.replace(minute=i % 7), "id": i}

@@ -9,13 +9,17 @@ so each answer shows which database it was read from.
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from chm.app import create_app
@@ -207,3 +211,36 @@ def test_health_and_metrics_say_whether_the_read_database_answers(
 def test_without_a_read_database_health_and_metrics_do_not_mention_one(api: TestClient) -> None:
     assert "read_database" not in ok(api.get("/healthz"))
     assert _metric(api, "chm_read_database_up") is None
+
+
+def test_the_read_database_is_asked_again_at_every_check(
+    db_url: str, backend: str, engine: Engine, tmp_path: Path
+) -> None:
+    """A replica that answered once and then went away is reported gone at the
+    next /healthz and scrape, not remembered as it was."""
+    replica_dir = tmp_path / "replica"
+    replica_dir.mkdir()
+    if backend == "sqlite":
+        read_url = f"sqlite:///{replica_dir / 'replica.db'}"
+        shutil.copyfile(make_url(db_url).database or "", replica_dir / "replica.db")
+    else:
+        name = f"chm_gone_{uuid.uuid4().hex[:10]}"
+        admin = make_url(db_url).set(drivername="postgresql", database="postgres")
+        dsn = admin.render_as_string(hide_password=False)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        read_url = make_url(db_url).set(database=name).render_as_string(hide_password=False)
+    settings = Settings(  # type: ignore[call-arg]
+        database_url=db_url, read_database_url=read_url, _env_file=None
+    )
+    with TestClient(create_app(settings, engine), raise_server_exceptions=False) as client:
+        assert ok(client.get("/healthz"))["read_database"] == "ok"
+        assert _metric(client, "chm_read_database_up") == 1.0
+        client.app.state.report_engine.dispose()  # type: ignore[attr-defined]
+        if backend == "sqlite":
+            shutil.rmtree(replica_dir)
+        else:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        assert ok(client.get("/healthz"))["read_database"] == "unavailable"
+        assert _metric(client, "chm_read_database_up") == 0.0

@@ -102,7 +102,6 @@ def create_read_engines(
     return create_db_engine(raw_url, **kwargs), create_async_db_engine(raw_url, **kwargs)
 
 
-@lru_cache
 def database_answers(engine: Engine) -> bool:
     """Whether ``engine``'s database answers ``SELECT 1`` now (the log says why not)."""
     try:
@@ -115,6 +114,7 @@ def database_answers(engine: Engine) -> bool:
     return True
 
 
+@lru_cache
 def get_engine() -> Engine:
     return create_db_engine(get_settings().effective_database_url)
 
